@@ -1,0 +1,143 @@
+"""Output-shape formulas of chapter 6.3 and 6.5, and receptive fields (6.2.6).
+
+All functions are pure Python on static ints: ops call them before tracing, so a bad geometry
+raises a ValueError naming the argument instead of an XLA error.
+
+Per axis the chapter's formula is ``floor((n - k + p + s) / s)`` with ``p`` the total padding;
+with dilation ``d`` the kernel's effective size is ``d * (k - 1) + 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jaxconv._args import Pair, Padding, as_pair, padding_pairs, positive_pair
+
+_AXES = ("height", "width")
+
+
+def effective_kernel(kernel: int, dilation: int) -> int:
+    """Extent of a kernel of ``kernel`` taps spaced ``dilation`` apart: ``d * (k - 1) + 1``."""
+    return dilation * (kernel - 1) + 1
+
+
+def conv_padding(
+    padding: Any, kernel_size: Any, stride: Any = 1, dilation: Any = 1
+) -> Padding:
+    """Resolve a conv ``padding`` argument to ``((top, bottom), (left, right))``.
+
+    ``"valid"`` is no padding. ``"same"`` (stride 1 only, as in PyTorch) pads
+    ``d * (k - 1)`` in total per axis, the odd extra row/column at the bottom/right.
+    """
+    if isinstance(padding, str):
+        kh, kw = positive_pair(kernel_size, "kernel_size")
+        dh, dw = positive_pair(dilation, "dilation")
+        if padding == "valid":
+            return ((0, 0), (0, 0))
+        if padding == "same":
+            if positive_pair(stride, "stride") != (1, 1):
+                raise ValueError(
+                    f"padding='same' needs stride 1 (as in PyTorch), got stride={stride!r}"
+                )
+            pads = []
+            for k, d in ((kh, dh), (kw, dw)):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+            return (pads[0], pads[1])
+        raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
+    return padding_pairs(padding, "padding")
+
+
+def conv_output_shape(
+    input_size: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1
+) -> Pair:
+    """Spatial output ``(oh, ow)`` of a convolution on an ``(h, w)`` input.
+
+    ``oh = floor((h + pt + pb - (dh*(kh-1)+1) + sh) / sh)``, likewise for width.
+    Raises ValueError if the effective kernel is larger than the padded input.
+    """
+    n = as_pair(input_size, "input_size")
+    k = positive_pair(kernel_size, "kernel_size")
+    s = positive_pair(stride, "stride")
+    d = positive_pair(dilation, "dilation")
+    pads = conv_padding(padding, k, s, d)
+    out = []
+    for axis in range(2):
+        padded = n[axis] + sum(pads[axis])
+        keff = effective_kernel(k[axis], d[axis])
+        if keff > padded:
+            raise ValueError(
+                f"kernel_size {k} (effective {keff} with dilation {d[axis]}) is larger than "
+                f"the padded input along {_AXES[axis]} ({n[axis]} + padding "
+                f"{sum(pads[axis])} = {padded})"
+            )
+        out.append((padded - keff + s[axis]) // s[axis])
+    return (out[0], out[1])
+
+
+def pool_output_shape(
+    input_size: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+) -> Pair:
+    """Spatial output ``(oh, ow)`` of a pooling layer, with PyTorch's rules.
+
+    ``stride=None`` means stride = window (the chapter's default). Each side's padding must be
+    at most half the window (``p <= k // 2``). With ``ceil_mode`` the division rounds up, but
+    the last window must start inside the input or the left/top padding. Raises ValueError
+    when an output would be empty.
+    """
+    n = as_pair(input_size, "input_size")
+    k = positive_pair(kernel_size, "kernel_size")
+    s = k if stride is None else positive_pair(stride, "stride")
+    d = positive_pair(dilation, "dilation")
+    pads = padding_pairs(padding, "padding")
+    out = []
+    for axis in range(2):
+        lo, hi = pads[axis]
+        if max(lo, hi) > k[axis] // 2:
+            raise ValueError(
+                f"padding must be at most half the kernel_size along {_AXES[axis]} "
+                f"(kernel {k[axis]} allows {k[axis] // 2}), got padding={padding!r}"
+            )
+        span = n[axis] + lo + hi - effective_kernel(k[axis], d[axis])
+        o = (span + (s[axis] - 1 if ceil_mode else 0)) // s[axis] + 1
+        if ceil_mode and (o - 1) * s[axis] >= n[axis] + lo:
+            o -= 1  # the last window would start in the right padding only
+        if o < 1:
+            raise ValueError(
+                f"pooling output would be empty along {_AXES[axis]}: input {n[axis]}, "
+                f"kernel_size {k[axis]}, dilation {d[axis]}, padding {(lo, hi)}"
+            )
+        out.append(o)
+    return (out[0], out[1])
+
+
+def receptive_field(layers: Sequence[Any]) -> Pair:
+    """Receptive field ``(rh, rw)`` on the input of one output element after ``layers``.
+
+    Each layer is an int kernel size, ``(kernel_size, stride)`` or ``(kernel_size, stride,
+    dilation)``; each entry an int or an ``(h, w)`` pair, so a 5x3 kernel with stride 1 is
+    ``((5, 3), 1)``. Pooling layers count the same way as conv layers. The field grows by ``(k_eff - 1) * jump`` per layer, where ``jump`` is the
+    product of the earlier strides.
+    """
+    size = [1, 1]
+    jump = [1, 1]
+    for i, layer in enumerate(layers):
+        spec = tuple(layer) if isinstance(layer, list | tuple) else (layer,)
+        if not 1 <= len(spec) <= 3:
+            raise ValueError(
+                f"layers[{i}] must be kernel_size or (kernel_size, stride[, dilation]), "
+                f"got {layer!r}"
+            )
+        k = positive_pair(spec[0], f"layers[{i}].kernel_size")
+        s = positive_pair(spec[1], f"layers[{i}].stride") if len(spec) > 1 else (1, 1)
+        d = positive_pair(spec[2], f"layers[{i}].dilation") if len(spec) > 2 else (1, 1)
+        for axis in range(2):
+            size[axis] += (effective_kernel(k[axis], d[axis]) - 1) * jump[axis]
+            jump[axis] *= s[axis]
+    return (size[0], size[1])
