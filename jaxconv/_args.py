@@ -102,6 +102,7 @@ def check_rank(x: Any, name: str, ranks: Sequence[int]) -> int:
 
 def check_floating(x: Any, name: str) -> None:
     """Raise TypeError unless ``x`` has a real floating dtype (ints and complex are refused)."""
-    dtype = x.dtype if hasattr(x, "dtype") else np.result_type(x)
+    # np.result_type would read a list as dtype specs; np.asarray reads it as data.
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
     if not jnp.issubdtype(dtype, jnp.floating):  # jnp knows bfloat16 is floating
         raise TypeError(f"{name} must have a real floating dtype, got {dtype}")

@@ -1,0 +1,548 @@
+"""jaxconv.conv: the chapter's printed values, a seeded sweep against the float64 NumPy
+reference and PyTorch (values and gradients), and one test per validation rule."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxconv import conv, reference
+from jaxconv.conv import (
+    conv1x1,
+    conv2d,
+    convolve2d,
+    corr2d,
+    corr2d_multi_in,
+    corr2d_multi_in_out,
+    corr2d_vmap,
+)
+from jaxconv.shapes import conv_output_shape, conv_padding
+
+IMPLS = tuple(conv.IMPLEMENTATIONS)
+
+
+def assert_close(actual, desired, terms: int = 1, rtol: float = 1e-5) -> None:
+    """float32 result vs float64 oracle; ``terms`` products are summed per output element."""
+    desired = np.asarray(desired, dtype=np.float64)
+    assert np.shape(actual) == desired.shape
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64), desired, rtol=rtol, atol=rtol * np.sqrt(terms)
+    )
+
+
+# --- the chapter's printed values -------------------------------------------------------------
+
+CHAPTER_X = [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]]
+CHAPTER_K = [[0.0, 1.0], [2.0, 3.0]]
+
+
+@pytest.mark.parametrize("fn", [corr2d, corr2d_vmap], ids=["lax", "vmap"])
+def test_corr2d_chapter(fn, variant):
+    y = variant(fn)(jnp.array(CHAPTER_X), jnp.array(CHAPTER_K))
+    np.testing.assert_array_equal(y, [[19.0, 25.0], [37.0, 43.0]])
+    np.testing.assert_array_equal(y, reference.corr2d(CHAPTER_X, CHAPTER_K))
+
+
+@pytest.mark.parametrize("fn", [corr2d, corr2d_vmap], ids=["lax", "vmap"])
+def test_edge_detection_chapter(fn, variant):
+    X = np.ones((6, 8), np.float32)
+    X[:, 2:6] = 0
+    K = np.array([[1.0, -1.0]], np.float32)
+    expected = np.zeros((6, 7))
+    expected[:, 1], expected[:, 5] = 1.0, -1.0  # white->black and black->white edges
+    f = variant(fn)
+    np.testing.assert_array_equal(f(X, K), expected)
+    np.testing.assert_array_equal(f(X.T, K), np.zeros((8, 5)))  # horizontal edges: none
+
+
+@pytest.mark.parametrize(
+    ("kernel", "padding", "stride", "expected"),
+    [
+        (3, 1, 1, (8, 8)),
+        ((5, 3), (2, 1), 1, (8, 8)),
+        (3, 1, 2, (4, 4)),
+        ((3, 5), (0, 1), (3, 4), (2, 2)),
+    ],
+)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_padding_stride_chapter(kernel, padding, stride, expected, impl, rng):
+    # comp_conv2d: an 8x8 image as (1, 8, 8), one in and one out channel.
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    X = rng.random((1, 8, 8), dtype=np.float32)
+    w = rng.standard_normal((1, 1, kh, kw), dtype=np.float32)
+    y = conv2d(X, w, stride=stride, padding=padding, impl=impl)
+    assert y.shape[1:] == expected == conv_output_shape(8, kernel, stride, padding)
+    assert_close(y, reference.conv2d(X, w, stride=stride, padding=padding), terms=kh * kw)
+
+
+CHAPTER_X2 = [CHAPTER_X, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]
+CHAPTER_K2 = [CHAPTER_K, [[1.0, 2.0], [3.0, 4.0]]]
+
+
+@pytest.mark.parametrize("impl", ["lax", "vmap"])
+def test_multi_in_chapter(impl, variant):
+    f = variant(functools.partial(corr2d_multi_in, impl=impl))
+    np.testing.assert_array_equal(
+        f(jnp.array(CHAPTER_X2), jnp.array(CHAPTER_K2)), [[56.0, 72.0], [104.0, 120.0]]
+    )
+
+
+@pytest.mark.parametrize("impl", ["lax", "vmap"])
+def test_multi_in_out_chapter(impl, variant):
+    K = jnp.array(CHAPTER_K2)
+    K3 = jnp.stack((K, K + 1, K + 2), 0)
+    assert K3.shape == (3, 2, 2, 2)
+    f = variant(functools.partial(corr2d_multi_in_out, impl=impl))
+    np.testing.assert_array_equal(
+        f(jnp.array(CHAPTER_X2), K3),
+        [[[56, 72], [104, 120]], [[76, 100], [148, 172]], [[96, 128], [192, 224]]],
+    )
+
+
+def test_conv1x1_chapter(variant, rng):
+    X = rng.standard_normal((3, 3, 3), dtype=np.float32)
+    K = rng.standard_normal((2, 3, 1, 1), dtype=np.float32)
+    y1 = variant(conv1x1)(X, K)
+    assert y1.shape == (2, 3, 3)
+    assert float(jnp.abs(y1 - corr2d_multi_in_out(X, K)).sum()) < 1e-6
+    assert_close(y1, reference.conv1x1(X, K), terms=3)
+
+
+def test_conv1x1_is_one_matmul_batched(variant, rng):
+    X = rng.standard_normal((4, 5, 7, 6), dtype=np.float32)
+    K = rng.standard_normal((3, 5, 1, 1), dtype=np.float32)
+    y = variant(conv1x1)(X, K)
+    assert_close(y, reference.conv1x1(X, K), terms=5)
+    assert_close(y, conv2d(X, K), terms=5)
+    # One dot_general, nothing else that does arithmetic.
+    prims = [e.primitive.name for e in jax.make_jaxpr(conv1x1)(X, K).jaxpr.eqns]
+    assert prims.count("dot_general") == 1 and "conv_general_dilated" not in prims
+
+
+# --- the corr2d family on random shapes -------------------------------------------------------
+
+CORR_SHAPES = [
+    ((5, 7), (2, 3)),
+    ((6, 4), (6, 1)),
+    ((9, 9), (4, 4)),
+    ((3, 8), (1, 8)),
+    ((1, 1), (1, 1)),
+    ((10, 6), (3, 2)),
+]
+
+
+@pytest.mark.parametrize(("xs", "ks"), CORR_SHAPES)
+def test_corr2d_family_random(xs, ks, variant, rng):
+    X = rng.standard_normal(xs, dtype=np.float32)
+    K = rng.standard_normal(ks, dtype=np.float32)
+    terms = ks[0] * ks[1]
+    ref = reference.corr2d(X, K)
+    assert_close(variant(corr2d)(X, K), ref, terms)
+    assert_close(variant(corr2d_vmap)(X, K), ref, terms)
+    conv_ref = reference.convolve2d(X, K)
+    assert_close(variant(convolve2d)(X, K), conv_ref, terms)
+    np.testing.assert_array_equal(convolve2d(X, K), corr2d(X, np.flip(K)))
+    if terms > 1 and not np.allclose(K, np.flip(K)):
+        assert not np.allclose(conv_ref, ref)  # the flip matters for these kernels
+
+
+@pytest.mark.parametrize(
+    ("ci", "co", "xs", "ks"),
+    [(3, 2, (6, 5), (3, 2)), (1, 4, (4, 4), (4, 1)), (5, 1, (7, 3), (2, 3))],
+)
+@pytest.mark.parametrize("impl", ["lax", "vmap"])
+def test_corr2d_multi_random(ci, co, xs, ks, impl, variant, rng):
+    X = rng.standard_normal((ci, *xs), dtype=np.float32)
+    K = rng.standard_normal((co, ci, *ks), dtype=np.float32)
+    terms = ci * ks[0] * ks[1]
+    f_in = variant(functools.partial(corr2d_multi_in, impl=impl))
+    f_out = variant(functools.partial(corr2d_multi_in_out, impl=impl))
+    assert_close(f_in(X, K[0]), reference.corr2d_multi_in(X, K[0]), terms)
+    assert_close(f_out(X, K), reference.corr2d_multi_in_out(X, K), terms)
+
+
+# --- conv2d: seeded sweep against the reference and PyTorch ----------------------------------
+
+PADDING_FORMS = ("int", "pair", "sides", "same", "valid")
+BATCHES = (None, 2, 1, 3)  # None: unbatched (C, H, W)
+
+
+def _make_case(i: int) -> dict:
+    """Case ``i`` of the sweep: every (padding form, layout, batch) triple appears once."""
+    r = np.random.default_rng(1000 + i)
+    form = PADDING_FORMS[i % 5]
+    layout = ("NCHW", "NHWC")[(i // 5) % 2]
+    batch = BATCHES[(i // 10) % 4]
+    groups = int(r.choice([1, 1, 2, 3]))
+    cg, og = int(r.integers(1, 4)), int(r.integers(1, 3))
+    k = tuple(int(v) for v in r.integers(1, 5, size=2))
+    d = tuple(int(v) for v in r.choice([1, 1, 2], size=2))
+    s = (1, 1) if form == "same" else tuple(int(v) for v in r.integers(1, 4, size=2))
+    if form == "int":
+        padding = int(r.integers(0, 3))
+    elif form == "pair":
+        padding = tuple(int(v) for v in r.integers(0, 3, size=2))
+    elif form == "sides":
+        padding = tuple(tuple(int(v) for v in r.integers(0, 4, size=2)) for _ in range(2))
+    else:
+        padding = form
+    pads = conv_padding(padding, k, s, d)
+    size = []
+    for axis in range(2):
+        keff = d[axis] * (k[axis] - 1) + 1
+        # Smallest input the padded kernel fits on, up to a few more: kernel > input happens.
+        size.append(int(r.integers(max(1, keff - sum(pads[axis])), keff + 7)))
+    return dict(
+        i=i,
+        layout=layout,
+        batch=batch,
+        groups=groups,
+        cg=cg,
+        og=og,
+        k=k,
+        stride=s,
+        dilation=d,
+        padding=padding,
+        size=tuple(size),
+        bias=bool(r.integers(0, 2)),
+    )
+
+
+CASES = [_make_case(i) for i in range(40)]
+
+
+def _case_id(c: dict) -> str:
+    return (
+        f"{c['i']}-{c['layout']}-b{c['batch']}-g{c['groups']}-k{c['k'][0]}x{c['k'][1]}"
+        f"-s{c['stride'][0]}{c['stride'][1]}-d{c['dilation'][0]}{c['dilation'][1]}"
+        f"-p{c['padding']}".replace(" ", "")
+    )
+
+
+def _case_arrays(c: dict, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """x, w, b in the case's layout (NCHW/OIHW or NHWC/HWIO), random normal."""
+    r = np.random.default_rng(c["i"])
+    C, n_out = c["cg"] * c["groups"], c["og"] * c["groups"]
+    h, w_ = c["size"]
+    x = r.standard_normal((c["batch"] or 1, C, h, w_)).astype(dtype)
+    w = r.standard_normal((n_out, c["cg"], *c["k"])).astype(dtype)
+    b = r.standard_normal(n_out).astype(dtype) if c["bias"] else None
+    if c["layout"] == "NHWC":
+        x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
+    return (x if c["batch"] else x[0]), w, b
+
+
+def _kwargs(c: dict) -> dict:
+    return dict(
+        stride=c["stride"],
+        padding=c["padding"],
+        dilation=c["dilation"],
+        groups=c["groups"],
+        layout=c["layout"],
+    )
+
+
+def _torch_conv(torch, c: dict, x, w, b):
+    """torch.nn.functional.conv2d on the case (torch tensors in, NCHW tensor out)."""
+    F = torch.nn.functional
+    if c["layout"] == "NHWC":
+        x = x.movedim(-1, -3)
+        w = w.permute(3, 2, 0, 1)
+    padding = c["padding"]
+    if isinstance(padding, tuple) and isinstance(padding[0], tuple):
+        (t, bt), (lf, rt) = padding  # torch's conv takes symmetric padding: pad first
+        x, padding = F.pad(x, (lf, rt, t, bt)), 0
+    y = F.conv2d(
+        x, w, b, stride=c["stride"], padding=padding, dilation=c["dilation"], groups=c["groups"]
+    )
+    return y.movedim(-3, -1) if c["layout"] == "NHWC" else y
+
+
+@functools.cache
+def _oracles(i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 NumPy reference, float32 PyTorch) outputs of case ``i``, computed once."""
+    import torch
+
+    c = CASES[i]
+    x, w, b = _case_arrays(c)
+    ref = reference.conv2d(x, w, b, **_kwargs(c))
+    tb = None if b is None else torch.from_numpy(b)
+    with warnings.catch_warnings():  # torch: 'same' with an even kernel may copy the input
+        warnings.simplefilter("ignore", UserWarning)
+        out = _torch_conv(torch, c, torch.from_numpy(x), torch.from_numpy(w), tb).numpy()
+    return ref, out
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("c", CASES, ids=_case_id)
+def test_conv2d_sweep(c, impl, variant, torch):
+    x, w, b = _case_arrays(c)
+    f = variant(lambda x, w, b: conv2d(x, w, b, impl=impl, **_kwargs(c)))
+    y = f(x, w, b)
+    ref, torch_out = _oracles(c["i"])
+    spatial = x.shape[-3:-1] if c["layout"] == "NHWC" else x.shape[-2:]
+    out_hw = conv_output_shape(spatial, c["k"], c["stride"], c["padding"], c["dilation"])
+    n_out = c["og"] * c["groups"]
+    expected_shape = (n_out, *out_hw) if c["layout"] == "NCHW" else (*out_hw, n_out)
+    assert y.shape == ((c["batch"],) if c["batch"] else ()) + expected_shape
+    assert y.dtype == jnp.float32
+    terms = c["cg"] * c["k"][0] * c["k"][1]
+    assert_close(y, ref, terms)
+    assert_close(y, torch_out, terms)
+
+
+# --- gradients -----------------------------------------------------------------------------
+
+GRAD_CASES = CASES[::5]  # 8 cases: every padding form, both layouts, all batch kinds
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("c", GRAD_CASES, ids=_case_id)
+def test_conv2d_grads_match_torch(c, impl, torch):
+    x, w, b = _case_arrays(c)
+    if b is None:
+        b = np.random.default_rng(7).standard_normal(w.shape[0 if c["layout"] == "NCHW" else 3])
+        b = b.astype(np.float32)
+    y_shape = conv2d(x, w, b, impl=impl, **_kwargs(c)).shape
+    ct = np.random.default_rng(c["i"] + 99).standard_normal(y_shape).astype(np.float32)
+
+    def loss(x, w, b):
+        return jnp.sum(conv2d(x, w, b, impl=impl, **_kwargs(c)) * ct)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, b)
+    tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    (_torch_conv(torch, c, tx, tw, tb) * torch.from_numpy(ct.astype(np.float64))).sum().backward()
+    for name, g, t in zip("xwb", grads, (tx, tw, tb), strict=True):
+        expected = t.grad.numpy()
+        assert g.shape == expected.shape, name
+        np.testing.assert_allclose(
+            g, expected, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected).max()), err_msg=name
+        )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(stride=(2, 1), padding=((1, 0), (0, 2)), dilation=(1, 2), groups=2),
+        dict(padding="same", dilation=2, layout="NHWC"),
+    ],
+    ids=["nchw-strided-grouped", "nhwc-same"],
+)
+def test_conv2d_check_grads_float64(kwargs, impl):
+    r = np.random.default_rng(5)
+    nhwc = kwargs.get("layout") == "NHWC"
+    with jax.enable_x64(True):
+        x = jnp.asarray(r.standard_normal((2, 6, 5, 4) if nhwc else (2, 4, 6, 5)))
+        w = jnp.asarray(r.standard_normal((3, 2, 4, 4) if nhwc else (4, 2, 3, 2)))
+        b = jnp.asarray(r.standard_normal(4))
+        assert x.dtype == jnp.float64
+        f = lambda x, w, b: conv2d(x, w, b, impl=impl, **kwargs)
+        check_grads(f, (x, w, b), order=1, modes=("fwd", "rev"))
+
+
+# --- jit, vmap, dtypes ---------------------------------------------------------------------
+
+
+def test_jit_static_argnames_and_no_retrace(rng):
+    x = rng.standard_normal((2, 3, 9, 8), dtype=np.float32)
+    w = rng.standard_normal((4, 3, 3, 2), dtype=np.float32)
+    static = ("stride", "padding", "dilation", "groups", "layout", "impl", "precision")
+    jitted = jax.jit(conv2d, static_argnames=static)
+    kw = dict(stride=2, padding=((1, 0), (2, 1)), dilation=(1, 2))
+    expected = reference.conv2d(x, w, **kw)
+    assert_close(jitted(x, w, **kw), expected, terms=18)
+    assert_close(jax.jit(functools.partial(conv2d, **kw))(x, w), expected, terms=18)
+    assert_close(jax.jit(lambda x, w: conv2d(x, w, **kw))(x, w), expected, terms=18)
+
+    traces = []
+
+    @jax.jit
+    def f(x, w):
+        traces.append(1)  # runs once per trace
+        return conv2d(x, w, stride=2, impl="patches")
+
+    f(x, w)
+    f(x + 1, w - 1)
+    assert len(traces) == 1
+
+
+def test_vmap_of_unbatched_equals_batched(rng):
+    x = rng.standard_normal((3, 2, 7, 7), dtype=np.float32)
+    w = rng.standard_normal((5, 2, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(5, dtype=np.float32)
+    for impl in IMPLS:
+        f = functools.partial(conv2d, stride=2, padding=1, impl=impl)
+        np.testing.assert_allclose(
+            jax.vmap(f, in_axes=(0, None, None))(x, w, b), f(x, w, b), rtol=1e-6, atol=1e-6
+        )
+
+
+def test_dtype_promotion_and_lists():
+    x = np.ones((1, 3, 3), np.float32)
+    w = jnp.ones((1, 1, 2, 2), jnp.bfloat16)
+    assert conv2d(x, w).dtype == jnp.float32
+    assert conv2d(x.astype(jnp.bfloat16), w).dtype == jnp.bfloat16
+    y = corr2d(CHAPTER_X, CHAPTER_K)  # nested Python lists of floats are arrays too
+    np.testing.assert_array_equal(y, [[19.0, 25.0], [37.0, 43.0]])
+
+
+# --- validation: one test per rule ---------------------------------------------------------
+
+X4 = np.zeros((2, 4, 8, 8), np.float32)  # NCHW, 4 channels
+W4 = np.zeros((6, 4, 3, 3), np.float32)  # OIHW
+
+BAD_CONV2D = {
+    "x-rank": (dict(x=np.zeros((4, 8), np.float32)), ValueError, r"^x must have rank 3"),
+    "x-rank5": (dict(x=np.zeros((1, 2, 4, 8, 8), np.float32)), ValueError, r"^x must have rank"),
+    "w-rank": (dict(w=np.zeros((6, 4, 3), np.float32)), ValueError, r"^w must have rank 4"),
+    "w-empty": (dict(w=np.zeros((0, 4, 3, 3), np.float32)), ValueError, r"^w must have no empty"),
+    "channels": (dict(w=np.zeros((6, 3, 3, 3), np.float32)), ValueError, r"x has 4 channels"),
+    "channels-groups": (dict(groups=2), ValueError, r"x has 4 channels but w expects 4 \* groups"),
+    "out-groups": (
+        dict(w=np.zeros((5, 2, 3, 3), np.float32), groups=2),
+        ValueError,
+        r"out_channels \(5\) must be divisible by groups",
+    ),
+    "in-groups": (
+        dict(w=np.zeros((6, 1, 3, 3), np.float32), groups=3),
+        ValueError,
+        r"in_channels \(4\) must be divisible by groups",
+    ),
+    "groups-zero": (dict(groups=0), ValueError, r"^groups must be positive"),
+    "groups-float": (dict(groups=1.0), TypeError, r"^groups must be an int"),
+    "stride-zero": (dict(stride=0), ValueError, r"^stride must be positive"),
+    "stride-neg": (dict(stride=(1, -2)), ValueError, r"^stride must be positive"),
+    "stride-float": (dict(stride=1.5), TypeError, r"^stride must be an int"),
+    "dilation-zero": (dict(dilation=(0, 1)), ValueError, r"^dilation must be positive"),
+    "padding-neg": (dict(padding=-1), ValueError, r"^padding must be non-negative"),
+    "padding-side-neg": (dict(padding=((0, 1), (-1, 0))), ValueError, r"^padding must be non-neg"),
+    "padding-type": (dict(padding=(1, 2, 3)), TypeError, r"^padding must be an int"),
+    "padding-string": (dict(padding="full"), ValueError, r"^padding string must be 'same'"),
+    "same-stride": (dict(padding="same", stride=2), ValueError, r"padding='same' needs stride 1"),
+    "kernel-too-large": (
+        dict(w=np.zeros((6, 4, 9, 3), np.float32)),
+        ValueError,
+        r"^w is too large for x .*kernel_size",
+    ),
+    "dilated-too-large": (dict(dilation=4), ValueError, r"^w is too large for x"),
+    "layout": (dict(layout="CHWN"), ValueError, r"^layout must be one of"),
+    "impl": (dict(impl="fft"), ValueError, r"^impl must be one of \('lax', 'patches'"),
+    "x-int": (dict(x=np.zeros((2, 4, 8, 8), np.int32)), TypeError, r"^x must have a real float"),
+    "x-complex": (dict(x=np.zeros((2, 4, 8, 8), np.complex64)), TypeError, r"^x must have a real"),
+    "w-int": (dict(w=np.zeros((6, 4, 3, 3), np.int8)), TypeError, r"^w must have a real float"),
+    "b-int": (dict(b=np.zeros(6, np.int32)), TypeError, r"^b must have a real float"),
+    "b-shape": (dict(b=np.zeros(4, np.float32)), ValueError, r"^b must have shape .*\(6,\)"),
+    "b-rank": (dict(b=np.zeros((6, 1), np.float32)), ValueError, r"^b must have shape"),
+    "nhwc-channels": (dict(layout="NHWC"), ValueError, r"x has 8 channels"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONV2D.values(), ids=BAD_CONV2D.keys())
+def test_conv2d_rejects(case, variant):
+    kwargs, exc, match = case
+    args = dict(x=X4, w=W4, b=None) | kwargs
+    x, w, b = args.pop("x"), args.pop("w"), args.pop("b")
+    f = variant(lambda x, w, b: conv2d(x, w, b, **args))
+    with pytest.raises(exc, match=match):
+        f(x, w, b)
+
+
+F2 = np.zeros((4, 4), np.float32)
+BAD_CORR = {
+    "corr2d-X-rank": (
+        corr2d,
+        (np.zeros((1, 4, 4), np.float32), F2[:2, :2]),
+        ValueError,
+        r"^X must have rank 2",
+    ),
+    "corr2d-K-rank": (corr2d, (F2, np.zeros(2, np.float32)), ValueError, r"^K must have rank 2"),
+    "corr2d-K-large": (
+        corr2d,
+        (F2, np.zeros((5, 2), np.float32)),
+        ValueError,
+        r"^K of spatial size \(5, 2\) is larger than X",
+    ),
+    "corr2d-int": (corr2d, (F2.astype(int), F2[:2, :2]), TypeError, r"^X must have a real"),
+    "vmap-K-large": (
+        corr2d_vmap,
+        (F2, np.zeros((2, 5), np.float32)),
+        ValueError,
+        r"^K of spatial size",
+    ),
+    "vmap-K-int": (corr2d_vmap, (F2, np.zeros((2, 2), int)), TypeError, r"^K must have a real"),
+    "convolve-K-large": (
+        convolve2d,
+        (F2, np.zeros((5, 5), np.float32)),
+        ValueError,
+        r"^K of spatial size",
+    ),
+    "multi-in-channels": (
+        corr2d_multi_in,
+        (np.zeros((3, 4, 4), np.float32), np.zeros((2, 2, 2), np.float32)),
+        ValueError,
+        r"^X has 3 input channels but K has 2",
+    ),
+    "multi-in-out-channels": (
+        corr2d_multi_in_out,
+        (np.zeros((3, 4, 4), np.float32), np.zeros((1, 2, 2, 2), np.float32)),
+        ValueError,
+        r"^X has 3 input channels but K expects 2",
+    ),
+    "multi-in-out-rank": (
+        corr2d_multi_in_out,
+        (np.zeros((3, 4, 4), np.float32), np.zeros((3, 2, 2), np.float32)),
+        ValueError,
+        r"^K must have rank 4",
+    ),
+    "multi-impl": (
+        functools.partial(corr2d_multi_in, impl="loop"),
+        (np.zeros((3, 4, 4), np.float32), np.zeros((3, 2, 2), np.float32)),
+        ValueError,
+        r"^impl must be one of",
+    ),
+    "1x1-kernel": (
+        conv1x1,
+        (np.zeros((3, 4, 4), np.float32), np.zeros((2, 3, 2, 1), np.float32)),
+        ValueError,
+        r"^K must be a 1x1 kernel",
+    ),
+    "1x1-channels": (
+        conv1x1,
+        (np.zeros((3, 4, 4), np.float32), np.zeros((2, 4, 1, 1), np.float32)),
+        ValueError,
+        r"^X has 3 input channels but K expects 4",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CORR.values(), ids=BAD_CORR.keys())
+def test_corr2d_family_rejects(case, variant):
+    fn, args, exc, match = case
+    with pytest.raises(exc, match=match):
+        variant(fn)(*args)
+
+
+def test_manual_paths_have_the_same_gradients(rng):
+    X = rng.standard_normal((2, 7, 6), dtype=np.float32)
+    K = rng.standard_normal((3, 2, 3, 2), dtype=np.float32)
+    ct = rng.standard_normal((3, 5, 5), dtype=np.float32)
+
+    def loss(f):
+        return jax.jit(jax.grad(lambda X, K: jnp.sum(f(X, K) * ct), argnums=(0, 1)))
+
+    want = loss(corr2d_multi_in_out)(X, K)
+    got = loss(functools.partial(corr2d_multi_in_out, impl="vmap"))(X, K)
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    got = loss(lambda X, K: corr2d_vmap(X[0], K[0, 0]))(X, K)
+    want = loss(lambda X, K: corr2d(X[0], K[0, 0]))(X, K)
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    assert np.abs(want[1]).max() > 0
