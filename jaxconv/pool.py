@@ -1,0 +1,385 @@
+"""Max and average pooling (chapter 6.5) with PyTorch's semantics, and the chapter's pool2d.
+
+``max_pool2d`` and ``avg_pool2d`` run on ``lax.reduce_window`` (``lax.max`` from -inf and
+``lax.add`` from 0). Everything that depends on the geometry (output size, ceil-mode overhang,
+avg-pool divisors, argmax indices) is computed with NumPy from static ints before tracing, so a
+bad argument raises a ValueError/TypeError naming it, and the traced program holds only the
+reduction and a constant.
+
+Max pooling's derivative is our own (``custom_jvp``): JAX's rule for ``reduce_window`` max
+cannot take window dilation (``select_and_gather_add`` raises NotImplementedError) and its
+select_and_scatter backward is slow on XLA:CPU. The rule is a running ``where`` over the
+``kh * kw`` strided slices of the padded input, which selects PyTorch's element (the first
+maximum in scan order, ties included), so gradients match PyTorch's index-based backward, in
+forward and reverse mode. ``return_indices`` scans the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv._args import (
+    Padding,
+    Pair,
+    as_int,
+    check_floating,
+    check_layout,
+    check_rank,
+    padding_pairs,
+    positive_pair,
+)
+from jaxconv.shapes import effective_kernel, pool_output_shape
+
+__all__ = ["max_pool2d", "avg_pool2d", "pool2d"]
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Static pooling geometry for one call; all ints, fixed before tracing."""
+
+    axes: Pair  # positions of the (H, W) axes in x
+    size: Pair  # input (H, W)
+    kernel: Pair
+    stride: Pair
+    dilation: Pair
+    pads: Padding  # the user's ((top, bottom), (left, right))
+    out: Pair  # output (OH, OW)
+
+    @property
+    def lax_pads(self) -> Padding:
+        """Padding that makes exactly ``out`` windows exist: the user's, plus the ceil-mode
+        overhang at the bottom/right (never less than the user's bottom/right padding)."""
+        pads = []
+        for a in range(2):
+            lo, hi = self.pads[a]
+            need = (self.out[a] - 1) * self.stride[a] + effective_kernel(
+                self.kernel[a], self.dilation[a]
+            )
+            pads.append((lo, max(hi, need - self.size[a] - lo)))
+        return (pads[0], pads[1])
+
+    def expand(self, ndim: int, spatial: Pair, fill: int) -> tuple[int, ...]:
+        """A per-dimension tuple: ``spatial`` on the H, W axes and ``fill`` elsewhere."""
+        out = [fill] * ndim
+        out[self.axes[0]], out[self.axes[1]] = spatial
+        return tuple(out)
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _check_input(x: Any, layout: str) -> tuple[Any, Pair]:
+    """Validate ``x`` (rank, dtype, non-empty C/H/W); return it and its (H, W) axes."""
+    layout = check_layout(layout)
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    ndim = check_rank(x, "x", (3, 4))
+    check_floating(x, "x")
+    axes = (ndim - 2, ndim - 1) if layout == "NCHW" else (ndim - 3, ndim - 2)
+    channel = ndim - 3 if layout == "NCHW" else ndim - 1
+    if min(x.shape[channel], x.shape[axes[0]], x.shape[axes[1]]) == 0:
+        # As PyTorch: only the batch axis may be empty.
+        raise ValueError(
+            f"x must have non-empty channel and spatial axes ({layout}), got shape {x.shape}"
+        )
+    return jnp.asarray(x), axes
+
+
+def _geometry(
+    x: Any,
+    axes: Pair,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: Any,
+) -> _Geometry:
+    kernel = positive_pair(kernel_size, "kernel_size")
+    strides = kernel if stride is None else positive_pair(stride, "stride")
+    dil = positive_pair(dilation, "dilation")
+    pads = padding_pairs(padding, "padding")
+    size = (int(x.shape[axes[0]]), int(x.shape[axes[1]]))
+    ceil = _as_bool(ceil_mode, "ceil_mode")
+    out = pool_output_shape(size, kernel, strides, pads, dil, ceil)
+    return _Geometry(axes, size, kernel, strides, dil, pads, out)
+
+
+def _spatial_constant(geo: _Geometry, values: np.ndarray, ndim: int, dtype: Any) -> jax.Array:
+    """An (OH, OW) NumPy array shaped to broadcast against the output (trailing C for NHWC)."""
+    shape = [1] * (ndim - geo.axes[0])
+    shape[0], shape[1] = geo.out
+    return jnp.asarray(values.reshape(shape), dtype=dtype)
+
+
+# --- max pooling -----------------------------------------------------------------------------
+
+
+def _lax_padding(geo: _Geometry, ndim: int) -> list[tuple[int, int]]:
+    """(lo, hi) per dimension of x for reduce_window: the user's padding plus the overhang."""
+    pads = [(0, 0)] * ndim
+    pads[geo.axes[0]], pads[geo.axes[1]] = geo.lax_pads
+    return pads
+
+
+def _window_taps(arr: jax.Array, geo: _Geometry, fill: Any) -> list[jax.Array]:
+    """The kh*kw taps of every window, each an output-shaped strided slice of padded ``arr``.
+
+    Tap ``(a, b)`` (row-major order, as PyTorch scans a window) of output ``(i, j)`` is
+    element ``(i*sh + a*dh, j*sw + b*dw)`` of ``arr`` padded with ``fill`` (user padding plus
+    ceil-mode overhang).
+    """
+    ndim = arr.ndim
+    config = [(lo, hi, 0) for lo, hi in _lax_padding(geo, ndim)]
+    padded = lax.pad(arr, np.array(fill, dtype=arr.dtype), config)
+    (oh, ow), (sh, sw), (dh, dw) = geo.out, geo.stride, geo.dilation
+    strides = geo.expand(ndim, geo.stride, 1)
+    taps = []
+    for a, b in itertools.product(range(geo.kernel[0]), range(geo.kernel[1])):
+        start = geo.expand(ndim, (a * dh, b * dw), 0)
+        limit = list(padded.shape)
+        limit[geo.axes[0]] = a * dh + (oh - 1) * sh + 1
+        limit[geo.axes[1]] = b * dw + (ow - 1) * sw + 1
+        taps.append(lax.slice(padded, start, limit, strides))
+    return taps
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_pool(x: jax.Array, geo: _Geometry) -> jax.Array:
+    """Values from one reduce_window (any dilation); derivatives from ``_max_pool_jvp``."""
+    return lax.reduce_window(
+        x,
+        np.array(-np.inf, dtype=x.dtype),
+        lax.max,
+        geo.expand(x.ndim, geo.kernel, 1),
+        geo.expand(x.ndim, geo.stride, 1),
+        _lax_padding(geo, x.ndim),
+        window_dilation=geo.expand(x.ndim, geo.dilation, 1),
+    )
+
+
+@_max_pool.defjvp
+def _max_pool_jvp(
+    geo: _Geometry, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """Tangent of the element PyTorch selects: the first strict maximum in scan order.
+
+    A running ``where`` over the taps; a NaN tap always takes over, as in PyTorch, so NaN
+    propagates. Its transpose (the backward pass) is a few fused pads, several times faster on
+    XLA:CPU than JAX's own select_and_scatter rule, which also cannot take window dilation.
+    (Only a window whose every input element is -inf differs from PyTorch: the tangent is
+    then the padding's, zero.)
+    """
+    (x,), (t,) = primals, tangents
+    x_taps = _window_taps(x, geo, -np.inf)
+    t_taps = _window_taps(t, geo, 0)
+    best, t_best = x_taps[0], t_taps[0]
+    for x_tap, t_tap in zip(x_taps[1:], t_taps[1:], strict=True):
+        take = (x_tap > best) | jnp.isnan(x_tap)
+        best = jnp.where(take, x_tap, best)
+        t_best = jnp.where(take, t_tap, t_best)
+    return best, t_best
+
+
+# Eager callers (and their gradients) get one compiled program, not ~5 small ops per tap.
+_max_pool_jit = jax.jit(_max_pool, static_argnums=1)
+
+
+@partial(jax.jit, static_argnums=1)
+def _max_pool_with_indices(x: jax.Array, geo: _Geometry) -> tuple[jax.Array, jax.Array]:
+    """Values and PyTorch's indices (flat ``h * W + w`` into the input plane, int32).
+
+    PyTorch's kernel exactly: only in-input taps take part; a tap replaces the current maximum
+    if it is strictly larger or NaN; the index starts at the first in-input row and column of
+    the window (kept when every value is -inf). Differentiable through the ``where`` chain.
+    """
+    (top, _), (left, _) = geo.pads
+    H, W = geo.size
+    (sh, sw), (dh, dw) = geo.stride, geo.dilation
+    ndim = x.ndim
+    rows0 = np.arange(geo.out[0]) * sh - top  # first input row of each window, (OH,)
+    cols0 = np.arange(geo.out[1]) * sw - left  # (OW,)
+    r_first = rows0 + dh * np.maximum(0, -(rows0 // dh))  # ceil(-r / d) taps past the top
+    q_first = cols0 + dw * np.maximum(0, -(cols0 // dw))
+
+    taps = _window_taps(x, geo, -np.inf)
+    best = jnp.full(taps[0].shape, -np.inf, dtype=x.dtype)
+    first = _spatial_constant(geo, r_first[:, None] * W + q_first[None, :], ndim, jnp.int32)
+    index = jnp.broadcast_to(first, best.shape)
+    ab = itertools.product(range(geo.kernel[0]), range(geo.kernel[1]))
+    for (a, b), tap in zip(ab, taps, strict=True):
+        r, q = rows0 + a * dh, cols0 + b * dw  # this tap's input row / column per window
+        inside = ((r >= 0) & (r < H))[:, None] & ((q >= 0) & (q < W))[None, :]  # (OH, OW)
+        if not inside.any():
+            continue
+        take = (tap > best) | jnp.isnan(tap)
+        if not inside.all():
+            take = take & _spatial_constant(geo, inside, ndim, bool)
+        best = jnp.where(take, tap, best)
+        flat = _spatial_constant(geo, r[:, None] * W + q[None, :], ndim, jnp.int32)
+        index = jnp.where(take, flat, index)
+    return best, index
+
+
+def max_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    layout: str = "NCHW",
+    return_indices: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    Args:
+      x: (N, C, H, W) or unbatched (C, H, W); (N, H, W, C) / (H, W, C) with ``layout="NHWC"``.
+        Real floating dtype.
+      kernel_size: window ``k`` or ``(kh, kw)``.
+      stride: int or pair; None (default) means stride = kernel_size, as in the chapter.
+      padding: ``p``, ``(ph, pw)`` or per side ``((top, bottom), (left, right))``; each side at
+        most half the window (``p <= k // 2``). Padding is -inf, so it never wins.
+      dilation: spacing between window taps (int or pair).
+      ceil_mode: round the output size up; the extra last window, which must start inside the
+        input or the top/left padding, overhangs into -inf.
+      layout: "NCHW" (default) or "NHWC".
+      return_indices: also return, per output element, the flat index ``h * W + w`` of the
+        maximum in the unpadded input plane (int32), as PyTorch's ``return_indices``.
+
+    Returns:
+      The pooled array, ``(N, C, OH, OW)`` (or the matching layout / unbatched shape) with
+      ``OH = floor((H + pt + pb - (dh*(kh-1)+1)) / sh) + 1`` (ceil with ``ceil_mode``); and the
+      indices of the same shape if ``return_indices``.
+    """
+    x, axes = _check_input(x, layout)
+    geo = _geometry(x, axes, kernel_size, stride, padding, dilation, ceil_mode)
+    if _as_bool(return_indices, "return_indices"):
+        return _max_pool_with_indices(x, geo)
+    return _max_pool_jit(x, geo)
+
+
+# --- average pooling -------------------------------------------------------------------------
+
+
+def _avg_divisor(geo: _Geometry, count_include_pad: bool) -> np.ndarray:
+    """(OH, OW) float64 divisors, PyTorch's rule, computed per axis and multiplied.
+
+    A window ``[start, start + k)`` in input coordinates counts, with ``count_include_pad``,
+    its part inside the padded input (the end is clipped to ``n + pad_end``, so a ceil-mode
+    overhang past the padding is not counted); without it, only its part inside the input.
+    """
+    counts = []
+    for a in range(2):
+        (lo, hi), n, k, s = geo.pads[a], geo.size[a], geo.kernel[a], geo.stride[a]
+        start = np.arange(geo.out[a]) * s - lo
+        end = np.minimum(start + k, n + hi)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, n)
+        counts.append(end - start)
+    return np.outer(counts[0], counts[1]).astype(np.float64)
+
+
+def avg_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+    layout: str = "NCHW",
+) -> jax.Array:
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Args:
+      x: (N, C, H, W) or unbatched (C, H, W); (N, H, W, C) / (H, W, C) with ``layout="NHWC"``.
+        Real floating dtype (float16/bfloat16 are summed in float32).
+      kernel_size, stride, padding, ceil_mode, layout: as in :func:`max_pool2d` (no dilation).
+        Padding is zeros.
+      count_include_pad: divide by the window's size within the padded input (True, default:
+        the user's padding counts, a ceil-mode overhang beyond it does not) or by the number
+        of input elements in the window (False).
+      divisor_override: a non-zero int that replaces the divisor everywhere (PyTorch refuses
+        only 0; a negative divisor is accepted, as there).
+
+    Returns:
+      ``(N, C, OH, OW)`` (or the matching layout / unbatched shape), sizes as in max_pool2d.
+    """
+    x, axes = _check_input(x, layout)
+    geo = _geometry(x, axes, kernel_size, stride, padding, 1, ceil_mode)
+    include = _as_bool(count_include_pad, "count_include_pad")
+    if divisor_override is not None:
+        divisor_override = as_int(divisor_override, "divisor_override")
+        if divisor_override == 0:
+            raise ValueError("divisor_override must be a non-zero int (as in PyTorch), got 0")
+
+    return _avg_pool(x, geo, include, divisor_override)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))  # one compiled program for eager callers too
+def _avg_pool(
+    x: jax.Array, geo: _Geometry, count_include_pad: bool, divisor_override: int | None
+) -> jax.Array:
+    ndim = x.ndim
+    acc = jnp.promote_types(x.dtype, jnp.float32)  # low-precision inputs sum in float32
+    sums = lax.reduce_window(
+        x.astype(acc),
+        np.array(0, dtype=acc),  # a concrete 0: JAX's differentiable add monoid
+        lax.add,
+        geo.expand(ndim, geo.kernel, 1),
+        geo.expand(ndim, geo.stride, 1),
+        _lax_padding(geo, ndim),
+    )
+    if divisor_override is not None:
+        out = sums / np.array(divisor_override, dtype=acc)
+    else:
+        out = sums / _spatial_constant(geo, _avg_divisor(geo, count_include_pad), ndim, acc)
+    return out.astype(x.dtype)
+
+
+# --- the chapter's pool2d --------------------------------------------------------------------
+
+
+def pool2d(X: Any, pool_size: Any, mode: str = "max") -> jax.Array:
+    """The chapter's ``pool2d``: max or mean of every ``(ph, pw)`` window of a 2-D ``X``.
+
+    Stride 1, no padding: ``(h, w) -> (h - ph + 1, w - pw + 1)``. The manual version: one
+    ``dynamic_slice`` per output position, vmapped over rows and columns (no Python loop over
+    pixels). Same values as ``max_pool2d`` / ``avg_pool2d`` with ``stride=1`` on ``X[None]``.
+    """
+    if mode not in ("max", "avg"):
+        raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
+    if not hasattr(X, "dtype"):
+        X = np.asarray(X)
+    check_rank(X, "X", (2,))
+    check_floating(X, "X")
+    ph, pw = positive_pair(pool_size, "pool_size")
+    h, w = X.shape
+    if ph > h or pw > w:
+        raise ValueError(f"pool_size {(ph, pw)} is larger than X, shape {(h, w)}")
+    return _pool2d_vmap(jnp.asarray(X), (ph, pw), mode)
+
+
+@partial(jax.jit, static_argnums=(1, 2))  # eager callers get one program, not a vmap per op
+def _pool2d_vmap(X: jax.Array, size: Pair, mode: str) -> jax.Array:
+    (h, w), (ph, pw) = X.shape, size
+    reduce = jnp.max if mode == "max" else jnp.mean
+
+    def window(i: jax.Array, j: jax.Array) -> jax.Array:
+        return reduce(lax.dynamic_slice(X, (i, j), (ph, pw)))  # one (ph, pw) window -> scalar
+
+    rows = jnp.arange(h - ph + 1)
+    cols = jnp.arange(w - pw + 1)
+    # inner vmap over columns, outer over rows: (OH, OW)
+    return jax.vmap(jax.vmap(window, in_axes=(None, 0)), in_axes=(0, None))(rows, cols)
