@@ -1,0 +1,173 @@
+"""Training checkpoints with orbax-checkpoint: one per epoch, a few kept, atomic, with fallback.
+
+A checkpoint directory holds one sub-directory per saved epoch (``<dir>/3``), each with two
+items: ``state`` (the train state pytree: params, optimizer state, RNG key, epoch, step) and
+``meta`` (JSON: the run's settings, enough to rebuild the model). Orbax writes a step into
+``<dir>/<epoch>.orbax-checkpoint-tmp`` and renames it when complete, so a crash mid-write
+leaves the previous checkpoints as they were and no half-written step is ever listed.
+
+Restoring the newest epoch falls back to the one before when it cannot be read (logged on the
+``"jaxconv.checkpoint"`` logger); a run that finds nothing readable gets
+:class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+logger = logging.getLogger("jaxconv.checkpoint")
+
+CHECKPOINT_DIR = "checkpoints"  # under a run's out_dir
+
+
+class CheckpointError(ValueError):
+    """No checkpoint where one was expected, or none that can be read."""
+
+
+def _is_step_dir(path: Path) -> bool:
+    return path.is_dir() and path.name.isdigit()
+
+
+def resolve(path: str | os.PathLike) -> tuple[Path, int | None]:
+    """Find the checkpoint directory and epoch that ``path`` names.
+
+    ``path`` may be a run's out_dir (holding ``checkpoints/``), a checkpoint directory
+    (holding ``<epoch>/`` folders: the newest is used) or one epoch's folder.
+
+    Returns:
+      ``(checkpoint_directory, epoch or None for the newest)``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint path {str(path)!r} is not a directory")
+    if (path / CHECKPOINT_DIR).is_dir():
+        path = path / CHECKPOINT_DIR
+    if _is_step_dir(path) and (path / "state").exists():
+        return path.parent, int(path.name)
+    if not any(_is_step_dir(p) for p in path.iterdir()):
+        raise CheckpointError(f"no checkpoint in {str(path)!r} (no <epoch>/ folder)")
+    return path, None
+
+
+class Checkpoints:
+    """An orbax ``CheckpointManager`` over ``directory``, keeping the newest ``max_to_keep``.
+
+    ``read_only=True`` opens an existing directory for restoring and never writes to it.
+    Saves are asynchronous (the next epoch runs while the last one is written); ``close``
+    waits for the last save.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False
+    ) -> None:
+        self.directory = Path(directory).expanduser().absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else max_to_keep,  # orbax warns on any other value
+            save_interval_steps=0 if read_only else 1,
+            create=not read_only,
+            read_only=read_only,
+            # A write killed half-way leaves <epoch>.orbax-checkpoint-tmp; drop it on reopen.
+            cleanup_tmp_directories=not read_only,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
+
+    def epochs(self) -> list[int]:
+        """Saved epochs, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def latest_epoch(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, epoch: int, state: Any, meta: Mapping[str, Any]) -> None:
+        """Save ``state`` (any pytree of arrays) and JSON ``meta`` as ``epoch``, asynchronously."""
+        self._manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))
+            ),
+        )
+
+    def _restore_one(self, epoch: int, target: Any | None) -> tuple[Any, dict[str, Any]]:
+        if target is None:
+            state_args = ocp.args.StandardRestore()
+        else:
+            state_args = ocp.args.StandardRestore(
+                jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+            )
+        restored = self._manager.restore(
+            epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore())
+        )
+        return restored.state, dict(restored.meta)
+
+    def restore(
+        self, target: Any | None = None, epoch: int | None = None, *, quarantine: bool = False
+    ) -> tuple[Any, dict[str, Any], int]:
+        """Restore a checkpoint: ``(state, meta, epoch)``.
+
+        Args:
+          target: a pytree with the state's structure, shapes and dtypes (e.g. a freshly
+            initialised state); None restores plain nested dicts of arrays.
+          epoch: the epoch to restore; None: the newest readable one, falling back to older
+            ones (each skip is logged as a warning).
+          quarantine: rename each unreadable epoch's folder to ``<epoch>.unreadable-<time>``
+            (kept for inspection, out of the manager's way) so a resumed run can save that
+            epoch again.
+
+        Raises:
+          CheckpointError: no checkpoint, or none readable (the message gives each error).
+        """
+        candidates = [epoch] if epoch is not None else self.epochs()[::-1]
+        if not candidates:
+            raise CheckpointError(f"no checkpoint in {str(self.directory)!r}")
+        errors = []
+        for i, candidate in enumerate(candidates):
+            try:
+                state, meta = self._restore_one(candidate, target)
+            except Exception as err:  # any failure to read means this checkpoint is unusable
+                errors.append(f"epoch {candidate}: {type(err).__name__}: {err}")
+                nxt = candidates[i + 1] if i + 1 < len(candidates) else None
+                logger.warning(
+                    "checkpoint of epoch %d in %s is unreadable (%s: %s); %s",
+                    candidate,
+                    self.directory,
+                    type(err).__name__,
+                    err,
+                    f"falling back to epoch {nxt}" if nxt is not None else "no older one",
+                )
+                if quarantine:
+                    self._quarantine(candidate)
+                continue
+            return state, meta, candidate
+        raise CheckpointError(
+            f"no readable checkpoint in {str(self.directory)!r}:\n  " + "\n  ".join(errors)
+        )
+
+    def _quarantine(self, epoch: int) -> None:
+        src = self.directory / str(epoch)
+        dst = self.directory / f"{epoch}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(src, dst)
+        logger.warning("moved the unreadable checkpoint %s to %s", src, dst)
+        self._manager.reload()
+
+    def wait(self) -> None:
+        """Block until every pending save is written (and renamed into place)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

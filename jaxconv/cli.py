@@ -1,0 +1,255 @@
+"""The ``jaxconv`` command, a thin layer over :mod:`jaxconv.train`.
+
+    jaxconv train                                   # modern LeNet, Adam 1e-3, 10 epochs
+    jaxconv train --variant classic --optimizer sgd --lr 0.9   # the book's settings
+    jaxconv train --epochs 1 --train-subset 512 --test-subset 256 --out-dir /tmp/run
+    jaxconv train --resume --epochs 20              # continue runs/lenet-modern to epoch 20
+    jaxconv evaluate --checkpoint runs/lenet-modern
+    jaxconv demo                                    # the chapter's small examples
+
+Exit status: 0 done; 2 bad input (``jaxconv: error: ...`` on stderr, no traceback);
+1 training diverged (the last good checkpoint is kept); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+
+PROG = "jaxconv"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from jaxconv.train import TrainConfig, fit
+
+    config = TrainConfig(
+        variant=args.variant,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        seed=args.seed,
+        out_dir=args.out_dir,
+        data_dir=args.data_dir,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        resume=args.resume,
+        tensorboard=args.tensorboard,
+        progress=not args.quiet,
+        conv_impl=args.conv_impl,
+    )
+    result = fit(config)
+    if not result.epochs_trained:
+        print(f"nothing to do: {result.out_dir} is already at epoch {int(result.state.epoch)}")
+        return 0
+    last = result.history[-1]
+    seconds = [r["epoch_seconds"] for r in result.history[-result.epochs_trained :]]
+    print(
+        f"epoch {last['epoch']}: train loss {last['train_loss']:.3f}, train acc "
+        f"{last['train_acc']:.3f}, test acc {last['test_acc']:.3f}; "
+        f"{last['epoch_seconds']:.2f} s/epoch ({last['examples_per_second']:,.0f} examples/s); "
+        f"mean {sum(seconds) / len(seconds):.2f} s/epoch over {len(seconds)} epochs; "
+        f"out_dir {result.out_dir}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from jaxconv.train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        data_dir=args.data_dir,
+        test_subset=args.test_subset,
+        batch_size=args.batch_size,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['checkpoint']} (LeNet {result['variant']}, epoch {result['epoch']}): "
+            f"test loss {result['test_loss']:.4f}, test acc {result['test_acc']:.4f} "
+            f"on {result['examples']} examples"
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxconv.conv import corr2d
+    from jaxconv.models import format_summary, learn_kernel, lenet_summary
+    from jaxconv.pool import pool2d
+
+    np.set_printoptions(precision=4, suppress=True)
+    X = jnp.arange(9.0).reshape(3, 3)
+    K = jnp.array([[0.0, 1.0], [2.0, 3.0]])
+    print("6.2.1 cross-correlation: corr2d(X, K), X = 0..8 as 3x3, K = [[0, 1], [2, 3]]")
+    print(np.asarray(corr2d(X, K)))
+
+    edges = jnp.ones((6, 8)).at[:, 2:6].set(0.0)  # a dark band between light sides
+    K = jnp.array([[1.0, -1.0]])
+    Y = corr2d(edges, K)
+    print("\n6.2.3 edge detection: X = ones((6, 8)) with columns 2..5 zero, K = [[1, -1]]")
+    print(np.asarray(Y))
+    print(
+        "corr2d(X.T, K) is all zero (horizontal edges are not seen):",
+        bool(jnp.all(corr2d(edges.T, K) == 0)),
+    )
+
+    params, losses = learn_kernel(edges, Y, (1, 2))
+    print("\n6.2.4 learning the kernel from (X, Y): Conv2D((1, 2)), 10 steps, lr 3e-2")
+    for i in range(1, len(losses), 2):
+        print(f"epoch {i + 1}, loss {losses[i]:.3f}")
+    print("learned kernel:", np.asarray(params["weight"]))
+
+    print("\n6.5 pooling: pool2d(X, (2, 2)), X = 0..8 as 3x3")
+    print("max:\n", np.asarray(pool2d(X, (2, 2))), sep="")
+    print("avg:\n", np.asarray(pool2d(X, (2, 2), "avg")), sep="")
+
+    print("\n6.6 LeNet (classic), each layer's output shape (NCHW, as in the book):")
+    print(format_summary(lenet_summary("classic")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxconv.models import VARIANTS
+    from jaxconv.train import OPTIMIZERS, TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog=PROG, description="LeNet and the CNN chapter in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train LeNet on Fashion-MNIST")
+    train.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=defaults.variant,
+        help="classic: sigmoid + avg pool (the book); modern: ReLU + max pool",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="train until this many epochs are done (default %(default)s)",
+    )
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=defaults.optimizer)
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: adam 1e-3, sgd 0.9 as in the book)",
+    )
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument(
+        "--out-dir",
+        default=None,
+        help="checkpoints, metrics.jsonl, curves.png (default runs/lenet-VARIANT)",
+    )
+    train.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest readable checkpoint in --out-dir",
+    )
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard events (needs tensorboardX or TensorFlow)",
+    )
+    train.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use the first N training examples",
+    )
+    train.add_argument(
+        "--test-subset", type=int, default=None, metavar="N", help="use the first N test examples"
+    )
+    train.add_argument("--conv-impl", default=None, help="jaxconv.conv2d implementation")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="test accuracy of a saved checkpoint")
+    evaluate.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="a run's out-dir, its checkpoints/ folder or one epoch's folder",
+    )
+    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--test-subset", type=int, default=None, metavar="N")
+    evaluate.add_argument("--batch-size", type=int, default=1000)
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--quiet", action="store_true", help="no log lines")
+    evaluate.set_defaults(func=_evaluate)
+
+    demo = sub.add_parser("demo", help="print the chapter's small examples")
+    demo.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each line (a caller may have swapped it since)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _cli_logging(quiet: bool) -> Iterator[None]:
+    """jaxconv's INFO lines to stderr unless quiet, orbax's (absl) chatter only on errors;
+    the loggers are put back as they were afterwards (main may run inside another program)."""
+    log, absl = logging.getLogger("jaxconv"), logging.getLogger("absl")
+    saved = (log.level, log.propagate, absl.level)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("jaxconv: %(message)s"))
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False  # orbax puts a handler on the root logger: print each line once
+    absl.setLevel(logging.ERROR)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.level, log.propagate, absl.level = saved
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    from jaxconv.train import TrainingDiverged
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse's own usage errors (status 2) and --help (0)
+        return int(exit_.code or 0)
+    try:
+        with _cli_logging(args.quiet):
+            return args.func(args)
+    except TrainingDiverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as err:  # bad input; DataError and CheckpointError included
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

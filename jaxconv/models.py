@@ -1,0 +1,247 @@
+"""Flax (linen) models of the chapter: the learnable ``Conv2D`` layer (6.2.2) and LeNet (6.6).
+
+Models are NHWC, JAX's native layout: images (N, 28, 28, 1), conv kernels HWIO
+(kh, kw, in, out). Convolution and pooling go through :func:`jaxconv.conv2d`,
+:func:`jaxconv.avg_pool2d` and :func:`jaxconv.max_pool2d`, so a faster op there is a faster
+LeNet here.
+
+``LeNet(variant="classic")`` is the chapter's network (sigmoid, 2x2 average pooling, Xavier
+init as the book's ``init_weights``); ``"modern"`` swaps in ReLU and max pooling.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxconv.conv import conv2d, corr2d
+from jaxconv.pool import avg_pool2d, max_pool2d
+
+Array = jax.Array
+Shape = tuple[int, ...]
+
+VARIANTS = ("classic", "modern")
+
+#: XLA options for programs that run once (initialisation): without the backend's
+#: optimisations LeNet's init compiles ~8x faster (most of it is unrolled threefry hashing).
+NO_BACKEND_OPTIMIZATION = {"xla_backend_optimization_level": 0}
+
+# The book's init_weights: nn.init.xavier_uniform_ on every Linear and Conv2d weight. For an
+# HWIO kernel Flax's glorot_uniform takes fan_in = kh*kw*in and fan_out = kh*kw*out, the same
+# fans as PyTorch's for OIHW. Biases start at zero (the book keeps PyTorch's default there).
+xavier_uniform = nn.initializers.glorot_uniform()
+
+
+def check_variant(variant: Any) -> str:
+    """Return ``variant`` if it is a known LeNet variant, else raise ValueError naming it."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return variant
+
+
+class Conv2D(nn.Module):
+    """The chapter's learnable 2-D convolution layer (6.2.2): ``corr2d(x, weight) + bias``.
+
+    One input and one output channel, as in the book: ``weight`` of shape ``kernel_size``
+    drawn uniform in [0, 1) (the book's ``torch.rand``), scalar ``bias`` starting at 0.
+
+    Input (h, w), output (h - kh + 1, w - kw + 1).
+    """
+
+    kernel_size: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        weight = self.param("weight", nn.initializers.uniform(scale=1.0), tuple(self.kernel_size))
+        bias = self.param("bias", nn.initializers.zeros, ())
+        return corr2d(x, weight) + bias
+
+
+class ConvNHWC(nn.Module):
+    """A conv layer over :func:`jaxconv.conv2d` in NHWC: (N, H, W, in) -> (N, oh, ow, features).
+
+    Params: ``kernel`` HWIO (kh, kw, in, features), Xavier-uniform; ``bias`` (features,), zeros.
+    ``impl`` picks the conv2d implementation (None: conv2d's default).
+    """
+
+    features: int
+    kernel_size: int | tuple[int, int]
+    padding: Any = 0
+    impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kh, kw = (
+            (self.kernel_size, self.kernel_size)
+            if isinstance(self.kernel_size, int)
+            else tuple(self.kernel_size)
+        )
+        kernel = self.param("kernel", xavier_uniform, (kh, kw, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        impl = {} if self.impl is None else {"impl": self.impl}
+        return conv2d(x, kernel, bias, padding=self.padding, layout="NHWC", **impl)
+
+
+def _flatten(x: Array) -> Array:
+    return x.reshape(x.shape[0], -1)  # (N, H, W, C) -> (N, H*W*C)
+
+
+class LeNet(nn.Module):
+    """LeNet-5 as in chapter 6.6, NHWC.
+
+    ``variant="classic"``: conv 5x5 -> 6 (padding 2), sigmoid, avg pool 2x2/2, conv 5x5 -> 16,
+    sigmoid, avg pool 2x2/2, flatten (400), dense 120, sigmoid, dense 84, sigmoid, dense 10.
+    ``variant="modern"``: the same with ReLU and max pooling.
+
+    Input: (N, 28, 28, 1) or (N, 28, 28) floats; output: (N, num_classes) logits.
+    ``conv_impl`` is passed to :func:`jaxconv.conv2d` as ``impl`` (None: its default).
+    """
+
+    variant: str = "classic"
+    num_classes: int = 10
+    conv_impl: str | None = None
+
+    def __post_init__(self) -> None:
+        check_variant(self.variant)  # at construction, before any tracing
+        super().__post_init__()
+
+    def setup(self) -> None:
+        self.conv1 = ConvNHWC(6, 5, padding=2, impl=self.conv_impl)
+        self.conv2 = ConvNHWC(16, 5, impl=self.conv_impl)
+        self.dense1 = nn.Dense(120, kernel_init=xavier_uniform)
+        self.dense2 = nn.Dense(84, kernel_init=xavier_uniform)
+        self.dense3 = nn.Dense(self.num_classes, kernel_init=xavier_uniform)
+
+    def layers(self) -> list[tuple[str, Callable[[Array], Array]]]:
+        """The network as (PyTorch layer name, function) pairs, in order (bound modules only)."""
+        if self.variant == "classic":
+            act = ("Sigmoid", nn.sigmoid)
+            pool = ("AvgPool2d", lambda x: avg_pool2d(x, 2, stride=2, layout="NHWC"))
+        else:
+            act = ("ReLU", nn.relu)
+            pool = ("MaxPool2d", lambda x: max_pool2d(x, 2, stride=2, layout="NHWC"))
+        return [
+            ("Conv2d", self.conv1), act, pool,  # (N, 28, 28, 6) -> (N, 14, 14, 6)
+            ("Conv2d", self.conv2), act, pool,  # (N, 10, 10, 16) -> (N, 5, 5, 16)
+            ("Flatten", _flatten),  # (N, 400)
+            ("Linear", self.dense1), act,
+            ("Linear", self.dense2), act,
+            ("Linear", self.dense3),
+        ]  # fmt: skip
+
+    def __call__(self, x: Array) -> Array:
+        if x.ndim == 3:
+            x = x[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
+        for _, layer in self.layers():
+            x = layer(x)
+        return x
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(model: nn.Module, input_shape: Shape) -> Callable[[Array], Any]:
+    def init(seed: Array) -> Any:
+        return model.init(jax.random.PRNGKey(seed), jnp.zeros(input_shape, jnp.float32))
+
+    return jax.jit(init).lower(jnp.int32(0)).compile(NO_BACKEND_OPTIMIZATION)
+
+
+def init_params(model: nn.Module, seed: int = 0, input_shape: Shape = (1, 28, 28, 1)) -> Any:
+    """``model.init(PRNGKey(seed), zeros(input_shape))["params"]``, compiled once per model.
+
+    Same values as calling ``model.init`` (threefry is integer arithmetic), in a fraction of
+    the time: eagerly every initializer op compiles on its own, and under a plain ``jax.jit``
+    XLA's backend optimisations dominate for a program that runs once.
+    """
+    return _compiled_init(model, tuple(input_shape))(jnp.int32(seed))["params"]
+
+
+def _layer_shapes(model: LeNet, x: Array) -> list[tuple[str, Shape]]:
+    shapes = []
+    for name, layer in model.layers():
+        x = layer(x)
+        shapes.append((name, tuple(x.shape)))
+    return shapes
+
+
+def lenet_summary(
+    variant: str = "classic", *, batch: int = 1, size: int = 28, layout: str = "NCHW"
+) -> list[tuple[str, Shape]]:
+    """Each layer's output shape for a (batch, 1, size, size) input, as printed in chapter 6.6.
+
+    ``layout="NCHW"`` (default) reports the book's (N, C, H, W) shapes, e.g.
+    ``("Conv2d", (1, 6, 28, 28))``; ``"NHWC"`` reports what the Flax model computes. Only
+    shapes are traced (``jax.eval_shape``): nothing is computed.
+    """
+    check_variant(variant)
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be one of ('NCHW', 'NHWC'), got {layout!r}")
+    model = LeNet(variant)
+    x = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    shapes: list[tuple[str, Shape]] = []
+
+    def record(p: Any, x: Array) -> Array:
+        shapes.extend(model.apply(p, x, method=_layer_shapes))  # static shapes, seen in tracing
+        return x
+
+    jax.eval_shape(record, params, x)
+    if layout == "NCHW":
+        shapes = [(n, (s[0], s[3], s[1], s[2]) if len(s) == 4 else s) for n, s in shapes]
+    return shapes
+
+
+def format_summary(rows: Sequence[tuple[str, Shape]]) -> str:
+    """The chapter's table: one ``<Layer> output shape:\\t (1, 6, 28, 28)`` line per layer."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name + ' output shape:':<{width + 14}} {shape}" for name, shape in rows)
+
+
+def count_params(params: Any) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return sum(int(p.size) for p in jax.tree.leaves(params))
+
+
+def learn_kernel(
+    X: Array,
+    Y: Array,
+    kernel_size: tuple[int, int],
+    *,
+    steps: int = 10,
+    learning_rate: float = 3e-2,
+    seed: int = 0,
+) -> tuple[Any, list[float]]:
+    """Chapter 6.2.4: learn the kernel that maps ``X`` to ``Y`` with a :class:`Conv2D`.
+
+    Plain gradient descent on the summed squared error, as in the book, whose layer has no
+    bias: the bias stays at 0 (at this learning rate a trained bias would diverge, since its
+    gradient sums over every output).
+
+    Args:
+      X: (h, w) input; Y: (h - kh + 1, w - kw + 1) target; kernel_size: (kh, kw).
+
+    Returns:
+      ``(params, losses)``: the final ``{"weight", "bias"}`` and the loss before each step.
+    """
+    layer = Conv2D(tuple(kernel_size))
+    X, Y = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
+    params = layer.init(jax.random.PRNGKey(seed), X)["params"]
+
+    @jax.jit
+    def step(params: Any) -> tuple[Any, Array]:
+        def loss_fn(p: Any) -> Array:
+            return jnp.sum((layer.apply({"params": p}, X) - Y) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        weight = params["weight"] - learning_rate * grads["weight"]
+        return {**params, "weight": weight}, loss
+
+    losses = []
+    for _ in range(steps):
+        params, loss = step(params)
+        losses.append(float(loss))
+    return params, losses

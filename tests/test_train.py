@@ -1,0 +1,309 @@
+"""jaxconv.train (with jaxconv.checkpoint and jaxconv.metrics): the optax loop on real data.
+
+Small subsets of the real Fashion-MNIST (512 train, 256 test), batch 64: every run with the
+same settings reuses one compiled epoch, so the file stays fast on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxconv import data, metrics
+from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
+from jaxconv.metrics import CURVES_FILE, METRICS_FILE, read_metrics, tensorboard_available
+from jaxconv.models import LeNet, init_params
+from jaxconv.train import (
+    FitResult,
+    TrainConfig,
+    TrainingDiverged,
+    TrainState,
+    evaluate,
+    evaluate_checkpoint,
+    fit,
+    make_optimizer,
+    train_epoch,
+)
+
+N_TRAIN, N_TEST, BATCH = 512, 256, 64
+STEPS_PER_EPOCH = N_TRAIN // BATCH
+
+
+@pytest.fixture(scope="module")
+def ds():
+    try:
+        full = data.load_fashion_mnist()
+    except data.DataNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST not installed: {err}")
+    return data.subset(full, N_TRAIN, N_TEST)
+
+
+def config(out_dir, **overrides) -> TrainConfig:
+    settings = dict(epochs=2, batch_size=BATCH, out_dir=out_dir, progress=False, plots=False)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def run(ds, out_dir, **overrides) -> FitResult:
+    return fit(config(out_dir, **overrides), dataset=ds)
+
+
+def steps(out_dir) -> list[str]:
+    return sorted(p.name for p in (out_dir / CHECKPOINT_DIR).iterdir())
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_fit_lowers_the_loss_and_writes_metrics_plots_checkpoints(ds, tmp_path):
+    result = run(ds, tmp_path, epochs=3, plots=True)
+    history = result.history
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    losses = [r["train_loss"] for r in history]
+    assert losses[2] < losses[1] < losses[0] < 2.4  # from about ln(10) = 2.3
+    assert history[-1]["test_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert int(result.state.epoch) == 3 and int(result.state.step) == 3 * STEPS_PER_EPOCH
+
+    records = read_metrics(tmp_path / METRICS_FILE)
+    assert records == history
+    for r in records:
+        assert {
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "test_acc",
+            "epoch_seconds",
+            "examples_per_second",
+        } <= set(r)
+        assert r["examples_per_second"] == pytest.approx(N_TRAIN / r["epoch_seconds"])
+    assert "compile_seconds" in records[0] and all("compile_seconds" not in r for r in records[1:])
+    assert (tmp_path / CURVES_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Orbax wrote each epoch in a temporary folder and renamed it: only final folders remain.
+    assert steps(tmp_path) == ["1", "2", "3"]
+    assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]
+
+
+def test_same_seed_gives_bit_identical_params(ds, tmp_path):
+    a = run(ds, tmp_path / "a", epochs=1)
+    b = run(ds, tmp_path / "b", epochs=1)
+    c = run(ds, tmp_path / "c", epochs=1, seed=1)
+    chex.assert_trees_all_equal(a.state.params, b.state.params)
+    chex.assert_trees_all_equal(a.state.opt_state, b.state.opt_state)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert not np.array_equal(a.state.params["conv1"]["kernel"], c.state.params["conv1"]["kernel"])
+
+
+def test_resume_equals_an_uninterrupted_run_bit_exactly(ds, tmp_path):
+    whole = run(ds, tmp_path / "whole", epochs=4)
+    run(ds, tmp_path / "split", epochs=2)  # "interrupted" after epoch 2
+    resumed = run(ds, tmp_path / "split", epochs=4, resume=True)
+    chex.assert_trees_all_equal(resumed.state, whole.state)  # params, opt state, key, epoch, step
+    assert read_metrics(tmp_path / "split" / METRICS_FILE) == resumed.history
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert [r["test_acc"] for r in resumed.history] == [r["test_acc"] for r in whole.history]
+    # Resuming a finished run does nothing.
+    again = run(ds, tmp_path / "split", epochs=4, resume=True)
+    assert again.epochs_trained == 0 and again.history == resumed.history
+    chex.assert_trees_all_equal(again.state.params, whole.state.params)
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint(ds, tmp_path, caplog):
+    whole = run(ds, tmp_path / "whole", epochs=3)
+    run(ds, tmp_path / "run", epochs=2)
+    state_dir = tmp_path / "run" / CHECKPOINT_DIR / "2" / "state"
+    for f in state_dir.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="jaxconv.checkpoint"):
+        resumed = run(ds, tmp_path / "run", epochs=3, resume=True)
+    assert "epoch 2" in caplog.text and "falling back to epoch 1" in caplog.text
+    chex.assert_trees_all_equal(resumed.state.params, whole.state.params)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    names = steps(tmp_path / "run")
+    assert names[:2] == ["1", "2"] and names[2].startswith("2.unreadable-") and names[3] == "3"
+
+
+def test_unreadable_checkpoints_give_a_clear_error(ds, tmp_path):
+    run(ds, tmp_path, epochs=1)
+    for f in (tmp_path / CHECKPOINT_DIR / "1").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\x00")
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint .*\n  epoch 1: "):
+        evaluate_checkpoint(tmp_path, dataset=ds)
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        run(ds, tmp_path, epochs=2, resume=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        evaluate_checkpoint(tmp_path / "empty", dataset=ds)
+    with pytest.raises(CheckpointError, match="not a directory"):
+        evaluate_checkpoint(tmp_path / "nowhere", dataset=ds)
+
+
+def test_interrupted_write_is_ignored(ds, tmp_path):
+    """A save killed mid-write leaves ``<epoch>.orbax-checkpoint-tmp``: never listed, removed
+    when the directory is opened for writing again."""
+    run(ds, tmp_path, epochs=1)
+    stale = tmp_path / CHECKPOINT_DIR / "2.orbax-checkpoint-tmp"
+    stale.mkdir()
+    (stale / "state").write_bytes(b"half")
+    assert resolve(tmp_path) == (tmp_path / CHECKPOINT_DIR, None)
+    with Checkpoints(tmp_path / CHECKPOINT_DIR, read_only=True) as ckpts:
+        assert ckpts.epochs() == [1]
+    assert evaluate_checkpoint(tmp_path, dataset=ds)["epoch"] == 1
+    run(ds, tmp_path, epochs=2, resume=True)
+    assert steps(tmp_path) == ["1", "2"]
+
+
+def nan_after(step: int) -> optax.GradientTransformation:
+    """Adam whose updates turn NaN from optimizer step ``step`` on (a divergence on demand)."""
+    poison = optax.scale_by_schedule(lambda count: jnp.where(count >= step, jnp.nan, 1.0))
+    return optax.chain(optax.adam(1e-3), poison)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ds, tmp_path):
+    bad = nan_after(2 * STEPS_PER_EPOCH)  # params turn NaN during epoch 3
+    with pytest.raises(TrainingDiverged, match=r"epoch 3's train loss is nan.*epoch 2 in "):
+        run(ds, tmp_path, epochs=4, optimizer=bad)
+    assert steps(tmp_path) == ["1", "2"]
+    assert [r["epoch"] for r in read_metrics(tmp_path / METRICS_FILE)] == [1, 2]
+    result = evaluate_checkpoint(tmp_path, dataset=ds)
+    assert result["epoch"] == 2 and 0.3 < result["test_acc"] <= 1.0
+
+
+def test_huge_learning_rate_diverges_before_any_checkpoint(ds, tmp_path):
+    with pytest.raises(TrainingDiverged, match="No checkpoint was saved"):
+        run(ds, tmp_path, optimizer="sgd", learning_rate=1e30)
+    assert steps(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_evaluate_counts_every_example(ds):
+    model = LeNet("modern")
+    params = init_params(model, seed=0)
+    x, y = data.to_device(ds.test)
+    x, y = x[:250], y[:250]
+    logits = jax.jit(model.apply)({"params": params}, x.astype(jnp.float32)[..., None] / 255.0)
+    want_acc = float(jnp.mean(jnp.argmax(logits, -1) == y))
+    want_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
+    assert 0.02 < want_acc < 0.5  # an untrained net: neither all right nor all wrong
+    for batch_size in (64, 1000):  # 3 full batches + 58; larger than n
+        got = evaluate(model, params, x, y, batch_size=batch_size)
+        assert float(got["accuracy"]) == pytest.approx(want_acc, abs=1e-7)
+        assert float(got["loss"]) == pytest.approx(want_loss, rel=1e-5)
+
+
+def test_epoch_with_a_batch_sharding_is_the_same_epoch(ds):
+    """The data-parallel hook: constraining the batch axis (here a 1-device mesh) changes
+    nothing in the result."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "batch"))
+    state = TrainState.create(LeNet("modern"), make_optimizer("adam"), seed=0)
+    x, y = data.to_device(ds.train)
+    # Static arguments spelled as fit spells them: the compiled epoch is reused, not rebuilt.
+    plain, m1 = train_epoch(state, x, y, batch_size=BATCH, unroll=1)
+    sharded, m2 = train_epoch(state, x, y, batch_size=BATCH, unroll=1, batch_sharding=sharding)
+    chex.assert_trees_all_close(plain.params, sharded.params, rtol=1e-6, atol=1e-7)
+    assert int(sharded.epoch) == 1 and int(sharded.step) == STEPS_PER_EPOCH
+    assert math.isclose(float(m1["loss"]), float(m2["loss"]), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (dict(variant="lenet5"), ValueError, "variant must be one of .*'lenet5'"),
+        (dict(epochs=0), ValueError, "epochs must be a positive int"),
+        (dict(epochs=2.5), TypeError, "epochs must be an int"),
+        (dict(batch_size=0), ValueError, "batch_size must be a positive int"),
+        (dict(batch_size=-64), ValueError, "batch_size must be a positive int"),
+        (dict(learning_rate=0.0), ValueError, "learning_rate must be a finite number > 0"),
+        (dict(learning_rate=-0.1), ValueError, "learning_rate must be a finite number > 0"),
+        (dict(learning_rate=float("nan")), ValueError, "learning_rate must be a finite"),
+        (dict(optimizer="adamax9"), ValueError, "optimizer must be one of .*'adamax9'"),
+        (dict(optimizer=optax.sgd(0.1), learning_rate=0.1), ValueError, "carries its own"),
+        (dict(train_subset=0), ValueError, "train_subset must be a positive int"),
+        (dict(conv_impl="fft"), ValueError, "conv_impl must be None or one of .*'fft'"),
+        (dict(seed=-1), ValueError, "seed must be in 0..2\\*\\*31-1"),
+        (dict(batch_size=N_TRAIN + 1), ValueError, "batch_size 513 is larger than the 512"),
+    ],
+)
+def test_bad_settings_fail_before_training(ds, tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        run(ds, tmp_path / "out", **overrides)
+    assert not (tmp_path / "out" / METRICS_FILE).exists()
+
+
+def test_unwritable_out_dir_fails_before_training(ds, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="out_dir .* is not a writable directory"):
+        run(ds, blocker / "run")
+
+
+def test_existing_run_needs_resume_and_the_same_model(ds, tmp_path):
+    run(ds, tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="already holds checkpoints .* resume"):
+        run(ds, tmp_path, epochs=2)
+    with pytest.raises(CheckpointError, match="variant 'modern', this run's is 'classic'"):
+        run(ds, tmp_path, epochs=2, resume=True, variant="classic")
+
+
+def test_defaults():
+    cfg = TrainConfig().resolved()
+    assert (cfg.variant, cfg.epochs, cfg.batch_size, cfg.optimizer) == ("modern", 10, 256, "adam")
+    assert cfg.learning_rate == 1e-3 and str(cfg.out_dir) == "runs/lenet-modern"
+    book = TrainConfig(variant="classic", optimizer="sgd").resolved()
+    assert book.learning_rate == 0.9 and str(book.out_dir) == "runs/lenet-classic"
+    assert json.loads(json.dumps(book.meta()))["optimizer"] == "sgd"
+
+
+def test_checkpoint_every_and_max_checkpoints(ds, tmp_path):
+    run(ds, tmp_path, epochs=5, checkpoint_every=2, max_checkpoints=2)
+    assert steps(tmp_path) == ["4", "5"]  # saved 2, 4 and the last; the newest 2 kept
+
+
+def test_tensorboard_gets_every_number_each_epoch(ds, tmp_path, monkeypatch):
+    """The logging itself, with a stand-in writer (tensorboardX's method names)."""
+    calls = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            calls.append(("open", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setattr(metrics, "_summary_writer_class", lambda: Writer)
+    history = run(ds, tmp_path, epochs=2, tensorboard=True).history
+    assert calls[0] == ("open", str(tmp_path / "tensorboard")) and calls[-1] == ("close",)
+    for record in history:
+        for key in ("train_loss", "train_acc", "test_acc", "examples_per_second"):
+            assert (key, record[key], record["epoch"]) in calls
+    assert ("compile_seconds", history[0]["compile_seconds"], 1) in calls
+
+
+@pytest.mark.skipif(not tensorboard_available(), reason="needs tensorboardX or TensorFlow")
+def test_tensorboard_events(ds, tmp_path):
+    run(ds, tmp_path, epochs=1, tensorboard=True)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.skipif(tensorboard_available(), reason="a TensorBoard writer is installed")
+def test_tensorboard_without_a_writer_is_a_clear_error(ds, tmp_path):
+    with pytest.raises(ValueError, match="tensorboardX"):
+        run(ds, tmp_path, tensorboard=True)
