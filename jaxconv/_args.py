@@ -26,10 +26,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+#: Geometry beyond int32 cannot index any array XLA will build; refuse it before tracing.
+MAX_GEOMETRY = 2**31 - 1
+
+
 def as_int(value: Any, name: str) -> int:
-    """Return ``value`` as a Python int, or raise TypeError naming ``name``."""
+    """Return ``value`` as a Python int, or raise TypeError naming ``name``.
+
+    Raises ValueError if ``|value|`` exceeds :data:`MAX_GEOMETRY` (XLA would overflow).
+    """
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if abs(int(value)) > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be at most 2**31 - 1 in magnitude, got {value!r}")
     return int(value)
 
 
@@ -63,9 +72,7 @@ def padding_pairs(value: Any, name: str = "padding") -> Padding:
         if all(_is_int(v) for v in value):
             ph, pw = int(value[0]), int(value[1])
             pads = ((ph, ph), (pw, pw))
-        elif all(
-            isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2 for v in value
-        ):
+        elif all(isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2 for v in value):
             (t, b), (left, r) = value
             pads = (
                 (as_int(t, f"{name}[0][0]"), as_int(b, f"{name}[0][1]")),

@@ -81,7 +81,10 @@ corr2d_vmap = corr2d  # the manual JAX version computes the same function
 
 
 def convolve2d(X: Any, K: Any) -> np.ndarray:
-    """True (flipped-kernel) 2-D convolution, 'valid' part: Y[i,j] = sum X[i+a, j+b] K[kh-1-a, kw-1-b]."""
+    """True (flipped-kernel) 2-D convolution, 'valid' part.
+
+    Y[i, j] = sum_{a, b} X[i + kh - 1 - a, j + kw - 1 - b] * K[a, b].
+    """
     X = np.asarray(X, dtype=np.float64)
     K = np.asarray(K, dtype=np.float64)
     kh, kw = K.shape
@@ -145,15 +148,15 @@ def conv2d(
     w = np.asarray(w, dtype=np.float64)
     if layout == "NHWC":
         w = w.transpose(3, 2, 0, 1)
-    O, cg, kh, kw = w.shape
+    n_out, cg, kh, kw = w.shape
     sh, sw = _pair(stride)
     dh, dw = _pair(dilation)
     x = _pad(x, _conv_padding(padding, (kh, kw), (dh, dw)), 0.0)
     n, _, H, W = x.shape
     oh = (H - dh * (kh - 1) - 1) // sh + 1
     ow = (W - dw * (kw - 1) - 1) // sw + 1
-    og = O // groups
-    y = np.zeros((n, O, oh, ow))
+    og = n_out // groups
+    y = np.zeros((n, n_out, oh, ow))
     for i in range(oh):
         for j in range(ow):
             hs, ws = i * sh, j * sw

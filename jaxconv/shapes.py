@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jaxconv._args import Pair, Padding, as_pair, padding_pairs, positive_pair
+from jaxconv._args import Padding, Pair, as_pair, padding_pairs, positive_pair
 
 _AXES = ("height", "width")
 
@@ -22,9 +22,7 @@ def effective_kernel(kernel: int, dilation: int) -> int:
     return dilation * (kernel - 1) + 1
 
 
-def conv_padding(
-    padding: Any, kernel_size: Any, stride: Any = 1, dilation: Any = 1
-) -> Padding:
+def conv_padding(padding: Any, kernel_size: Any, stride: Any = 1, dilation: Any = 1) -> Padding:
     """Resolve a conv ``padding`` argument to ``((top, bottom), (left, right))``.
 
     ``"valid"`` is no padding. ``"same"`` (stride 1 only, as in PyTorch) pads
@@ -122,8 +120,8 @@ def receptive_field(layers: Sequence[Any]) -> Pair:
 
     Each layer is an int kernel size, ``(kernel_size, stride)`` or ``(kernel_size, stride,
     dilation)``; each entry an int or an ``(h, w)`` pair, so a 5x3 kernel with stride 1 is
-    ``((5, 3), 1)``. Pooling layers count the same way as conv layers. The field grows by ``(k_eff - 1) * jump`` per layer, where ``jump`` is the
-    product of the earlier strides.
+    ``((5, 3), 1)``. Pooling layers count the same way as conv layers. The field grows by
+    ``(k_eff - 1) * jump`` per layer, where ``jump`` is the product of the earlier strides.
     """
     size = [1, 1]
     jump = [1, 1]
