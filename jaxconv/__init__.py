@@ -30,7 +30,17 @@ _EXPORTS = {
     "pool_output_shape": "shapes",
     "receptive_field": "shapes",
 }
-_SUBMODULES = ("reference", "shapes", "conv", "pool", "models", "data", "train", "cli")
+_SUBMODULES = (
+    "reference",
+    "shapes",
+    "conv",
+    "pool",
+    "models",
+    "data",
+    "train",
+    "distributed",
+    "cli",
+)
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

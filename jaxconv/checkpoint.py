@@ -2,7 +2,8 @@
 
 A checkpoint directory holds one sub-directory per saved epoch (``<dir>/3``), each with two
 items: ``state`` (the train state pytree: params, optimizer state, RNG key, epoch, step) and
-``meta`` (JSON: the run's settings, enough to rebuild the model). Orbax writes a step into
+``meta`` (JSON: the run's settings, enough to rebuild the model, and the SHA-256 of the state,
+checked on restore: orbax's array chunks carry no checksum). Orbax writes a step into
 ``<dir>/<epoch>.orbax-checkpoint-tmp`` and renames it when complete, so a crash mid-write
 leaves the previous checkpoints as they were and no half-written step is ever listed.
 
@@ -13,6 +14,7 @@ Restoring the newest epoch falls back to the one before when it cannot be read (
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -21,15 +23,49 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 logger = logging.getLogger("jaxconv.checkpoint")
 
 CHECKPOINT_DIR = "checkpoints"  # under a run's out_dir
+DIGEST_KEY = "state_sha256"  # in a checkpoint's meta JSON
 
 
 class CheckpointError(ValueError):
     """No checkpoint where one was expected, or none that can be read."""
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 (hex) of a state pytree: each leaf's path, dtype, shape and bytes.
+
+    Leaves are taken in the order of their path names (``params/conv1/kernel``), not in
+    ``jax.tree`` order: a :class:`TrainState` and the plain dicts a target-less restore gives
+    flatten in different orders but have the same path names. Arrays are fetched to the host
+    (a replicated array's local copy).
+    """
+    leaves = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        name = "/".join(
+            str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path
+        )
+        leaves.append((name, leaf))
+    digest = hashlib.sha256()
+    for name, leaf in sorted(leaves, key=lambda item: item[0]):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` cut to ``limit`` characters (TensorStore's errors
+    carry their whole spec, ~60 lines)."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}"
 
 
 def _is_step_dir(path: Path) -> bool:
@@ -69,6 +105,15 @@ class Checkpoints:
         self, directory: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False
     ) -> None:
         self.directory = Path(directory).expanduser().absolute()
+        if not read_only:  # found now, not when the first epoch's save fails
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                why = "a file is in the way" if self.directory.exists() else err.strerror
+                raise CheckpointError(
+                    f"checkpoint directory {str(self.directory)!r} is not a usable directory: "
+                    f"{why or err}"
+                ) from None
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else max_to_keep,  # orbax warns on any other value
             save_interval_steps=0 if read_only else 1,
@@ -78,7 +123,14 @@ class Checkpoints:
             cleanup_tmp_directories=not read_only,
         )
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
+            self.directory,
+            options=options,
+            # Named handlers (not just item names): item_metadata can then read a checkpoint
+            # before anything was saved or restored through this manager.
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def epochs(self) -> list[int]:
@@ -89,17 +141,29 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, epoch: int, state: Any, meta: Mapping[str, Any]) -> None:
-        """Save ``state`` (any pytree of arrays) and JSON ``meta`` as ``epoch``, asynchronously."""
+        """Save ``state`` (any pytree of arrays) and JSON ``meta`` as ``epoch``, asynchronously.
+
+        The state's :func:`state_digest` is added to the saved meta (under ``DIGEST_KEY``).
+        """
+        meta = {**meta, DIGEST_KEY: state_digest(state)}
         self._manager.save(
             epoch,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
             ),
         )
 
     def _restore_one(self, epoch: int, target: Any | None) -> tuple[Any, dict[str, Any]]:
         if target is None:
-            state_args = ocp.args.StandardRestore()
+            # The arrays carry the shardings they were saved with (over 4 devices, say), which
+            # may not exist here: read them onto this process's first device instead.
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            saved = self._manager.item_metadata(epoch)["state"].tree
+            state_args = ocp.args.StandardRestore(
+                jax.tree.map(
+                    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
+                )
+            )
         else:
             state_args = ocp.args.StandardRestore(
                 jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -107,7 +171,11 @@ class Checkpoints:
         restored = self._manager.restore(
             epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore())
         )
-        return restored.state, dict(restored.meta)
+        meta = dict(restored.meta)
+        expected = meta.pop(DIGEST_KEY, None)  # None: saved before digests were stored
+        if expected is not None and state_digest(restored.state) != expected:
+            raise CheckpointError("the restored state's SHA-256 differs from the one saved")
+        return restored.state, meta
 
     def restore(
         self, target: Any | None = None, epoch: int | None = None, *, quarantine: bool = False
@@ -134,14 +202,13 @@ class Checkpoints:
             try:
                 state, meta = self._restore_one(candidate, target)
             except Exception as err:  # any failure to read means this checkpoint is unusable
-                errors.append(f"epoch {candidate}: {type(err).__name__}: {err}")
+                errors.append(f"epoch {candidate}: {_one_line(err)}")
                 nxt = candidates[i + 1] if i + 1 < len(candidates) else None
                 logger.warning(
-                    "checkpoint of epoch %d in %s is unreadable (%s: %s); %s",
+                    "checkpoint of epoch %d in %s is unreadable (%s); %s",
                     candidate,
                     self.directory,
-                    type(err).__name__,
-                    err,
+                    _one_line(err),
                     f"falling back to epoch {nxt}" if nxt is not None else "no older one",
                 )
                 if quarantine:

@@ -4,6 +4,9 @@
     jaxconv train --variant classic --optimizer sgd --lr 0.9   # the book's settings
     jaxconv train --epochs 1 --train-subset 512 --test-subset 256 --out-dir /tmp/run
     jaxconv train --resume --epochs 20              # continue runs/lenet-modern to epoch 20
+    jaxconv train --devices 4 --batch-size 1024     # data-parallel over 4 devices (default: all)
+    jaxconv train --coordinator-address 10.0.0.1:1234 --num-processes 2 --process-id 0
+                                                    # one of several hosts (one command each)
     jaxconv evaluate --checkpoint runs/lenet-modern
     jaxconv demo                                    # the chapter's small examples
 
@@ -26,12 +29,18 @@ PROG = "jaxconv"
 def _train(args: argparse.Namespace) -> int:
     from jaxconv.train import TrainConfig, fit
 
+    multihost = (args.coordinator_address, args.num_processes, args.process_id)
+    if args.distributed or any(flag is not None for flag in multihost):
+        from jaxconv.distributed import initialize
+
+        initialize(*multihost)  # before anything else touches JAX's devices
     config = TrainConfig(
         variant=args.variant,
         epochs=args.epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         learning_rate=args.lr,
+        lr_schedule=args.lr_schedule,
         seed=args.seed,
         out_dir=args.out_dir,
         data_dir=args.data_dir,
@@ -41,6 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         progress=not args.quiet,
         conv_impl=args.conv_impl,
+        devices=args.devices,
     )
     result = fit(config)
     if not result.epochs_trained:
@@ -144,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: adam 1e-3, sgd 0.9 as in the book)",
+        help="learning rate, the peak of a cosine schedule (default: adam 3e-3, sgd 0.9 as in "
+        "the book)",
+    )
+    train.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default=None,
+        help="default: constant for classic (the book), cosine decay to 0 for modern",
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument(
@@ -174,6 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-subset", type=int, default=None, metavar="N", help="use the first N test examples"
     )
     train.add_argument("--conv-impl", default=None, help="jaxconv.conv2d implementation")
+    train.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel over N devices (default: all; --batch-size is split evenly)",
+    )
+    hosts = train.add_argument_group(
+        "many hosts",
+        "start the same command on every host, each with its own --process-id; "
+        "out-dir must be on a file system every host sees",
+    )
+    hosts.add_argument(
+        "--coordinator-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address and a free port (default: $JAX_COORDINATOR_ADDRESS)",
+    )
+    hosts.add_argument("--num-processes", type=int, default=None, metavar="N")
+    hosts.add_argument("--process-id", type=int, default=None, metavar="I")
+    hosts.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-host run that JAX detects (Slurm, Open MPI, Kubernetes, Cloud TPU)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     train.set_defaults(func=_train)
 
@@ -211,7 +253,8 @@ class _StderrHandler(logging.StreamHandler):
 
 @contextlib.contextmanager
 def _cli_logging(quiet: bool) -> Iterator[None]:
-    """jaxconv's INFO lines to stderr unless quiet, orbax's (absl) chatter only on errors;
+    """jaxconv's INFO lines to stderr unless quiet, orbax's (absl) logging off (its failed
+    saves log tracebacks from its threads; the error reaches main, which prints one line);
     the loggers are put back as they were afterwards (main may run inside another program)."""
     log, absl = logging.getLogger("jaxconv"), logging.getLogger("absl")
     saved = (log.level, log.propagate, absl.level)
@@ -219,7 +262,7 @@ def _cli_logging(quiet: bool) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("jaxconv: %(message)s"))
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False  # orbax puts a handler on the root logger: print each line once
-    absl.setLevel(logging.ERROR)
+    absl.setLevel(logging.CRITICAL)
     log.addHandler(handler)
     try:
         yield

@@ -91,6 +91,12 @@ def _flatten(x: Array) -> Array:
     return x.reshape(x.shape[0], -1)  # (N, H, W, C) -> (N, H*W*C)
 
 
+#: Mean and standard deviation of Fashion-MNIST's 60,000 training images, pixels / 255
+#: (measured: ``x = load_fashion_mnist().train.images / 255; x.mean(), x.std()``).
+FASHION_MNIST_MEAN = 0.2860
+FASHION_MNIST_STD = 0.3530
+
+
 class LeNet(nn.Module):
     """LeNet-5 as in chapter 6.6, NHWC.
 
@@ -98,13 +104,17 @@ class LeNet(nn.Module):
     sigmoid, avg pool 2x2/2, flatten (400), dense 120, sigmoid, dense 84, sigmoid, dense 10.
     ``variant="modern"``: the same with ReLU and max pooling.
 
-    Input: (N, 28, 28, 1) or (N, 28, 28) floats; output: (N, num_classes) logits.
+    Input: (N, 28, 28, 1) or (N, 28, 28) floats in [0, 1]; output: (N, num_classes) logits.
     ``conv_impl`` is passed to :func:`jaxconv.conv2d` as ``impl`` (None: its default).
+    ``standardize`` maps the input to zero mean and unit variance with Fashion-MNIST's
+    training-set statistics before the first layer; None: on for "modern" (it helps Adam reach
+    0.90 in 10 epochs), off for "classic" (the book feeds x / 255 as it is).
     """
 
     variant: str = "classic"
     num_classes: int = 10
     conv_impl: str | None = None
+    standardize: bool | None = None
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # at construction, before any tracing
@@ -137,6 +147,9 @@ class LeNet(nn.Module):
     def __call__(self, x: Array) -> Array:
         if x.ndim == 3:
             x = x[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
+        standardize = self.variant == "modern" if self.standardize is None else self.standardize
+        if standardize:
+            x = (x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
         for _, layer in self.layers():
             x = layer(x)
         return x

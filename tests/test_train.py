@@ -47,7 +47,12 @@ def ds():
 
 
 def config(out_dir, **overrides) -> TrainConfig:
-    settings = dict(epochs=2, batch_size=BATCH, out_dir=out_dir, progress=False, plots=False)
+    # A constant rate: these tests "interrupt" a run by asking for fewer epochs, which would
+    # change a cosine schedule's length (the SIGKILL tests in test_faults.py use the default).
+    settings = dict(
+        epochs=2, batch_size=BATCH, out_dir=out_dir, progress=False, plots=False,
+        lr_schedule="constant",
+    )  # fmt: skip
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -260,9 +265,13 @@ def test_existing_run_needs_resume_and_the_same_model(ds, tmp_path):
 def test_defaults():
     cfg = TrainConfig().resolved()
     assert (cfg.variant, cfg.epochs, cfg.batch_size, cfg.optimizer) == ("modern", 10, 256, "adam")
-    assert cfg.learning_rate == 1e-3 and str(cfg.out_dir) == "runs/lenet-modern"
+    assert cfg.learning_rate == 3e-3 and cfg.lr_schedule == "cosine"
+    assert str(cfg.out_dir) == "runs/lenet-modern"
     book = TrainConfig(variant="classic", optimizer="sgd").resolved()
-    assert book.learning_rate == 0.9 and str(book.out_dir) == "runs/lenet-classic"
+    assert book.learning_rate == 0.9 and book.lr_schedule == "constant"
+    assert str(book.out_dir) == "runs/lenet-classic"
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig(lr_schedule="step").resolved()
     assert json.loads(json.dumps(book.meta()))["optimizer"] == "sgd"
 
 
