@@ -91,6 +91,26 @@ def padding_pairs(value: Any, name: str = "padding") -> Padding:
     return pads
 
 
+def as_array(value: Any, name: str) -> Any:
+    """``value`` itself if it is an array, else ``np.asarray(value)``; a ragged nested list
+    raises ValueError naming ``name`` (NumPy's own message does not say which argument)."""
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return value
+    try:
+        return np.asarray(value)
+    except ValueError as err:
+        raise ValueError(
+            f"{name} must be a rectangular array (nested lists of equal lengths): {err}"
+        ) from None
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` as a bool; anything but a bool (``1``, ``"no"``, None) is a TypeError."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def check_layout(layout: Any) -> str:
     """Return ``layout`` if it is "NCHW" or "NHWC", else raise ValueError."""
     if layout not in LAYOUTS:
@@ -110,6 +130,6 @@ def check_rank(x: Any, name: str, ranks: Sequence[int]) -> int:
 def check_floating(x: Any, name: str) -> None:
     """Raise TypeError unless ``x`` has a real floating dtype (ints and complex are refused)."""
     # np.result_type would read a list as dtype specs; np.asarray reads it as data.
-    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    dtype = x.dtype if hasattr(x, "dtype") else as_array(x, name).dtype
     if not jnp.issubdtype(dtype, jnp.floating):  # jnp knows bfloat16 is floating
         raise TypeError(f"{name} must have a real floating dtype, got {dtype}")

@@ -12,7 +12,13 @@ Two ways to compute the same function sit side by side so they can be compared a
   output positions), ``corr2d_multi_in(impl="vmap")`` / ``corr2d_multi_in_out(impl="vmap")``
   (the chapter's sum over input channels and stack over output channels, as vmaps),
   ``conv1x1`` (one matrix product) and ``conv2d(impl="patches")`` (strided slices into
-  patches, then one matrix product).
+  patches, then one matrix product);
+* ``conv2d(impl="vjp")``, the fast path for training loops: the same values as lax, with
+  derivative rules written so that every gradient is a canonical forward convolution or a
+  matrix product (see "custom-derivative path" below).
+
+``conv2d``'s default ``impl="auto"`` picks the fastest measured path for the backend and the
+geometry (see :func:`select_impl`).
 
 Conventions follow the chapter (PyTorch): cross-correlation, NCHW inputs and OIHW kernels by
 default; ``layout="NHWC"`` takes (N, H, W, C) inputs and HWIO kernels.
@@ -32,6 +38,7 @@ from jax import lax
 from jaxconv._args import (
     Padding,
     Pair,
+    as_array,
     as_int,
     check_floating,
     check_layout,
@@ -53,6 +60,8 @@ __all__ = [
     "corr2d_multi_in",
     "corr2d_multi_in_out",
     "corr2d_vmap",
+    "select_impl",
+    "vjp_applies",
 ]
 
 # (input, kernel, output) dimension numbers for lax.conv_general_dilated, per layout.
@@ -67,7 +76,8 @@ _DIMENSION_NUMBERS = {
 
 def _as_float_array(value: Any, name: str) -> Array:
     """``value`` as a JAX array with a real floating dtype, or a TypeError naming ``name``."""
-    check_floating(value, name)  # before asarray, so Python ints are refused too
+    value = as_array(value, name)
+    check_floating(value, name)  # before jnp.asarray, so Python ints are refused too
     return jnp.asarray(value)
 
 
@@ -131,9 +141,20 @@ def corr2d_vmap(X: Any, K: Any) -> Array:
     X, K = _as_float_array(X, "X"), _as_float_array(K, "K")
     check_rank(X, "X", (2,))
     check_rank(K, "K", (2,))
-    oh, ow = _check_fits(X.shape, K.shape, "X", "K")
+    _check_fits(X.shape, K.shape, "X", "K")
     dtype = jnp.result_type(X, K)
-    X, K = X.astype(dtype), K.astype(dtype)
+    return _corr2d_windows(X.astype(dtype), K.astype(dtype))
+
+
+@jax.custom_vjp
+def _corr2d_windows(X: Array, K: Array) -> Array:
+    """(h, w) * (kh, kw) -> (oh, ow): one window sum per output position, vmapped.
+
+    Its gradients are computed the chapter's way too (``_corr2d_windows_bwd``): JAX's own
+    reverse mode of the vmapped dynamic slices is a scatter per window, and under the
+    multi-channel vmaps it was 16x slower than lax (docs/BENCHMARKS.md).
+    """
+    oh, ow = X.shape[0] - K.shape[0] + 1, X.shape[1] - K.shape[1] + 1
 
     def at(i: Array, j: Array) -> Array:
         window = lax.dynamic_slice(X, (i, j), K.shape)  # (kh, kw)
@@ -142,6 +163,23 @@ def corr2d_vmap(X: Any, K: Any) -> Array:
     rows, cols = jnp.arange(oh), jnp.arange(ow)
     # inner vmap over columns, outer over rows -> (oh, ow)
     return jax.vmap(lambda i: jax.vmap(lambda j: at(i, j))(cols))(rows)
+
+
+def _corr2d_windows_fwd(X: Array, K: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _corr2d_windows(X, K), (X, K)
+
+
+def _corr2d_windows_bwd(res: tuple[Array, Array], dY: Array) -> tuple[Array, Array]:
+    """Both gradients are cross-correlations, computed by the same window sums:
+    ``dK = corr2d(X, dY)`` (kh, kw) and ``dX = corr2d(pad(dY, k - 1), flip(K))`` (h, w)."""
+    X, K = res
+    kh, kw = K.shape
+    dK = _corr2d_windows(X, dY)
+    dX = _corr2d_windows(jnp.pad(dY, ((kh - 1, kh - 1), (kw - 1, kw - 1))), jnp.flip(K))
+    return dX, dK
+
+
+_corr2d_windows.defvjp(_corr2d_windows_fwd, _corr2d_windows_bwd)
 
 
 def _multi_in_args(X: Any, K: Any) -> tuple[Array, Array]:
@@ -285,6 +323,12 @@ class ConvGeometry:
     out_size: Pair
 
 
+#: The most elements conv2d lets an intermediate array have (1 TiB of float32); beyond
+#: ~2**62 XLA's shape arithmetic overflows and aborts the process (a crash, not an exception).
+MAX_ELEMENTS = 2**38
+MAX_PATCHES = 2**31
+
+
 def conv_geometry(
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
@@ -317,6 +361,8 @@ def conv_geometry(
         kh, kw, cg, o = w_shape
     if min(w_shape) < 1:
         raise ValueError(f"w must have no empty dimension, got shape {w_shape}")
+    if min(h, w) < 1:  # PyTorch refuses these too; only an empty batch or channel axis runs
+        raise ValueError(f"x must have non-empty spatial axes (H, W), got shape {x_shape}")
     groups = as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be positive (>= 1), got {groups}")
@@ -342,6 +388,13 @@ def conv_geometry(
         raise ValueError(
             f"w is too large for x ({layout}: x shape {x_shape}, w shape {w_shape}): {err}"
         ) from None
+    n = x_shape[0] if len(x_shape) == 4 else 1
+    padded = n * c * (h + sum(pads[0])) * (w + sum(pads[1]))
+    if max(padded, n * o * out_size[0] * out_size[1]) > MAX_ELEMENTS:
+        raise ValueError(
+            f"padding {padding!r} makes arrays of over 2**{MAX_ELEMENTS.bit_length() - 1} "
+            f"elements (x shape {x_shape}): past that XLA aborts the process instead of raising"
+        )
     return ConvGeometry(layout, (kh, kw), stride, pads, dilation, groups, c, o, out_size)
 
 
@@ -398,6 +451,189 @@ def _conv_patches(x: Array, w: Array, g: ConvGeometry, precision: Any) -> Array:
     return y.reshape(n, oh, ow, g.out_channels)
 
 
+# --- custom-derivative path ("vjp") -----------------------------------------------------------
+#
+# Why: inside lax.scan / while loops (a whole training epoch in one jit) XLA:CPU keeps the
+# convolutions that JAX's autodiff emits for the input and weight gradients in non-canonical
+# dimension orders (dim_labels b01f_01oi->b01f and f01b_i01o->01bf), and those miss its fast
+# convolution kernels: LeNet conv2's forward+backward took 328 ms a step inside a scan against
+# 52 ms in a plain jit, a 64-channel 56x56 layer 2.6 s against 84 ms (one core;
+# docs/BENCHMARKS.md). Outside loops XLA rewrites them into canonical form itself. On an H100
+# the same path is also a little faster (a LeNet epoch 62 against 66 ms).
+#
+# How: a custom_jvp whose tangent is written so that its *transpose* (what reverse mode runs)
+# is canonical: dimension numbers arranged so that JAX's transpose rule for the convolution
+# lands on NHWC/HWIO/NHWC, or a matrix product over explicit patches. Forward mode works too
+# (jax.jvp, jacfwd: the tangent itself is an ordinary, if slower, convolution), and the rule
+# is itself differentiable, so higher derivatives work as for lax.
+
+_NHWC = _DIMENSION_NUMBERS["NHWC"]
+#: Bytes an explicit patch matrix may take before the convolution form is used instead.
+_PATCH_BYTES = 64 * 2**20
+
+
+def _pad_hw(x: Array, pads: Padding) -> Array:
+    """Zero-pad the H and W axes of an NHWC array."""
+    (top, bottom), (left, right) = pads
+    zero = jnp.zeros((), x.dtype)
+    return lax.pad(x, zero, [(0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)])
+
+
+def _out_hw(x_shape: tuple[int, ...], k_hw: tuple[int, ...], pads: Padding) -> Pair:
+    """Stride-1, dilation-1 output (oh, ow) of an NHWC input."""
+    return (
+        x_shape[1] + sum(pads[0]) - k_hw[0] + 1,
+        x_shape[2] + sum(pads[1]) - k_hw[1] + 1,
+    )
+
+
+def _taps(x: Array, k_hw: tuple[int, ...], pads: Padding) -> list[Array]:
+    """Tap (a, b) of every output position: kh*kw slices (N, oh, ow, C) of the padded input."""
+    (kh, kw), (oh, ow) = k_hw, _out_hw(x.shape, k_hw, pads)
+    xp = _pad_hw(x, pads)
+    return [xp[:, a : a + oh, b : b + ow, :] for a in range(kh) for b in range(kw)]
+
+
+def _patch_bytes(x: Array, k_hw: tuple[int, ...], pads: Padding) -> int:
+    oh, ow = _out_hw(x.shape, k_hw, pads)
+    return x.shape[0] * oh * ow * k_hw[0] * k_hw[1] * x.shape[3] * x.dtype.itemsize
+
+
+def _forward_nhwc(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
+    """The values. One input channel: the sum over taps of a shifted slice times the tap's
+    (Cout,) weights, one fused elementwise loop (LeNet's first layer: 1.1 ms against 19 ms
+    for XLA:CPU's convolution, whose kernels are poor for C == 1). Otherwise lax."""
+    kh, kw, ci, _ = w.shape
+    if ci == 1:
+        taps = _taps(x, (kh, kw), pads)  # each (N, oh, ow, 1), broadcast against (Cout,)
+        return sum(t * w[i // kw, i % kw, 0] for i, t in enumerate(taps))
+    return lax.conv_general_dilated(
+        x, w, (1, 1), pads, dimension_numbers=_NHWC, precision=precision
+    )
+
+
+def _tangent_from_input(tx: Array, w: Array, pads: Padding, precision: Any) -> Array:
+    """conv(tx, w), written so that its transpose (the input gradient) is canonical.
+
+    Few channels (Cin * Cout <= 256, LeNet): explicit patches times the kernel matrix; the
+    transpose is ``dy @ W^T`` and a sum of shifted pads (col2im), one fusion. Otherwise a
+    convolution whose kernel is given as HWOI: JAX's transpose swaps I and O, so the input
+    gradient is a forward NHWC/HWIO convolution with the flipped kernel.
+    """
+    kh, kw, ci, co = w.shape
+    if ci * co <= 256 and _patch_bytes(tx, (kh, kw), pads) <= _PATCH_BYTES:
+        cols = jnp.stack(_taps(tx, (kh, kw), pads), axis=3)  # (N, oh, ow, kh*kw, Cin)
+        cols = cols.reshape(*cols.shape[:3], kh * kw * ci)
+        return jnp.dot(cols, w.reshape(kh * kw * ci, co), precision=precision)
+    return lax.conv_general_dilated(
+        tx,
+        w.transpose(0, 1, 3, 2),  # (kh, kw, Cout, Cin)
+        (1, 1),
+        pads,
+        dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        precision=precision,
+    )
+
+
+def _tangent_from_kernel(x: Array, tw: Array, pads: Padding, precision: Any) -> Array:
+    """conv(x, tw), written so that its transpose (the weight gradient) is canonical.
+
+    One input channel: the taps as a (kh*kw, M) matrix times tw as (kh*kw, Cout); the
+    transpose is one (kh*kw, M) @ (M, Cout) product. Otherwise a convolution of x as
+    (C, H, W, N) ("CHWN") with tw as (Cin, kh, kw, Cout) ("IHWO") into (oh, ow, N, Cout)
+    ("HWNC"): JAX's transpose swaps batch and feature of x and of the output, which makes the
+    weight gradient a forward NHWC/HWIO convolution (batch = Cin, feature = N).
+    """
+    n, kh, kw, ci, co = x.shape[0], *tw.shape
+    oh, ow = _out_hw(x.shape, (kh, kw), pads)
+    if ci == 1 and _patch_bytes(x, (kh, kw), pads) <= _PATCH_BYTES:
+        cols = jnp.stack([t[..., 0] for t in _taps(x, (kh, kw), pads)])  # (kh*kw, N, oh, ow)
+        y = jnp.dot(cols.reshape(kh * kw, -1).T, tw.reshape(kh * kw, co), precision=precision)
+        return y.reshape(n, oh, ow, co)
+    y = lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0),  # (C, H, W, N)
+        tw.transpose(2, 0, 1, 3),  # (Cin, kh, kw, Cout)
+        (1, 1),
+        pads,
+        dimension_numbers=("CHWN", "IHWO", "HWNC"),
+        precision=precision,
+    )  # (oh, ow, N, Cout)
+    return y.transpose(2, 0, 1, 3)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _conv_nhwc(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
+    """Stride 1, dilation 1, groups 1: x (N, H, W, Cin), w (kh, kw, Cin, Cout) ->
+    (N, oh, ow, Cout); values from :func:`_forward_nhwc`, derivatives from ``_conv_nhwc_jvp``."""
+    return _forward_nhwc(x, w, pads, precision)
+
+
+@functools.partial(_conv_nhwc.defjvp, symbolic_zeros=True)
+def _conv_nhwc_jvp(
+    pads: Padding, precision: Any, primals: tuple[Array, Array], tangents: tuple[Any, Any]
+) -> tuple[Array, Array]:
+    (x, w), (tx, tw) = primals, tangents
+    y = _forward_nhwc(x, w, pads, precision)
+    terms = []  # a symbolic-zero tangent (e.g. the input images) costs nothing
+    if not isinstance(tx, jax.custom_derivatives.SymbolicZero):
+        terms.append(_tangent_from_input(tx, w, pads, precision))
+    if not isinstance(tw, jax.custom_derivatives.SymbolicZero):
+        terms.append(_tangent_from_kernel(x, tw, pads, precision))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+def vjp_applies(g: ConvGeometry) -> bool:
+    """Whether ``impl="vjp"`` has its own rule for this geometry: stride 1, dilation 1 and
+    groups 1 (any padding); for other geometries it computes through lax."""
+    return g.stride == (1, 1) and g.dilation == (1, 1) and g.groups == 1
+
+
+def _conv_vjp(x: Array, w: Array, g: ConvGeometry, precision: Any) -> Array:
+    """Batched conv through ``_conv_nhwc`` (NCHW is transposed there and back; XLA folds the
+    transposes into neighbouring fusions); lax for geometries it does not cover."""
+    if not vjp_applies(g):
+        return _conv_lax(x, w, g, precision)
+    if g.layout == "NHWC":
+        return _conv_nhwc(x, w, g.padding, precision)
+    y = _conv_nhwc(x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), g.padding, precision)
+    return y.transpose(0, 3, 1, 2)
+
+
+def select_impl(g: ConvGeometry, dtype: Any, backend: str | None = None) -> str:
+    """The implementation ``impl="auto"`` runs for this geometry, dtype and backend.
+
+    CPU and GPU: ``"vjp"`` wherever it applies (stride 1, dilation 1, groups 1, each
+    padding smaller than the kernel, float32/float64), else ``"lax"``. TPU (not measured):
+    ``"lax"``. Measured (docs/BENCHMARKS.md has the tables; ms, lax vs vjp):
+
+    - XLA:CPU, one core each: a conv's forward+backward *inside lax.scan*, where a training
+      epoch runs it: LeNet conv1 291 vs 82, conv2 328 vs 22, ResNet 64->64 56x56 2593 vs 74
+      (lax's gradient convolutions fall to a slow path in loops). In a plain jit the two are
+      close (conv1 49 vs 60, conv2 52 vs 45, ResNet 84 vs 100), and a call cannot know
+      whether it is traced inside a loop, so vjp wherever it applies. LeNet epoch: lax 9.3x
+      PyTorch's time, vjp 1.03x.
+    - H100: LeNet epoch at batch 256, 66.0 vs 60.8 (batch 1024: 38.5 vs 33.8); per step in
+      scan, conv1 0.33 vs 0.16, conv2 0.17 vs 0.15, ResNet 0.20 vs 0.18.
+
+    float16/bfloat16 stay on lax (the one-channel tap sum would accumulate in low
+    precision), and padding >= kernel (outputs made of padding) too.
+    """
+    backend = jax.default_backend() if backend is None else backend
+    if backend not in ("cpu", "gpu", "cuda", "rocm") or not vjp_applies(g):
+        return "lax"
+    if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
+        return "lax"
+    (top, bottom), (left, right) = g.padding
+    if max(top, bottom) >= g.kernel[0] or max(left, right) >= g.kernel[1]:
+        return "lax"
+    return "vjp"
+
+
+def _conv_auto(x: Array, w: Array, g: ConvGeometry, precision: Any) -> Array:
+    """The path :func:`select_impl` picks for the default backend (at trace time)."""
+    return IMPLEMENTATIONS[select_impl(g, x.dtype)](x, w, g, precision)
+
+
 ConvImpl = Callable[[Array, Array, ConvGeometry, Any], Array]
 
 #: ``conv2d`` implementations by name. Each takes a *batched* input in ``geom.layout``, the
@@ -406,6 +642,8 @@ ConvImpl = Callable[[Array, Array, ConvGeometry, Any], Array]
 IMPLEMENTATIONS: dict[str, ConvImpl] = {
     "lax": _conv_lax,
     "patches": _conv_patches,
+    "vjp": _conv_vjp,
+    "auto": _conv_auto,
 }
 
 
@@ -434,7 +672,7 @@ def conv2d(
     dilation: Any = 1,
     groups: int = 1,
     layout: str = "NCHW",
-    impl: str = "lax",
+    impl: str = "auto",
     precision: Any = None,
 ) -> Array:
     """2-D convolution layer (cross-correlation), as ``torch.nn.functional.conv2d``.
@@ -451,8 +689,12 @@ def conv2d(
       groups: input and output channels are split into ``groups`` blocks; block g of the
         output sees only block g of the input. Must divide C and O.
       layout: ``"NCHW"`` (the chapter's, with OIHW kernels) or ``"NHWC"`` (HWIO kernels).
-      impl: a key of :data:`IMPLEMENTATIONS`: ``"lax"`` (``lax.conv_general_dilated``) or
-        ``"patches"`` (strided slices into patches, then one matrix product; same function).
+      impl: a key of :data:`IMPLEMENTATIONS`, all the same function: ``"auto"`` (default:
+        the fastest measured path for the backend and geometry, see :func:`select_impl`),
+        ``"lax"`` (``lax.conv_general_dilated``), ``"patches"`` (strided slices into
+        patches, then one matrix product) or ``"vjp"`` (gradients that stay fast inside
+        loops; stride 1, dilation 1, groups 1, lax otherwise). With NaN/inf weights, lax
+        skips zero padding while patches and the one-channel vjp path multiply it.
       precision: ``lax.Precision`` or None (JAX's default), passed to the conv / product.
 
     Returns:
@@ -487,4 +729,12 @@ def conv2d(
             )
         dtype = jnp.result_type(dtype, b)
         b = b.astype(dtype)
+    if impl == "patches":
+        n = x.shape[0] if x.ndim == 4 else 1
+        cols = n * geom.out_size[0] * geom.out_size[1] * w.size // geom.out_channels
+        if cols > MAX_PATCHES:  # seen: an XLA:CPU abort (GemvRewriter) at 2**37 elements
+            raise ValueError(
+                f"impl='patches' would build a patches matrix of {cols} elements (over 2**31; "
+                f"x shape {x.shape}, padding {padding!r}): use impl='lax'"
+            )
     return _conv2d_apply(x.astype(dtype), w.astype(dtype), b, geom, impl, precision)

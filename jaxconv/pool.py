@@ -11,7 +11,10 @@ cannot take window dilation (``select_and_gather_add`` raises NotImplementedErro
 select_and_scatter backward is slow on XLA:CPU. The rule is a running ``where`` over the
 ``kh * kw`` strided slices of the padded input, which selects PyTorch's element (the first
 maximum in scan order, ties included), so gradients match PyTorch's index-based backward, in
-forward and reverse mode. ``return_indices`` scans the same way.
+forward and reverse mode. ``return_indices`` scans the same way. On XLA:CPU, windows that tile
+the input (stride = kernel, no dilation: LeNet's 2x2 pools) pick the same element with one
+(value, tap) ``reduce_window`` instead, which is faster inside a training loop (see
+``_max_pool_tiled_jvp``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from jax import lax
 from jaxconv._args import (
     Padding,
     Pair,
+    as_array,
     as_int,
     check_floating,
     check_layout,
@@ -82,8 +86,7 @@ def _as_bool(value: Any, name: str) -> bool:
 def _check_input(x: Any, layout: str) -> tuple[Any, Pair]:
     """Validate ``x`` (rank, dtype, non-empty C/H/W); return it and its (H, W) axes."""
     layout = check_layout(layout)
-    if not hasattr(x, "dtype"):
-        x = np.asarray(x)
+    x = as_array(x, "x")
     ndim = check_rank(x, "x", (3, 4))
     check_floating(x, "x")
     axes = (ndim - 2, ndim - 1) if layout == "NCHW" else (ndim - 3, ndim - 2)
@@ -180,6 +183,8 @@ def _max_pool_jvp(
     (Only a window whose every input element is -inf differs from PyTorch: the tangent is
     then the padding's, zero.)
     """
+    if _tiles(geo) and jax.default_backend() == "cpu":
+        return _max_pool_tiled_jvp(geo, primals, tangents)
     (x,), (t,) = primals, tangents
     x_taps = _window_taps(x, geo, -np.inf)
     t_taps = _window_taps(t, geo, 0)
@@ -188,6 +193,62 @@ def _max_pool_jvp(
         take = (x_tap > best) | jnp.isnan(x_tap)
         best = jnp.where(take, x_tap, best)
         t_best = jnp.where(take, t_tap, t_best)
+    return best, t_best
+
+
+def _tiles(geo: _Geometry) -> bool:
+    """Windows that tile the padded input: every element is in at most one window."""
+    return geo.stride == geo.kernel and geo.dilation == (1, 1)
+
+
+def _max_pool_tiled_jvp(
+    geo: _Geometry, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The same tangent as ``_max_pool_jvp`` for tiling windows, shaped for XLA:CPU loops.
+
+    Two plain reduce_windows find each window's maximum and the tap PyTorch selects (the
+    first equal to the maximum; in a window with NaN, the last NaN); the tangent is a window
+    sum of ``t`` masked to the selected elements. Its transpose is a reduce_window (the
+    upsampled cotangent) and one select. Why: inside a scanned training epoch, the running
+    ``where``'s transpose (pads with interior padding) is fused with its producers, e.g. the
+    next convolution's input gradient, which are then recomputed per tap: LeNet's epoch took
+    25 ms a step more (docs/BENCHMARKS.md).
+    """
+    (x,), (t,) = primals, tangents
+    ndim, (ah, aw), (kh, kw), (oh, ow) = x.ndim, geo.axes, geo.kernel, geo.out
+    config = [(lo, hi, 0) for lo, hi in _lax_padding(geo, ndim)]
+    xp = lax.pad(x, np.array(-np.inf, dtype=x.dtype), config)  # padding is a tap, as there
+    tp = lax.pad(t, np.array(0, dtype=t.dtype), config)
+    hp, wp = xp.shape[ah], xp.shape[aw]
+    window = geo.expand(ndim, geo.kernel, 1)
+
+    def upsample(a: jax.Array, fill: Any) -> jax.Array:
+        """(.., oh, ow, ..) -> (.., hp, wp, ..): each window's value on its elements; rows
+        and columns past the last window (floor mode) get ``fill``."""
+        up = jnp.repeat(jnp.repeat(a, kh, axis=ah), kw, axis=aw)
+        pad_end = [(0, 0, 0)] * ndim
+        pad_end[ah], pad_end[aw] = (0, hp - oh * kh, 0), (0, wp - ow * kw, 0)
+        return lax.pad(up, np.array(fill, dtype=a.dtype), pad_end)
+
+    best = lax.reduce_window(xp, np.array(-np.inf, dtype=x.dtype), lax.max, window, window, "VALID")
+    shape = [1] * ndim
+    shape[ah], shape[aw] = hp, wp
+    taps = (np.arange(hp)[:, None] % kh) * kw + np.arange(wp)[None, :] % kw  # (hp, wp)
+    tap = jnp.asarray(taps.reshape(shape), jnp.int32)
+    # key: the tap if the element can be chosen, larger than any tap otherwise; a NaN
+    # window's NaNs count backwards so that the minimum is its last NaN
+    best_up = upsample(best, 0)
+    nan_window = jnp.isnan(best_up)
+    key = jnp.where(
+        nan_window,
+        jnp.where(jnp.isnan(xp), -tap, kh * kw),
+        jnp.where(xp == best_up, tap, kh * kw),
+    )
+    first = lax.reduce_window(key, np.array(kh * kw, np.int32), lax.min, window, window, "VALID")
+    mask = upsample(jnp.abs(first), -1) == tap
+    t_best = lax.reduce_window(
+        jnp.where(mask, tp, 0), np.array(0, dtype=t.dtype), lax.add, window, window, "VALID"
+    )
     return best, t_best
 
 
@@ -360,8 +421,7 @@ def pool2d(X: Any, pool_size: Any, mode: str = "max") -> jax.Array:
     """
     if mode not in ("max", "avg"):
         raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
-    if not hasattr(X, "dtype"):
-        X = np.asarray(X)
+    X = as_array(X, "X")
     check_rank(X, "X", (2,))
     check_floating(X, "X")
     ph, pw = positive_pair(pool_size, "pool_size")
@@ -373,13 +433,66 @@ def pool2d(X: Any, pool_size: Any, mode: str = "max") -> jax.Array:
 
 @partial(jax.jit, static_argnums=(1, 2))  # eager callers get one program, not a vmap per op
 def _pool2d_vmap(X: jax.Array, size: Pair, mode: str) -> jax.Array:
+    return _pool2d_windows(X, size, mode)
+
+
+def _window_map(f: Any, X: jax.Array, size: Pair) -> jax.Array:
+    """``f(window, i, j)`` of every (ph, pw) window of ``X``, vmapped over rows and columns."""
     (h, w), (ph, pw) = X.shape, size
-    reduce = jnp.max if mode == "max" else jnp.mean
 
-    def window(i: jax.Array, j: jax.Array) -> jax.Array:
-        return reduce(lax.dynamic_slice(X, (i, j), (ph, pw)))  # one (ph, pw) window -> scalar
+    def at(i: jax.Array, j: jax.Array) -> jax.Array:
+        return f(lax.dynamic_slice(X, (i, j), (ph, pw)), i, j)  # one window -> a value
 
-    rows = jnp.arange(h - ph + 1)
-    cols = jnp.arange(w - pw + 1)
+    rows, cols = jnp.arange(h - ph + 1), jnp.arange(w - pw + 1)
     # inner vmap over columns, outer over rows: (OH, OW)
-    return jax.vmap(jax.vmap(window, in_axes=(None, 0)), in_axes=(0, None))(rows, cols)
+    return jax.vmap(jax.vmap(at, in_axes=(None, 0)), in_axes=(0, None))(rows, cols)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _pool2d_windows(X: jax.Array, size: Pair, mode: str) -> jax.Array:
+    """The chapter's pool2d: max or mean of each window. Its gradient is JAX's own (ties of
+    a max share the gradient equally, as ``jnp.max``'s rule) but computed the manual way,
+    one window per input position (``_pool2d_windows_bwd``): JAX's reverse mode of the
+    vmapped dynamic slices is a scatter per window, 7.6x slower than lax's pooling."""
+    reduce = jnp.max if mode == "max" else jnp.mean
+    return _window_map(lambda win, i, j: reduce(win), X, size)
+
+
+def _pool2d_windows_fwd(
+    X: jax.Array, size: Pair, mode: str
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    Y = _pool2d_windows(X, size, mode)
+    if mode == "avg":
+        return Y, (X,)
+    # how many elements of each window equal its max (0 for a NaN max: NaN gradients)
+    counts = _window_map(lambda win, i, j: jnp.sum(win == Y[i, j]).astype(X.dtype), X, size)
+    return Y, (X, Y, counts)
+
+
+def _pool2d_windows_bwd(
+    size: Pair, mode: str, res: tuple[jax.Array, ...], dY: jax.Array
+) -> tuple[jax.Array]:
+    """dX[p] = sum over the windows containing p of dY / n (avg), or of dY / count where p
+    equals the window's max (max): a window sum over dY padded by the window size - 1, the
+    window flipped so that entry (u, v) is the window whose tap (ph-1-u, pw-1-v) is p."""
+    ph, pw = size
+    pads = ((ph - 1, ph - 1), (pw - 1, pw - 1))
+    if mode == "avg":
+        (X,) = res
+        share = jnp.pad(dY / np.array(ph * pw, dY.dtype), pads)
+        return (_window_map(lambda win, i, j: jnp.sum(win), share, size),)
+    X, Y, counts = res
+    share = jnp.pad(dY / counts, pads)  # (h + ph - 1, w + pw - 1)
+    maxes = jnp.pad(Y, pads, constant_values=np.nan)  # padding equals nothing
+    nan_max = jnp.pad(counts == 0, pads)  # as jnp.max's rule: NaN for all of such a window
+
+    def grad_at(share_win: jax.Array, i: jax.Array, j: jax.Array) -> jax.Array:
+        max_win = lax.dynamic_slice(maxes, (i, j), (ph, pw))
+        nan_win = lax.dynamic_slice(nan_max, (i, j), (ph, pw))
+        mine = jnp.where(max_win == X[i, j], share_win, 0)
+        return jnp.sum(jnp.where(nan_win, np.array(np.nan, X.dtype), mine))
+
+    return (_window_map(grad_at, share, size),)
+
+
+_pool2d_windows.defvjp(_pool2d_windows_fwd, _pool2d_windows_bwd)

@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jaxconv._args import Padding, Pair, as_pair, padding_pairs, positive_pair
+from jaxconv._args import Padding, Pair, as_pair, check_bool, padding_pairs, positive_pair
 
 _AXES = ("height", "width")
+
+
+def _input_size(value: Any) -> Pair:
+    size = as_pair(value, "input_size")
+    if min(size) < 0:
+        raise ValueError(f"input_size must be non-negative, got {value!r}")
+    return size
 
 
 def effective_kernel(kernel: int, dilation: int) -> int:
@@ -55,7 +62,7 @@ def conv_output_shape(
     ``oh = floor((h + pt + pb - (dh*(kh-1)+1) + sh) / sh)``, likewise for width.
     Raises ValueError if the effective kernel is larger than the padded input.
     """
-    n = as_pair(input_size, "input_size")
+    n = _input_size(input_size)
     k = positive_pair(kernel_size, "kernel_size")
     s = positive_pair(stride, "stride")
     d = positive_pair(dilation, "dilation")
@@ -89,9 +96,10 @@ def pool_output_shape(
     the last window must start inside the input or the left/top padding. Raises ValueError
     when an output would be empty.
     """
-    n = as_pair(input_size, "input_size")
+    n = _input_size(input_size)
     k = positive_pair(kernel_size, "kernel_size")
     s = k if stride is None else positive_pair(stride, "stride")
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
     d = positive_pair(dilation, "dilation")
     pads = padding_pairs(padding, "padding")
     out = []
@@ -123,6 +131,8 @@ def receptive_field(layers: Sequence[Any]) -> Pair:
     ``((5, 3), 1)``. Pooling layers count the same way as conv layers. The field grows by
     ``(k_eff - 1) * jump`` per layer, where ``jump`` is the product of the earlier strides.
     """
+    if not isinstance(layers, Sequence) or isinstance(layers, str):
+        raise TypeError(f"layers must be a list or tuple of layer specs, got {layers!r}")
     size = [1, 1]
     jump = [1, 1]
     for i, layer in enumerate(layers):

@@ -546,3 +546,122 @@ def test_manual_paths_have_the_same_gradients(rng):
     for g, e in zip(got, want, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert np.abs(want[1]).max() > 0
+
+
+# --- the custom-derivative path (impl="vjp") and impl="auto" ---------------------------------
+
+VJP_CASES = [
+    # (layout, batch, cin, cout, (kh, kw), padding, (h, w))
+    ("NHWC", 3, 1, 6, (5, 5), 2, (9, 8)),  # LeNet conv1: tap-sum forward, tap-matmul dW
+    ("NCHW", 2, 1, 4, (3, 2), ((2, 0), (1, 1)), (6, 7)),
+    ("NHWC", 2, 3, 5, (3, 3), "same", (7, 6)),  # col2im dX, canonical-conv dW
+    ("NCHW", None, 4, 3, (2, 3), "valid", (5, 6)),
+    ("NHWC", 2, 20, 16, (3, 3), ((0, 2), (1, 0)), (6, 5)),  # wide: flipped-kernel dX conv
+    ("NCHW", 1, 17, 16, (1, 3), (0, 1), (4, 6)),
+]
+
+
+def _vjp_arrays(case, dtype=np.float32):
+    layout, n, ci, co, (kh, kw), _, (h, w_) = case
+    r = np.random.default_rng(ci * 100 + co)
+    x = r.standard_normal((n or 1, ci, h, w_)).astype(dtype)
+    w = (r.standard_normal((co, ci, kh, kw)) / np.sqrt(ci * kh * kw)).astype(dtype)
+    b = r.standard_normal(co).astype(dtype)
+    if layout == "NHWC":
+        x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
+    return (x if n else x[0]), w, b
+
+
+@pytest.mark.parametrize("case", VJP_CASES, ids=lambda c: f"{c[0]}-c{c[2]}-o{c[3]}-p{c[5]}")
+def test_vjp_path_values_and_grads_match_torch(case, torch):
+    layout, _, ci, _, k, padding, _ = case
+    x, w, b = _vjp_arrays(case)
+    kw = dict(padding=padding, layout=layout)
+    y = jax.jit(lambda x, w, b: conv2d(x, w, b, impl="vjp", **kw))(x, w, b)
+    assert_close(y, reference.conv2d(x, w, b, **kw), terms=ci * k[0] * k[1])
+    ct = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
+
+    def loss(impl):
+        return jax.jit(
+            jax.grad(lambda *a: jnp.sum(conv2d(*a, impl=impl, **kw) * ct), argnums=(0, 1, 2))
+        )
+
+    got, lax_grads = loss("vjp")(x, w, b), loss("lax")(x, w, b)
+    c = dict(stride=1, padding=padding, dilation=1, groups=1, layout=layout)
+    tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    (_torch_conv(torch, c, tx, tw, tb) * torch.from_numpy(ct.astype(np.float64))).sum().backward()
+    for name, g, g_lax, t in zip("xwb", got, lax_grads, (tx, tw, tb), strict=True):
+        expected = t.grad.numpy()
+        assert g.shape == expected.shape, name
+        scale = max(1.0, np.abs(expected).max())
+        np.testing.assert_allclose(g, expected, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+        np.testing.assert_allclose(g, g_lax, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("case", [VJP_CASES[1], VJP_CASES[4]], ids=["one-channel", "wide"])
+def test_vjp_path_check_grads_float64(case):
+    """Forward and reverse mode, and second order, against finite differences."""
+    with jax.enable_x64(True):
+        x, w, b = (jnp.asarray(a) for a in _vjp_arrays(case, np.float64))
+        f = lambda x, w, b: conv2d(x, w, b, padding=case[5], layout=case[0], impl="vjp")
+        check_grads(f, (x, w, b), order=2, modes=("fwd", "rev"))
+
+
+def _scan_grad_dim_labels(impl: str, cin: int, cout: int) -> set[str]:
+    """dim_labels of every convolution XLA compiles for a scan of gradient steps."""
+    import re
+
+    x = jnp.ones((2, 8, 8, cin))
+    w = jnp.ones((3, 3, cin, cout))
+
+    def step(w, _):
+        g = jax.grad(lambda w: jnp.sum(conv2d(x, w, padding=1, layout="NHWC", impl=impl) ** 2))
+        return w - 1e-3 * g(w), None
+
+    hlo = jax.jit(lambda w: jax.lax.scan(step, w, None, length=2)[0]).lower(w).compile()
+    return set(re.findall(r"dim_labels=([\w>-]+)", hlo.as_text()))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU property")
+@pytest.mark.parametrize(("cin", "cout"), [(3, 4), (24, 16)], ids=["narrow", "wide"])
+def test_vjp_path_keeps_scanned_gradients_canonical(cin, cout):
+    """The reason for impl="vjp": inside lax.scan every conv XLA:CPU runs is NHWC/HWIO."""
+    assert _scan_grad_dim_labels("vjp", cin, cout) <= {"b01f_01io->b01f"}
+    # and the guard is meaningful: lax's own gradients are not canonical there
+    assert _scan_grad_dim_labels("lax", cin, cout) - {"b01f_01io->b01f"}
+
+
+def test_vjp_path_falls_back_to_lax_elsewhere(rng):
+    x = rng.standard_normal((2, 4, 9, 8), dtype=np.float32)
+    w = rng.standard_normal((6, 2, 3, 3), dtype=np.float32)
+    for kw in (dict(stride=2), dict(dilation=2), dict(groups=2)):
+        ww = w if "groups" in kw else np.concatenate([w, w], axis=1)
+        got = conv2d(x, ww, impl="vjp", **kw)
+        np.testing.assert_array_equal(got, conv2d(x, ww, impl="lax", **kw))
+
+
+def test_auto_selection_rules():
+    g = conv.conv_geometry((8, 28, 28, 1), (5, 5, 1, 6), padding=2, layout="NHWC")
+    assert conv.select_impl(g, jnp.float32, "cpu") == "vjp"
+    assert conv.select_impl(g, jnp.float64, "cpu") == "vjp"
+    assert conv.select_impl(g, jnp.bfloat16, "cpu") == "lax"
+    assert conv.select_impl(g, jnp.float32, "gpu") == "vjp"
+    assert conv.select_impl(g, jnp.float32, "tpu") == "lax"
+    for kw in (dict(stride=2), dict(dilation=2), dict(padding=5)):
+        g = conv.conv_geometry((8, 28, 28, 1), (5, 5, 1, 6), layout="NHWC", **kw)
+        assert conv.select_impl(g, jnp.float32, "cpu") == "lax", kw
+    g = conv.conv_geometry((8, 4, 9, 9), (6, 2, 3, 3), groups=2)
+    assert conv.select_impl(g, jnp.float32, "cpu") == "lax"
+    # the default is "auto", which runs the selected path
+    x = np.random.default_rng(0).standard_normal((2, 9, 9, 1)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((5, 5, 1, 3)).astype(np.float32)
+    expected = conv2d(
+        x,
+        w,
+        padding=2,
+        layout="NHWC",
+        impl=conv.select_impl(
+            conv.conv_geometry(x.shape, w.shape, padding=2, layout="NHWC"), jnp.float32
+        ),
+    )
+    np.testing.assert_array_equal(conv2d(x, w, padding=2, layout="NHWC"), expected)
