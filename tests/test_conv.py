@@ -665,3 +665,17 @@ def test_auto_selection_rules():
         ),
     )
     np.testing.assert_array_equal(conv2d(x, w, padding=2, layout="NHWC"), expected)
+
+
+@pytest.mark.parametrize("k", [(3, 2), (9, 8)], ids=["taps", "windows"])
+def test_corr2d_vmap_gradients_both_forms(k, rng):
+    """corr2d_vmap's own gradient rule: tap by tap for small kernels, window sums for large."""
+    X = rng.standard_normal((12, 11), dtype=np.float32)
+    K = rng.standard_normal(k, dtype=np.float32)
+    ct = rng.standard_normal((12 - k[0] + 1, 11 - k[1] + 1), dtype=np.float32)
+
+    def grads(f):
+        return jax.jit(jax.grad(lambda X, K: jnp.vdot(f(X, K), ct), argnums=(0, 1)))(X, K)
+
+    for g, e in zip(grads(corr2d_vmap), grads(corr2d), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-4)
