@@ -7,6 +7,11 @@ import os
 # Tests compare against float64 references; keep XLA on full-precision matmuls and convs.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import jax
 import numpy as np
 import pytest
@@ -38,3 +43,13 @@ def gpu_available() -> bool:
 
 
 requires_gpu = pytest.mark.skipif(not gpu_available(), reason="needs a GPU")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a script (``experiments/<name>.py``; names starting with digits cannot be
+    imported by ``import``) as the module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module

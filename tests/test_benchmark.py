@@ -7,7 +7,6 @@ No timing is asserted: these only check that the benchmark runs and reports.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import subprocess
@@ -15,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "benchmark.py"
 
@@ -23,11 +23,7 @@ pytest.importorskip("flax")
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("jaxconv_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "jaxconv_benchmark")
 
 
 @pytest.fixture(scope="module")

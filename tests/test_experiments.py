@@ -9,7 +9,6 @@ PNGs.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import math
 import struct
@@ -20,6 +19,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from jaxconv import reference
 
@@ -29,13 +29,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def load(name: str) -> ModuleType:
-    """Import ``experiments/<name>.py`` as a module (names starting with digits are not
-    importable by ``import``)."""
-    spec = importlib.util.spec_from_file_location(f"experiment_{name}", EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+    """Import ``experiments/<name>.py`` as a module."""
+    return load_script(EXPERIMENTS / f"{name}.py", f"experiment_{name}")
 
 
 @pytest.fixture(scope="session")
