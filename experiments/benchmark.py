@@ -75,7 +75,7 @@ GPU_SWEEP: list[tuple[str, str, list[str]]] = [
     ("default flags, scan unroll 4", "", ["--unroll", "4"]),
     ("default flags, batch 1024", "", ["--batch", "1024"]),
 ]
-GPU_SWEEP_ROWS = "jaxconv-auto,jaxconv-lax,jaxconv-vjp,flax-scan"
+GPU_SWEEP_ROWS = "jaxconv-auto,jaxconv-chwn,jaxconv-lax,flax-scan"
 GPU_SWEEP_BUDGET_S = 290  # default --sweep-budget-s: a whole --gpu-sweep run stays < 6 min
 
 
@@ -627,15 +627,17 @@ def flax_runners(
 
 
 def jaxconv_runner(
-    X: Any, Y: Any, batch: int, unroll: int, conv_impl: str
+    X: Any, Y: Any, batch: int, unroll: int, conv_impl: str, layout: str | None = None
 ) -> tuple[Callable[[], Any], float]:
     """jaxconv's own whole-epoch function (``jaxconv.train.train_epoch``: LeNet from
-    jaxconv.models, optax Adam 1e-3, shuffle on device, lax.scan over batches)."""
+    jaxconv.models, optax Adam 1e-3, shuffle on device, lax.scan over batches), with the
+    activation layout training uses by default (None) or the one given."""
     import jax
 
     from jaxconv import train
 
-    model = train.LeNet("modern", conv_impl=conv_impl)
+    layout = layout or train.default_layout()
+    model = train.LeNet("modern", conv_impl=conv_impl, layout=layout)
     state = train.TrainState.create(model, train.make_optimizer("adam", 1e-3), 0)
     t0 = time.perf_counter()
     exe = train.train_epoch.lower(state, X, Y, batch_size=batch, unroll=unroll).compile()
@@ -669,9 +671,19 @@ EPOCH_ROWS = {
     "torch-device": "PyTorch eager, data on device",
     "flax-step": "plain Flax, jitted step per batch",
     "flax-scan": "plain Flax, whole epoch in lax.scan",
-    "jaxconv-auto": "jaxconv train_epoch (scan), conv impl auto",
-    "jaxconv-lax": "jaxconv train_epoch (scan), conv impl lax",
-    "jaxconv-vjp": "jaxconv train_epoch (scan), conv impl vjp",
+    "jaxconv-auto": "jaxconv train_epoch (scan), training's defaults",
+    "jaxconv-chwn": "jaxconv train_epoch (scan), layout CHWN, conv impl auto",
+    "jaxconv-nhwc": "jaxconv train_epoch (scan), layout NHWC, conv impl auto",
+    "jaxconv-lax": "jaxconv train_epoch (scan), layout NHWC, conv impl lax",
+    "jaxconv-vjp": "jaxconv train_epoch (scan), layout NHWC, conv impl vjp",
+}
+#: (layout, conv impl) of each jaxconv epoch row; layout None: training's default.
+JAXCONV_ROWS = {
+    "jaxconv-auto": (None, "auto"),
+    "jaxconv-chwn": ("CHWN", "auto"),
+    "jaxconv-nhwc": ("NHWC", "auto"),
+    "jaxconv-lax": ("NHWC", "lax"),
+    "jaxconv-vjp": ("NHWC", "vjp"),
 }
 
 
@@ -686,10 +698,20 @@ def bench_epoch(args: argparse.Namespace, dev: Any, tdev: str) -> list[Row]:
     wanted = [r for r in args.epoch_rows.split(",") if r]
     if tdev == "cpu" and "torch-device" in wanted and "torch-book" in wanted:
         wanted.remove("torch-device")  # on a CPU both loops are the same loop
+    from jaxconv.models import default_layout
+
     geom = conv_lib.conv_geometry((batch, 28, 28, 1), (5, 5, 1, 6), padding=2, layout="NHWC")
     auto = conv_lib.select_impl(geom, np.float32, dev.platform)
-    if "jaxconv-auto" in wanted and f"jaxconv-{auto}" in wanted:
-        wanted.remove(f"jaxconv-{auto}")  # the same program as jaxconv-auto
+    layout = default_layout(dev.platform)
+
+    def program(name: str) -> tuple[str, str]:  # (layout, impl) a row actually runs
+        lay, impl = JAXCONV_ROWS[name]
+        return lay or layout, auto if impl == "auto" else impl
+
+    for name in list(wanted):  # rows that run jaxconv-auto's own program are dropped
+        if name in JAXCONV_ROWS and name != "jaxconv-auto" and "jaxconv-auto" in wanted:
+            if program(name) == program("jaxconv-auto"):
+                wanted.remove(name)
     images, labels, source = load_images(args.quick, steps * batch)
     sub = slice(0, steps * batch)  # a partial epoch of `steps` steps, scaled to `full`
     X, Y = (jax.device_put(a[sub], dev) for a in (images, labels))
@@ -710,11 +732,10 @@ def bench_epoch(args: argparse.Namespace, dev: Any, tdev: str) -> list[Row]:
         for name in ("flax-step", "flax-scan"):
             if name in wanted:
                 runners[name], compile_s[name] = fl[name], fc[name]
-    for name in ("jaxconv-auto", "jaxconv-lax", "jaxconv-vjp"):
+    for name, (lay, impl) in JAXCONV_ROWS.items():
         if name in wanted:
-            impl = name.split("-")[1]
             log(f"  compiling {name}")
-            runners[name], compile_s[name] = jaxconv_runner(X, Y, batch, args.unroll, impl)
+            runners[name], compile_s[name] = jaxconv_runner(X, Y, batch, args.unroll, impl, lay)
     log(f"  timing {', '.join(runners)}")
     base = "torch-book" if "torch-book" in runners else None
     stats = summarise(paired_times(runners, args.epoch_rounds, 1), base, full / steps)
@@ -723,7 +744,8 @@ def bench_epoch(args: argparse.Namespace, dev: Any, tdev: str) -> list[Row]:
     for name, (sec, ratio) in stats.items():
         note = "; ".join(
             s
-            for s in (scaled, f"auto = {auto}" if name == "jaxconv-auto" else "",
+            for s in (scaled,
+                      f"layout {layout}, auto = {auto}" if name == "jaxconv-auto" else "",
                       f"unroll {args.unroll}" if args.unroll != 1 and "torch" not in name else "")
             if s
         )  # fmt: skip

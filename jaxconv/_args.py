@@ -18,7 +18,7 @@ import numpy as np
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]  # ((top, bottom), (left, right))
 
-LAYOUTS = ("NCHW", "NHWC")
+LAYOUTS = ("NCHW", "NHWC", "CHWN")
 
 
 def _is_int(value: Any) -> bool:
@@ -112,7 +112,7 @@ def check_bool(value: Any, name: str) -> bool:
 
 
 def check_layout(layout: Any) -> str:
-    """Return ``layout`` if it is "NCHW" or "NHWC", else raise ValueError."""
+    """Return ``layout`` if it is one of :data:`LAYOUTS`, else raise ValueError."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     return layout

@@ -50,6 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         progress=not args.quiet,
         conv_impl=args.conv_impl,
+        layout=args.layout,
         devices=args.devices,
     )
     result = fit(config)
@@ -191,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-subset", type=int, default=None, metavar="N", help="use the first N test examples"
     )
     train.add_argument("--conv-impl", default=None, help="jaxconv.conv2d implementation")
+    train.add_argument(
+        "--layout",
+        choices=("NHWC", "CHWN"),
+        default=None,
+        help="LeNet's activation layout (default: CHWN on CPU, NHWC elsewhere)",
+    )
     train.add_argument(
         "--devices",
         type=int,

@@ -21,7 +21,8 @@ Two ways to compute the same function sit side by side so they can be compared a
 geometry (see :func:`select_impl`).
 
 Conventions follow the chapter (PyTorch): cross-correlation, NCHW inputs and OIHW kernels by
-default; ``layout="NHWC"`` takes (N, H, W, C) inputs and HWIO kernels.
+default; ``layout="NHWC"`` takes (N, H, W, C) inputs and HWIO kernels, ``layout="CHWN"``
+(batch last, batched only) (C, H, W, N) inputs and HWIO kernels.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ __all__ = [
 _DIMENSION_NUMBERS = {
     "NCHW": ("NCHW", "OIHW", "NCHW"),
     "NHWC": ("NHWC", "HWIO", "NHWC"),
+    "CHWN": ("CHWN", "HWIO", "CHWN"),
 }
 
 
@@ -348,11 +350,14 @@ def conv_geometry(
 ) -> ConvGeometry:
     """Validate ``conv2d``'s arguments on static shapes and return the resolved geometry.
 
-    ``x_shape`` is (N, C, H, W) / (C, H, W) for NCHW or (N, H, W, C) / (H, W, C) for NHWC;
-    ``w_shape`` is OIHW (O, C // groups, kh, kw) for NCHW or HWIO (kh, kw, C // groups, O)
-    for NHWC. Raises ValueError/TypeError naming the offending argument.
+    ``x_shape`` is (N, C, H, W) / (C, H, W) for NCHW, (N, H, W, C) / (H, W, C) for NHWC or
+    (C, H, W, N) for CHWN; ``w_shape`` is OIHW (O, C // groups, kh, kw) for NCHW or HWIO
+    (kh, kw, C // groups, O) for NHWC and CHWN. Raises ValueError/TypeError naming the
+    offending argument.
     """
     layout = check_layout(layout)
+    if layout == "CHWN" and len(x_shape) != 4:
+        raise ValueError(f"x must have rank 4 (batched CHWN: C, H, W, N), got shape {x_shape}")
     if len(x_shape) not in (3, 4):
         raise ValueError(
             f"x must have rank 3 (unbatched) or 4 (batched {layout}), got shape {x_shape}"
@@ -363,6 +368,9 @@ def conv_geometry(
     if layout == "NCHW":
         c, h, w = x_shape[-3:]
         o, cg, kh, kw = w_shape
+    elif layout == "CHWN":
+        c, h, w = x_shape[:3]
+        kh, kw, cg, o = w_shape
     else:
         h, w, c = x_shape[-3:]
         kh, kw, cg, o = w_shape
@@ -395,7 +403,7 @@ def conv_geometry(
         raise ValueError(
             f"w is too large for x ({layout}: x shape {x_shape}, w shape {w_shape}): {err}"
         ) from None
-    n = x_shape[0] if len(x_shape) == 4 else 1
+    n = (x_shape[3] if layout == "CHWN" else x_shape[0]) if len(x_shape) == 4 else 1
     padded = n * c * (h + sum(pads[0])) * (w + sum(pads[1]))
     if max(padded, n * o * out_size[0] * out_size[1]) > MAX_ELEMENTS:
         raise ValueError(
@@ -442,6 +450,10 @@ def _patch_slices(x: Array, g: ConvGeometry, spatial: tuple[int, int]) -> list[A
 
 def _conv_patches(x: Array, w: Array, g: ConvGeometry, precision: Any) -> Array:
     """Batched conv as explicit patches (strided slices) and one grouped matrix product."""
+    if g.layout == "CHWN":  # the NHWC product, between transposes
+        y = _conv_patches(x.transpose(3, 1, 2, 0), w, dataclasses.replace(g, layout="NHWC"),
+                          precision)  # fmt: skip
+        return y.transpose(3, 1, 2, 0)
     n, G = x.shape[0], g.groups
     (kh, kw), (oh, ow) = g.kernel, g.out_size
     cg, og = g.in_channels // G, g.out_channels // G
@@ -589,6 +601,109 @@ def _conv_nhwc_jvp(
     return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 
+# --- CHWN (batch last): patch matrices and matrix products, reverse mode ---------------------
+#
+# Why: with the batch as the minor axis, every kernel tap's view of the input is a run of
+# whole rows of N contiguous elements, so the patch matrix (im2col) is kh*kw*C slabs copied
+# side by side, its transpose (col2im) a sum of shifted slabs, and the forward pass and both
+# gradients are matrix products with a long (oh*ow*N) free or contracted axis, where XLA:CPU's
+# matmuls run near peak. In NHWC the same copies move runs of C elements (6 for LeNet's
+# conv2). A LeNet training step on one core: 17 against 22 ms (docs/BENCHMARKS.md).
+#
+# How: a custom_vjp, because the orientation of each product matters and JAX's transpose of a
+# dot_general always puts the cotangent first: the weight gradient would come out as
+# dy @ cols^T with the 15 MB patch matrix transposed by a copy, the input gradient as
+# (dy^T @ W^T)^T with the patch-sized result transposed again (36 against 17 ms a step when
+# written as a custom_jvp). Here the backward pass computes ``cols @ dy^T`` (only dy, 16x
+# smaller, is transposed) and ``W @ dy`` straight into the patch matrix's layout. The cost:
+# forward-mode differentiation (jax.jvp, jacfwd) of this path raises TypeError; use
+# layout="NHWC" or impl="lax" there. Reverse mode works to any order (the backward pass is
+# plain jnp, itself differentiable).
+
+
+def _taps_chwn(x: Array, k_hw: tuple[int, ...], pads: Padding) -> list[Array]:
+    """Tap (a, b) of every output position of a CHWN array: kh*kw arrays (C, oh, ow, N)."""
+    (kh, kw), (top, bottom), (left, right) = k_hw, *pads
+    config = [(0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), config)
+    oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    return [xp[:, a : a + oh, b : b + ow, :] for a in range(kh) for b in range(kw)]
+
+
+def _cols_chwn(x: Array, k_hw: tuple[int, ...], pads: Padding) -> Array:
+    """The patch matrix (kh*kw*C, oh, ow, N), rows in HWIO's (a, b, c) order."""
+    return jnp.concatenate(_taps_chwn(x, k_hw, pads), axis=0)
+
+
+def _col2im_chwn(dcols: Array, x_shape: tuple[int, ...], k_hw: tuple[int, ...],
+                 pads: Padding) -> Array:  # fmt: skip
+    """The transpose of :func:`_cols_chwn`: (kh*kw*C, oh, ow, N) -> x_shape (C, H, W, N),
+    each tap's slab added back at its offset.
+
+    As kh*kw in-place slice updates of one buffer, which XLA:CPU runs as contiguous
+    read-add-writes: LeNet conv2's col2im 0.45 against 1.95 ms as one sum of shifted pads
+    (that fusion checks every pad's bounds per element)."""
+    (kh, kw), (top, bottom), (left, right) = k_hw, *pads
+    c, h, w, n = x_shape
+    oh, ow = dcols.shape[1:3]
+    out = jnp.zeros((c, h + top + bottom, w + left + right, n), dcols.dtype)
+    for i, tap in enumerate(jnp.split(dcols, kh * kw, axis=0)):
+        a, b = divmod(i, kw)
+        out = out.at[:, a : a + oh, b : b + ow, :].add(tap)
+    return out[:, top : top + h, left : left + w, :]
+
+
+def _forward_chwn(x: Array, w: Array, pads: Padding, precision: Any) -> tuple[Array, Array]:
+    """The values (Cout, oh, ow, N) = W^T @ cols, and the patch matrix (kept for the weight
+    gradient). One input channel too: a tap sum would fuse into its consumers (ReLU, the max
+    pool's selection), which XLA then recompute it in, 1.5 ms a LeNet step more."""
+    kh, kw, ci, co = w.shape
+    cols = _cols_chwn(x, (kh, kw), pads)
+    # W^T as an array of its own: folded into the product as a transposed operand, XLA:CPU
+    # runs it with Eigen instead of YNNPACK (LeNet's conv1: 2.1 against 1.4 ms)
+    wt = lax.optimization_barrier(w.reshape(kh * kw * ci, co).T)
+    y = lax.dot_general(wt, cols, (((1,), (0,)), ((), ())), precision=precision)
+    return y, cols
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_chwn(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
+    """Stride 1, dilation 1, groups 1: x (Cin, H, W, N), w (kh, kw, Cin, Cout) ->
+    (Cout, oh, ow, N)."""
+    return _forward_chwn(x, w, pads, precision)[0]
+
+
+def _conv_chwn_fwd(
+    x: Array, w: Array, pads: Padding, precision: Any
+) -> tuple[Array, tuple[Array, Array]]:
+    y, cols = _forward_chwn(x, w, pads, precision)
+    return y, (cols, w)
+
+
+def _conv_chwn_bwd(
+    pads: Padding, precision: Any, res: tuple[Array, Array], dy: Array
+) -> tuple[Array, Array]:
+    cols, w = res
+    kh, kw, ci, co = w.shape
+    _, oh, ow, n = cols.shape
+    x_shape = (ci, oh + kh - 1 - sum(pads[0]), ow + kw - 1 - sum(pads[1]), n)
+    wm = w.reshape(kh * kw * ci, co)
+    dyt = jnp.moveaxis(dy, 0, -1)  # (oh, ow, N, Cout): the small operand is the transposed one
+    dw = jnp.tensordot(cols, dyt, axes=3, precision=precision)  # (kh*kw*Cin, Cout)
+    dcols = lax.dot_general(wm, dy, (((1,), (0,)), ((), ())), precision=precision)
+    dx = _col2im_chwn(dcols, x_shape, (kh, kw), pads)  # XLA drops it where unused (images)
+    return dx, dw.reshape(w.shape)
+
+
+_conv_chwn.defvjp(_conv_chwn_fwd, _conv_chwn_bwd)
+
+
+def _chwn_patches_fit(x_shape: tuple[int, ...], g: ConvGeometry, itemsize: int) -> bool:
+    """Whether the CHWN patch matrix of this call stays under ``_PATCH_BYTES``."""
+    (kh, kw), (oh, ow) = g.kernel, g.out_size
+    return kh * kw * x_shape[0] * oh * ow * x_shape[3] * itemsize <= _PATCH_BYTES
+
+
 def vjp_applies(g: ConvGeometry) -> bool:
     """Whether ``impl="vjp"`` has its own rule for this geometry: stride 1, dilation 1 and
     groups 1 (any padding); for other geometries it computes through lax."""
@@ -597,11 +712,18 @@ def vjp_applies(g: ConvGeometry) -> bool:
 
 def _conv_vjp(x: Array, w: Array, g: ConvGeometry, precision: Any) -> Array:
     """Batched conv through ``_conv_nhwc`` (NCHW is transposed there and back; XLA folds the
-    transposes into neighbouring fusions); lax for geometries it does not cover."""
+    transposes into neighbouring fusions) or, for CHWN, ``_conv_chwn`` (patch matrices up to
+    ``_PATCH_BYTES``; larger ones through ``_conv_nhwc``); lax for geometries it does not
+    cover."""
     if not vjp_applies(g):
         return _conv_lax(x, w, g, precision)
     if g.layout == "NHWC":
         return _conv_nhwc(x, w, g.padding, precision)
+    if g.layout == "CHWN":
+        if _chwn_patches_fit(x.shape, g, x.dtype.itemsize):
+            return _conv_chwn(x, w, g.padding, precision)
+        y = _conv_nhwc(x.transpose(3, 1, 2, 0), w, g.padding, precision)
+        return y.transpose(3, 1, 2, 0)
     y = _conv_nhwc(x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), g.padding, precision)
     return y.transpose(0, 3, 1, 2)
 
@@ -665,7 +787,8 @@ def _conv2d_apply(
         x = x[None]
     y = IMPLEMENTATIONS[impl](x, w, geom, precision)
     if b is not None:
-        y = y + (b[:, None, None] if geom.layout == "NCHW" else b)
+        channel_axis = {"NCHW": 1, "NHWC": 3, "CHWN": 0}[geom.layout]
+        y = y + jnp.expand_dims(b, [a for a in range(4) if a != channel_axis])
     return y[0] if unbatched else y
 
 
@@ -685,8 +808,9 @@ def conv2d(
     """2-D convolution layer (cross-correlation), as ``torch.nn.functional.conv2d``.
 
     Args:
-      x: (N, C, H, W) or unbatched (C, H, W); NHWC: (N, H, W, C) or (H, W, C).
-      w: OIHW kernel (O, C // groups, kh, kw); NHWC: HWIO (kh, kw, C // groups, O).
+      x: (N, C, H, W) or unbatched (C, H, W); NHWC: (N, H, W, C) or (H, W, C); CHWN:
+        (C, H, W, N), batched only.
+      w: OIHW kernel (O, C // groups, kh, kw); NHWC and CHWN: HWIO (kh, kw, C // groups, O).
       b: optional bias of shape (O,), added to every position of output channel o.
       stride: int or (sh, sw), >= 1.
       padding: int, (ph, pw) (each side), ((top, bottom), (left, right)), ``"valid"`` (none)
@@ -695,7 +819,9 @@ def conv2d(
       dilation: int or (dh, dw), >= 1; the kernel's taps are ``d`` apart.
       groups: input and output channels are split into ``groups`` blocks; block g of the
         output sees only block g of the input. Must divide C and O.
-      layout: ``"NCHW"`` (the chapter's, with OIHW kernels) or ``"NHWC"`` (HWIO kernels).
+      layout: ``"NCHW"`` (the chapter's, with OIHW kernels), ``"NHWC"`` (HWIO kernels) or
+        ``"CHWN"`` (HWIO kernels; batch last: XLA:CPU's fastest for LeNet, see
+        :func:`select_impl`).
       impl: a key of :data:`IMPLEMENTATIONS`, all the same function: ``"auto"`` (default:
         the fastest measured path for the backend and geometry, see :func:`select_impl`),
         ``"lax"`` (``lax.conv_general_dilated``), ``"patches"`` (strided slices into
@@ -705,8 +831,9 @@ def conv2d(
       precision: ``lax.Precision`` or None (JAX's default), passed to the conv / product.
 
     Returns:
-      (N, O, oh, ow) (unbatched: (O, oh, ow); NHWC: channels last) in the promoted dtype of
-      x, w and b, where per axis ``o = floor((n + p_total - d*(k-1) - 1 + s) / s)``, see
+      (N, O, oh, ow) (unbatched: (O, oh, ow); NHWC: channels last; CHWN: (O, oh, ow, N)) in
+      the promoted dtype of x, w and b, where per axis
+      ``o = floor((n + p_total - d*(k-1) - 1 + s) / s)``, see
       :func:`jaxconv.shapes.conv_output_shape`.
 
     Raises:

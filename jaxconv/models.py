@@ -1,7 +1,10 @@
 """Flax (linen) models of the chapter: the learnable ``Conv2D`` layer (6.2.2) and LeNet (6.6).
 
-Models are NHWC, JAX's native layout: images (N, 28, 28, 1), conv kernels HWIO
-(kh, kw, in, out). Convolution and pooling go through :func:`jaxconv.conv2d`,
+Models take NHWC images (N, 28, 28, 1), JAX's native layout, and keep conv kernels HWIO
+(kh, kw, in, out). Inside, LeNet's activations are NHWC (default) or CHWN (batch last, where
+XLA:CPU runs its convolutions as long matrix products: training uses it on CPU, see
+:func:`default_layout`); the params, and so checkpoints, are the same in both.
+Convolution and pooling go through :func:`jaxconv.conv2d`,
 :func:`jaxconv.avg_pool2d` and :func:`jaxconv.max_pool2d`, so a faster op there is a faster
 LeNet here.
 
@@ -26,6 +29,8 @@ Array = jax.Array
 Shape = tuple[int, ...]
 
 VARIANTS = ("classic", "modern")
+#: The activation layouts LeNet can run in (its input is NHWC and its params HWIO in both).
+MODEL_LAYOUTS = ("NHWC", "CHWN")
 
 #: XLA options for programs that run once (initialisation): without the backend's
 #: optimisations LeNet's init compiles ~8x faster (most of it is unrolled threefry hashing).
@@ -62,11 +67,28 @@ class Conv2D(nn.Module):
         return corr2d(x, weight) + bias
 
 
-class ConvNHWC(nn.Module):
-    """A conv layer over :func:`jaxconv.conv2d` in NHWC: (N, H, W, in) -> (N, oh, ow, features).
+def default_layout(backend: str | None = None) -> str:
+    """The activation layout training runs LeNet in (``TrainConfig.layout=None``): "CHWN" on
+    CPU, "NHWC" elsewhere.
 
-    Params: ``kernel`` HWIO (kh, kw, in, features), Xavier-uniform; ``bias`` (features,), zeros.
-    ``impl`` picks the conv2d implementation (None: conv2d's default).
+    Why: on XLA:CPU a LeNet training step took 17 ms in CHWN against 22 ms in NHWC (one core,
+    batch 256; docs/BENCHMARKS.md): with the batch last, conv2's patch matrix and its
+    transpose move whole rows of N floats and every conv is a long matrix product. On the
+    H100 NHWC is the measured layout (CHWN not measured there yet); TPU: not measured.
+    CHWN's fast conv path is reverse-mode only (see :func:`jaxconv.conv2d`), which is all
+    training needs; the model's own default stays NHWC, where jax.jvp works too.
+    """
+    backend = jax.default_backend() if backend is None else backend
+    return "CHWN" if backend == "cpu" else "NHWC"
+
+
+class ConvHWIO(nn.Module):
+    """A conv layer over :func:`jaxconv.conv2d` with an HWIO kernel, for NHWC input
+    (N, H, W, in) -> (N, oh, ow, features) or, with ``layout="CHWN"`` at call time,
+    (in, H, W, N) -> (features, oh, ow, N).
+
+    Params: ``kernel`` HWIO (kh, kw, in, features), Xavier-uniform; ``bias`` (features,), zeros
+    (the same in both layouts). ``impl`` picks the conv2d implementation (None: its default).
     """
 
     features: int
@@ -75,20 +97,26 @@ class ConvNHWC(nn.Module):
     impl: str | None = None
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, layout: str = "NHWC") -> Array:
         kh, kw = (
             (self.kernel_size, self.kernel_size)
             if isinstance(self.kernel_size, int)
             else tuple(self.kernel_size)
         )
-        kernel = self.param("kernel", xavier_uniform, (kh, kw, x.shape[-1], self.features))
+        channels = x.shape[0] if layout == "CHWN" else x.shape[-1]
+        kernel = self.param("kernel", xavier_uniform, (kh, kw, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         impl = {} if self.impl is None else {"impl": self.impl}
-        return conv2d(x, kernel, bias, padding=self.padding, layout="NHWC", **impl)
+        return conv2d(x, kernel, bias, padding=self.padding, layout=layout, **impl)
 
 
 def _flatten(x: Array) -> Array:
     return x.reshape(x.shape[0], -1)  # (N, H, W, C) -> (N, H*W*C)
+
+
+def _flatten_chwn(x: Array) -> Array:
+    # (C, H, W, N) -> (N, H*W*C): the NHWC flatten's order, so dense1 has the same params
+    return x.transpose(3, 1, 2, 0).reshape(x.shape[3], -1)
 
 
 #: Mean and standard deviation of Fashion-MNIST's 60,000 training images, pixels / 255
@@ -106,6 +134,9 @@ class LeNet(nn.Module):
 
     Input: (N, 28, 28, 1) or (N, 28, 28) floats in [0, 1]; output: (N, num_classes) logits.
     ``conv_impl`` is passed to :func:`jaxconv.conv2d` as ``impl`` (None: its default).
+    ``layout`` is the activations' layout inside, "NHWC" (None, default) or "CHWN" (faster
+    training on CPU, reverse-mode differentiation only; see :func:`default_layout`). The
+    input stays NHWC and the params are the same in both.
     ``standardize`` maps the input to zero mean and unit variance with Fashion-MNIST's
     training-set statistics before the first layer; None: on for "modern" (it helps Adam reach
     0.90 in 10 epochs), off for "classic" (the book feeds x / 255 as it is).
@@ -115,30 +146,38 @@ class LeNet(nn.Module):
     num_classes: int = 10
     conv_impl: str | None = None
     standardize: bool | None = None
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # at construction, before any tracing
+        if self.layout is not None and self.layout not in MODEL_LAYOUTS:
+            raise ValueError(f"layout must be None or one of {MODEL_LAYOUTS}, got {self.layout!r}")
         super().__post_init__()
 
     def setup(self) -> None:
-        self.conv1 = ConvNHWC(6, 5, padding=2, impl=self.conv_impl)
-        self.conv2 = ConvNHWC(16, 5, impl=self.conv_impl)
+        self.conv1 = ConvHWIO(6, 5, padding=2, impl=self.conv_impl)
+        self.conv2 = ConvHWIO(16, 5, impl=self.conv_impl)
         self.dense1 = nn.Dense(120, kernel_init=xavier_uniform)
         self.dense2 = nn.Dense(84, kernel_init=xavier_uniform)
         self.dense3 = nn.Dense(self.num_classes, kernel_init=xavier_uniform)
 
-    def layers(self) -> list[tuple[str, Callable[[Array], Array]]]:
-        """The network as (PyTorch layer name, function) pairs, in order (bound modules only)."""
+    def layers(self, layout: str = "NHWC") -> list[tuple[str, Callable[[Array], Array]]]:
+        """The network as (PyTorch layer name, function) pairs, in order (bound modules only),
+        for activations in ``layout`` (shapes in the comments are NHWC's; CHWN puts the batch
+        last until the flatten)."""
         if self.variant == "classic":
             act = ("Sigmoid", nn.sigmoid)
-            pool = ("AvgPool2d", lambda x: avg_pool2d(x, 2, stride=2, layout="NHWC"))
+            pool = ("AvgPool2d", functools.partial(avg_pool2d, kernel_size=2, layout=layout))
         else:
             act = ("ReLU", nn.relu)
-            pool = ("MaxPool2d", lambda x: max_pool2d(x, 2, stride=2, layout="NHWC"))
+            pool = ("MaxPool2d", functools.partial(max_pool2d, kernel_size=2, layout=layout))
+        conv1 = functools.partial(self.conv1, layout=layout)
+        conv2 = functools.partial(self.conv2, layout=layout)
+        flatten = _flatten_chwn if layout == "CHWN" else _flatten
         return [
-            ("Conv2d", self.conv1), act, pool,  # (N, 28, 28, 6) -> (N, 14, 14, 6)
-            ("Conv2d", self.conv2), act, pool,  # (N, 10, 10, 16) -> (N, 5, 5, 16)
-            ("Flatten", _flatten),  # (N, 400)
+            ("Conv2d", conv1), act, pool,  # (N, 28, 28, 6) -> (N, 14, 14, 6)
+            ("Conv2d", conv2), act, pool,  # (N, 10, 10, 16) -> (N, 5, 5, 16)
+            ("Flatten", flatten),  # (N, 400)
             ("Linear", self.dense1), act,
             ("Linear", self.dense2), act,
             ("Linear", self.dense3),
@@ -150,7 +189,10 @@ class LeNet(nn.Module):
         standardize = self.variant == "modern" if self.standardize is None else self.standardize
         if standardize:
             x = (x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
-        for _, layer in self.layers():
+        layout = self.layout or "NHWC"
+        if layout == "CHWN":
+            x = x.transpose(3, 1, 2, 0)  # (N, 28, 28, 1) -> (1, 28, 28, N)
+        for _, layer in self.layers(layout):
             x = layer(x)
         return x
 

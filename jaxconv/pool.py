@@ -87,10 +87,15 @@ def _check_input(x: Any, layout: str) -> tuple[Any, Pair]:
     """Validate ``x`` (rank, dtype, non-empty C/H/W); return it and its (H, W) axes."""
     layout = check_layout(layout)
     x = as_array(x, "x")
+    if layout == "CHWN" and np.ndim(x) != 4:
+        raise ValueError(f"x must have rank 4 (batched CHWN: C, H, W, N), got shape {x.shape}")
     ndim = check_rank(x, "x", (3, 4))
     check_floating(x, "x")
-    axes = (ndim - 2, ndim - 1) if layout == "NCHW" else (ndim - 3, ndim - 2)
-    channel = ndim - 3 if layout == "NCHW" else ndim - 1
+    if layout == "CHWN":  # (C, H, W, N), batched only
+        axes, channel = (1, 2), 0
+    else:
+        axes = (ndim - 2, ndim - 1) if layout == "NCHW" else (ndim - 3, ndim - 2)
+        channel = ndim - 3 if layout == "NCHW" else ndim - 1
     if min(x.shape[channel], x.shape[axes[0]], x.shape[axes[1]]) == 0:
         # As PyTorch: only the batch axis may be empty.
         raise ValueError(
@@ -119,7 +124,8 @@ def _geometry(
 
 
 def _spatial_constant(geo: _Geometry, values: np.ndarray, ndim: int, dtype: Any) -> jax.Array:
-    """An (OH, OW) NumPy array shaped to broadcast against the output (trailing C for NHWC)."""
+    """An (OH, OW) NumPy array shaped to broadcast against the output (trailing C for NHWC,
+    N for CHWN)."""
     shape = [1] * (ndim - geo.axes[0])
     shape[0], shape[1] = geo.out
     return jnp.asarray(values.reshape(shape), dtype=dtype)
@@ -157,17 +163,29 @@ def _window_taps(arr: jax.Array, geo: _Geometry, fill: Any) -> list[jax.Array]:
     return taps
 
 
+def _window_max(x: jax.Array, window: Any, strides: Any, padding: Any, dilation: Any) -> jax.Array:
+    """``reduce_window`` max from -inf, with NaN propagated: a window holding a NaN is NaN.
+
+    Why the second pass: XLA:CPU (jaxlib 0.10.2) runs larger max windows through YNNPACK,
+    which drops NaN (a (1, 6, 28, 28) input with one NaN pooled to 0.0); PyTorch returns NaN.
+    """
+    kw = dict(window_dilation=dilation)
+    y = lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides, padding, **kw)
+    nan = jnp.isnan(x).astype(x.dtype)  # 1 where NaN: a window's max is 1 iff it holds one
+    nan = lax.reduce_window(nan, np.array(0, x.dtype), lax.max, window, strides, padding, **kw)
+    return jnp.where(nan > 0, np.array(np.nan, x.dtype), y)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _max_pool(x: jax.Array, geo: _Geometry) -> jax.Array:
-    """Values from one reduce_window (any dilation); derivatives from ``_max_pool_jvp``."""
-    return lax.reduce_window(
+    """Values from reduce_window (any dilation, NaN propagated); derivatives from
+    ``_max_pool_jvp``."""
+    return _window_max(
         x,
-        np.array(-np.inf, dtype=x.dtype),
-        lax.max,
         geo.expand(x.ndim, geo.kernel, 1),
         geo.expand(x.ndim, geo.stride, 1),
         _lax_padding(geo, x.ndim),
-        window_dilation=geo.expand(x.ndim, geo.dilation, 1),
+        geo.expand(x.ndim, geo.dilation, 1),
     )
 
 
@@ -207,12 +225,13 @@ def _max_pool_tiled_jvp(
     """The same tangent as ``_max_pool_jvp`` for tiling windows, shaped for XLA:CPU loops.
 
     Two plain reduce_windows find each window's maximum and the tap PyTorch selects (the
-    first equal to the maximum; in a window with NaN, the last NaN); the tangent is a window
-    sum of ``t`` masked to the selected elements. Its transpose is a reduce_window (the
-    upsampled cotangent) and one select. Why: inside a scanned training epoch, the running
-    ``where``'s transpose (pads with interior padding) is fused with its producers, e.g. the
-    next convolution's input gradient, which are then recomputed per tap: LeNet's epoch took
-    25 ms a step more (docs/BENCHMARKS.md).
+    first equal to the maximum; in a window with NaN, the last NaN, and the value NaN: the
+    second reduce_window also repairs XLA:CPU's maximum, which can drop NaN, at no extra
+    cost); the tangent is a window sum of ``t`` masked to the selected elements. Its
+    transpose is a reduce_window (the upsampled cotangent) and one select. Why: inside a
+    scanned training epoch, the running ``where``'s transpose (pads with interior padding) is
+    fused with its producers, e.g. the next convolution's input gradient, which are then
+    recomputed per tap: LeNet's epoch took 25 ms a step more (docs/BENCHMARKS.md).
     """
     (x,), (t,) = primals, tangents
     ndim, (ah, aw), (kh, kw), (oh, ow) = x.ndim, geo.axes, geo.kernel, geo.out
@@ -235,21 +254,17 @@ def _max_pool_tiled_jvp(
     shape[ah], shape[aw] = hp, wp
     taps = (np.arange(hp)[:, None] % kh) * kw + np.arange(wp)[None, :] % kw  # (hp, wp)
     tap = jnp.asarray(taps.reshape(shape), jnp.int32)
-    # key: the tap if the element can be chosen, larger than any tap otherwise; a NaN
-    # window's NaNs count backwards so that the minimum is its last NaN
-    best_up = upsample(best, 0)
-    nan_window = jnp.isnan(best_up)
-    key = jnp.where(
-        nan_window,
-        jnp.where(jnp.isnan(xp), -tap, kh * kw),
-        jnp.where(xp == best_up, tap, kh * kw),
-    )
+    # key: the tap of an element equal to the maximum, kh*kw (never chosen) otherwise; a
+    # NaN's key is -1 - tap, below every other key, counting backwards so that the minimum
+    # is the window's last NaN. A window holds a NaN iff its minimum key is negative.
+    key = jnp.where(jnp.isnan(xp), -1 - tap, jnp.where(xp == upsample(best, 0), tap, kh * kw))
     first = lax.reduce_window(key, np.array(kh * kw, np.int32), lax.min, window, window, "VALID")
-    mask = upsample(jnp.abs(first), -1) == tap
+    chosen = jnp.where(first < 0, -1 - first, first)
+    mask = upsample(chosen, -1) == tap
     t_best = lax.reduce_window(
         jnp.where(mask, tp, 0), np.array(0, dtype=t.dtype), lax.add, window, window, "VALID"
     )
-    return best, t_best
+    return jnp.where(first < 0, np.array(np.nan, x.dtype), best), t_best
 
 
 # Eager callers (and their gradients) get one compiled program, not ~5 small ops per tap.
@@ -305,8 +320,8 @@ def max_pool2d(
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     Args:
-      x: (N, C, H, W) or unbatched (C, H, W); (N, H, W, C) / (H, W, C) with ``layout="NHWC"``.
-        Real floating dtype.
+      x: (N, C, H, W) or unbatched (C, H, W); (N, H, W, C) / (H, W, C) with ``layout="NHWC"``;
+        (C, H, W, N) with ``layout="CHWN"``. Real floating dtype.
       kernel_size: window ``k`` or ``(kh, kw)``.
       stride: int or pair; None (default) means stride = kernel_size, as in the chapter.
       padding: ``p``, ``(ph, pw)`` or per side ``((top, bottom), (left, right))``; each side at
@@ -314,7 +329,7 @@ def max_pool2d(
       dilation: spacing between window taps (int or pair).
       ceil_mode: round the output size up; the extra last window, which must start inside the
         input or the top/left padding, overhangs into -inf.
-      layout: "NCHW" (default) or "NHWC".
+      layout: "NCHW" (default), "NHWC" or "CHWN" (batch last, batched only).
       return_indices: also return, per output element, the flat index ``h * W + w`` of the
         maximum in the unpadded input plane (int32), as PyTorch's ``return_indices``.
 
@@ -364,8 +379,9 @@ def avg_pool2d(
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Args:
-      x: (N, C, H, W) or unbatched (C, H, W); (N, H, W, C) / (H, W, C) with ``layout="NHWC"``.
-        Real floating dtype (float16/bfloat16 are summed in float32).
+      x: (N, C, H, W) or unbatched (C, H, W); (N, H, W, C) / (H, W, C) with ``layout="NHWC"``;
+        (C, H, W, N) with ``layout="CHWN"``. Real floating dtype (float16/bfloat16 are summed
+        in float32).
       kernel_size, stride, padding, ceil_mode, layout: as in :func:`max_pool2d` (no dilation).
         Padding is zeros.
       count_include_pad: divide by the window's size within the padded input (True, default:

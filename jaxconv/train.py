@@ -51,7 +51,13 @@ from jaxconv.metrics import (
     read_metrics,
     tensorboard_available,
 )
-from jaxconv.models import NO_BACKEND_OPTIMIZATION, LeNet, check_variant
+from jaxconv.models import (
+    MODEL_LAYOUTS,
+    NO_BACKEND_OPTIMIZATION,
+    LeNet,
+    check_variant,
+    default_layout,
+)
 
 logger = logging.getLogger("jaxconv.train")
 
@@ -91,7 +97,9 @@ class TrainConfig:
     epochs where constant Adam 1e-3 stays near 0.89 (docs/RESULTS.md). ``optimizer`` may also
     be an ``optax.GradientTransformation`` (then ``learning_rate`` must be None).
     ``out_dir=None`` means ``runs/lenet-<variant>``.
-    ``devices=None`` trains data-parallel over every device (of every process, see
+    ``layout`` is LeNet's activation layout, "NHWC" or "CHWN"; None: CHWN on CPU, where it
+    trains faster, NHWC elsewhere (:func:`jaxconv.models.default_layout`). Params do not
+    depend on it. ``devices=None`` trains data-parallel over every device (of every process, see
     :mod:`jaxconv.distributed`); ``batch_size`` is global and must divide evenly by them.
     """
 
@@ -115,6 +123,7 @@ class TrainConfig:
     plots: bool = True
     progress: bool = True
     conv_impl: str | None = None  # jaxconv.conv2d's impl; None: its default
+    layout: str | None = None  # LeNet's activation layout; None: default_layout()
     scan_unroll: int = 1
     devices: int | None = None  # data-parallel over this many devices; None: all of them
 
@@ -130,6 +139,8 @@ class TrainConfig:
                 f"conv_impl must be None or one of {tuple(conv_lib.IMPLEMENTATIONS)}, "
                 f"got {self.conv_impl!r}"
             )
+        if self.layout is not None and self.layout not in MODEL_LAYOUTS:
+            raise ValueError(f"layout must be None or one of {MODEL_LAYOUTS}, got {self.layout!r}")
         for name in (
             "epochs",
             "batch_size",
@@ -184,6 +195,7 @@ class TrainConfig:
             "variant": self.variant,
             "num_classes": 10,
             "conv_impl": self.conv_impl,
+            "layout": self.layout,
             "optimizer": self.optimizer if named else "custom",
             "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule,
@@ -547,7 +559,7 @@ def fit(
     out_dir = prepare_out_dir(cfg.out_dir)
     ds = _load_data(cfg, dataset)
     meta = cfg.meta()
-    model = LeNet(cfg.variant, conv_impl=cfg.conv_impl)
+    model = LeNet(cfg.variant, conv_impl=cfg.conv_impl, layout=cfg.layout or default_layout())
     total_steps = cfg.epochs * (len(ds.train) // cfg.batch_size)  # the cosine schedule's length
     tx = make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.lr_schedule, total_steps)
     state = TrainState.create(model, tx, cfg.seed)

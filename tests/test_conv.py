@@ -297,6 +297,37 @@ def test_conv2d_sweep(c, impl, variant, torch):
     assert_close(y, torch_out, terms)
 
 
+def _to_chwn(c: dict, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A batched case's x and w as CHWN (C, H, W, N) and HWIO."""
+    if c["layout"] == "NCHW":
+        return x.transpose(1, 2, 3, 0), w.transpose(2, 3, 1, 0)
+    return x.transpose(3, 1, 2, 0), w
+
+
+def _from_chwn(c: dict, y) -> np.ndarray:
+    """A CHWN (O, oh, ow, N) result in the case's own layout."""
+    return np.asarray(y).transpose((3, 0, 1, 2) if c["layout"] == "NCHW" else (3, 1, 2, 0))
+
+
+BATCHED_CASES = [c for c in CASES if c["batch"]]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("c", BATCHED_CASES, ids=_case_id)
+def test_conv2d_sweep_chwn(c, impl, variant, torch):
+    """layout="CHWN" (batch last): the same sweep's values against the same two oracles."""
+    x, w, b = _case_arrays(c)
+    xc, wc = _to_chwn(c, x, w)
+    kw = {**_kwargs(c), "layout": "CHWN"}
+    y = variant(lambda x, w, b: conv2d(x, w, b, impl=impl, **kw))(xc, wc, b)
+    assert y.shape[3] == c["batch"] and y.dtype == jnp.float32
+    ref, torch_out = _oracles(c["i"])
+    got = _from_chwn(c, y)
+    terms = c["cg"] * c["k"][0] * c["k"][1]
+    assert_close(got, ref, terms)
+    assert_close(got, torch_out, terms)
+
+
 # --- gradients -----------------------------------------------------------------------------
 
 GRAD_CASES = CASES[::5]  # 8 cases: every padding form, both layouts, all batch kinds
@@ -432,7 +463,7 @@ BAD_CONV2D = {
         r"^w is too large for x .*kernel_size",
     ),
     "dilated-too-large": (dict(dilation=4), ValueError, r"^w is too large for x"),
-    "layout": (dict(layout="CHWN"), ValueError, r"^layout must be one of"),
+    "layout": (dict(layout="NWHC"), ValueError, r"^layout must be one of"),
     "impl": (dict(impl="fft"), ValueError, r"^impl must be one of \('lax', 'patches'"),
     "x-int": (dict(x=np.zeros((2, 4, 8, 8), np.int32)), TypeError, r"^x must have a real float"),
     "x-complex": (dict(x=np.zeros((2, 4, 8, 8), np.complex64)), TypeError, r"^x must have a real"),
@@ -596,6 +627,94 @@ def test_vjp_path_values_and_grads_match_torch(case, torch):
         scale = max(1.0, np.abs(expected).max())
         np.testing.assert_allclose(g, expected, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
         np.testing.assert_allclose(g, g_lax, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
+CHWN_CASES = [
+    # (batch, cin, cout, (kh, kw), padding, (h, w)): LeNet's two layers, small, and others
+    (3, 1, 6, (5, 5), 2, (9, 8)),  # one channel: tap-sum forward, tap-matrix dW
+    (4, 6, 16, (5, 5), 0, (9, 10)),  # patch-matrix forward, col2im dX, one-product dW
+    (2, 3, 5, (3, 3), "same", (7, 6)),
+    (1, 4, 3, (2, 3), ((2, 0), (1, 1)), (5, 6)),
+    (2, 3, 4, (3, 3), 1, (6, 5), dict(stride=2)),  # strided: lax
+]
+
+
+def _chwn_arrays(case, dtype=np.float32):
+    n, ci, co, (kh, kw), _, (h, w_), *_ = case
+    r = np.random.default_rng(ci * 100 + co + n)
+    x = r.standard_normal((ci, h, w_, n)).astype(dtype)
+    w = (r.standard_normal((kh, kw, ci, co)) / np.sqrt(ci * kh * kw)).astype(dtype)
+    b = r.standard_normal(co).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", CHWN_CASES, ids=lambda c: f"c{c[1]}-o{c[2]}-p{c[4]}")
+def test_chwn_values_and_grads_match_torch(case, impl, torch):
+    """CHWN against torch (on the NCHW transpose), values and float64 autograd gradients."""
+    x, w, b = _chwn_arrays(case)
+    extra = case[6] if len(case) > 6 else {}
+    kw = dict(padding=case[4], layout="CHWN", impl=impl, **extra)
+    y = jax.jit(lambda x, w, b: conv2d(x, w, b, **kw))(x, w, b)
+    ct = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
+    grads = jax.jit(
+        jax.grad(lambda *a: jnp.sum(conv2d(*a, **kw) * ct), argnums=(0, 1, 2))
+    )(x, w, b)  # fmt: skip
+    c = dict(stride=extra.get("stride", 1), padding=case[4], dilation=1, groups=1,
+             layout="NCHW")  # fmt: skip
+    tx = torch.tensor(x.transpose(3, 0, 1, 2), dtype=torch.float64, requires_grad=True)
+    tw = torch.tensor(w.transpose(3, 2, 0, 1), dtype=torch.float64, requires_grad=True)
+    tb = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    ty = _torch_conv(torch, c, tx, tw, tb)
+    assert_close(y, ty.detach().numpy().transpose(1, 2, 3, 0), terms=case[1] * 25)
+    (ty * torch.from_numpy(ct.transpose(3, 0, 1, 2).astype(np.float64))).sum().backward()
+    expected = (tx.grad.numpy().transpose(1, 2, 3, 0), tw.grad.numpy().transpose(2, 3, 1, 0),
+                tb.grad.numpy())  # fmt: skip
+    for name, g, e in zip("xwb", grads, expected, strict=True):
+        assert g.shape == e.shape, name
+        scale = max(1.0, np.abs(e).max())
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("case", CHWN_CASES[:2], ids=["one-channel", "lenet-conv2"])
+def test_chwn_check_grads_float64(case):
+    """The CHWN rule (a custom_vjp) in reverse mode to second order against finite
+    differences; forward mode is refused with JAX's TypeError, and works through lax."""
+    with jax.enable_x64(True):
+        x, w, b = (jnp.asarray(a) for a in _chwn_arrays(case, np.float64))
+        kw = dict(padding=case[4], layout="CHWN")
+        f = lambda x, w, b: conv2d(x, w, b, impl="vjp", **kw)
+        check_grads(f, (x, w, b), order=2, modes=("rev",))
+        with pytest.raises(TypeError, match="forward-mode"):
+            jax.jvp(f, (x, w, b), (x, w, b))
+        check_grads(lambda *a: conv2d(*a, impl="lax", **kw), (x, w, b), order=1, modes=("fwd",))
+
+
+def test_chwn_large_patches_take_the_nhwc_path(monkeypatch):
+    """Past ``_PATCH_BYTES`` the CHWN path runs through the NHWC rule (between transposes):
+    the same values and gradients."""
+    x, w, b = _chwn_arrays(CHWN_CASES[1])
+
+    def run():
+        f = lambda x, w: jnp.sum(jnp.sin(conv2d(x, w, layout="CHWN", impl="vjp")))
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(x, w)
+
+    small = run()
+    monkeypatch.setattr(conv, "_PATCH_BYTES", 0)
+    jax.clear_caches()
+    hlo = jax.jit(lambda x, w: conv2d(x, w, layout="CHWN", impl="vjp")).lower(x, w).as_text()
+    assert "convolution" in hlo  # the NHWC forward is lax's convolution; CHWN's a dot
+    for a, e in zip(jax.tree.leaves(run()), jax.tree.leaves(small), strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+    jax.clear_caches()
+
+
+def test_chwn_rank_and_channels_are_checked():
+    with pytest.raises(ValueError, match=r"rank 4 \(batched CHWN"):
+        conv2d(np.ones((3, 8, 8), np.float32), np.ones((3, 3, 3, 2), np.float32), layout="CHWN")
+    with pytest.raises(ValueError, match="x has 3 channels but w expects 2"):
+        conv2d(np.ones((3, 8, 8, 2), np.float32), np.ones((3, 3, 2, 4), np.float32),
+               layout="CHWN")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", [VJP_CASES[1], VJP_CASES[4]], ids=["one-channel", "wide"])

@@ -56,6 +56,30 @@ def test_lenet_output_shape_eager_and_jit(variant, rng):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_lenet_layouts_agree(variant, rng):
+    """CHWN activations inside (the CPU training default): the same params, the same
+    function and gradients as NHWC, eager and jitted."""
+    params = _init(variant)
+    x = jnp.asarray(rng.random((6, 28, 28, 1), dtype=np.float32))
+    nhwc, chwn = LeNet(variant, layout="NHWC"), LeNet(variant, layout="CHWN")
+    assert chex.assert_trees_all_equal_shapes(
+        params, init_params(LeNet(variant, layout="CHWN"), 0)
+    ) is None  # fmt: skip
+    np.testing.assert_allclose(
+        jax.jit(chwn.apply)({"params": params}, x), nhwc.apply({"params": params}, x),
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
+
+    def grads(model):
+        loss = lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, x)))  # noqa: E731
+        return jax.jit(jax.grad(loss))(params)
+
+    chex.assert_trees_all_close(grads(chwn), grads(nhwc), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="layout must be None or one of"):
+        LeNet(variant, layout="NCHW")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_summary_matches_the_chapter(variant):
     rows = lenet_summary(variant)
     assert [name for name, _ in rows] == BOOK_NAMES[variant]

@@ -221,6 +221,57 @@ def test_avg_pool2d_matches_torch(torch, variant, case):
     np.testing.assert_allclose(grad, tgrad, rtol=1e-5, atol=1e-6)
 
 
+CHWN_CASES = [("max", c) for c in MAX_CASES if len(c["shape"]) == 4][:12] + [
+    ("avg", c) for c in AVG_CASES if len(c["shape"]) == 4
+][:8]
+
+
+@pytest.mark.parametrize(
+    ("op", "case"), CHWN_CASES, ids=lambda c: c if isinstance(c, str) else _case_id(c)
+)
+def test_chwn_layout_matches_torch(torch, variant, op, case):
+    """layout="CHWN" (C, H, W, N): values, gradients and indices against torch on the NCHW
+    transpose; max-pool inputs rounded so that windows hold ties (torch's first-max rule)."""
+    rng = np.random.default_rng(case["seed"])
+    x = _to_nchw(rng.standard_normal(case["shape"]).astype(np.float32), case["layout"])
+    if op == "max":
+        x = np.round(x)  # ties in most windows
+    kw = case["kw"]
+    name = f"{op}_pool2d"
+    fn = getattr(pool, name)
+    f = lambda x: fn(x, layout="CHWN", **kw)  # noqa: E731
+    xc = x.transpose(1, 2, 3, 0)
+    y = variant(f)(xc)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    extra = {"return_indices": True} if op == "max" else {}
+    ty, tgrad, tidx = _torch_op(torch, name, x, g.transpose(3, 0, 1, 2), "NCHW", **kw, **extra)
+    np.testing.assert_allclose(y.transpose(3, 0, 1, 2), ty, rtol=1e-5, atol=1e-6)
+    grad = variant(jax.grad(lambda x: jnp.vdot(f(x), g)))(xc)
+    np.testing.assert_allclose(grad.transpose(3, 0, 1, 2), tgrad, rtol=1e-5, atol=1e-6)
+    if op == "max":
+        _, idx = variant(lambda x: pool.max_pool2d(x, layout="CHWN", return_indices=True, **kw))(xc)
+        np.testing.assert_array_equal(idx.transpose(3, 0, 1, 2), tidx)
+
+
+def test_chwn_tiled_lenet_pool_matches_torch(torch):
+    """LeNet's 2x2 pools in CHWN (XLA:CPU's tiled rule) with ties, NaN and -inf."""
+    rng = np.random.default_rng(5)
+    x = np.round(rng.standard_normal((6, 28, 28, 8)) * 2).astype(np.float32)
+    x[0, 0, 0, 0], x[1, 2:4, 2:4, 1], x[2, 4, 5, 2] = np.nan, -np.inf, np.nan
+    g = rng.standard_normal((6, 14, 14, 8)).astype(np.float32)
+    f = lambda x: pool.max_pool2d(x, 2, layout="CHWN")  # noqa: E731
+    y, vjp = jax.vjp(jax.jit(f), x)
+    ty, tgrad, _ = _torch_op(torch, "max_pool2d", x.transpose(3, 0, 1, 2),
+                             g.transpose(3, 0, 1, 2), "NCHW", kernel_size=2)  # fmt: skip
+    np.testing.assert_array_equal(y.transpose(3, 0, 1, 2), ty)
+    np.testing.assert_array_equal(vjp(g)[0].transpose(3, 0, 1, 2), tgrad)
+
+
+def test_chwn_needs_a_batch():
+    with pytest.raises(ValueError, match=r"rank 4 \(batched CHWN"):
+        pool.avg_pool2d(np.ones((3, 8, 8), np.float32), 2, layout="CHWN")
+
+
 def test_ceil_mode_avg_divisor_excludes_overhang(torch):
     """6x6 ones, 3x3 window, stride 2, padding 1, ceil_mode: the 4th window per axis covers
     rows 5, 6 (padding), 7 (past the padded input); PyTorch counts 2 of its 3 rows with
@@ -354,6 +405,23 @@ def test_max_pool_nan_propagates_like_torch(torch):
     grad = jax.grad(lambda x: jnp.vdot(pool.max_pool2d(x, **kw), g))(x)
     np.testing.assert_array_equal(grad, tgrad)
     np.testing.assert_array_equal(pool.max_pool2d(x, return_indices=True, **kw)[1], tidx)
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=3, stride=1, dilation=2)], ids=str)  # fmt: skip
+def test_max_pool_nan_propagates_on_large_inputs(torch, kw):
+    """Regression: XLA:CPU (jaxlib 0.10.2) runs reduce_window max on inputs this size through
+    YNNPACK, which dropped NaN (a window holding one pooled to a number)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 28, 28)).astype(np.float32)
+    x[0, 0, 0, 0] = x[1, 4, 13, 20] = x[1, 5, 27, 27] = np.nan
+    y = jax.jit(lambda x: pool.max_pool2d(x, **kw))(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    ty, tgrad, _ = _torch_op(torch, "max_pool2d", x, g, "NCHW", **kw)
+    assert np.isnan(ty).sum() >= 3
+    np.testing.assert_array_equal(y, ty)
+    grad = jax.jit(jax.grad(lambda x: jnp.vdot(pool.max_pool2d(x, **kw), g)))(x)
+    np.testing.assert_array_equal(grad, tgrad)
 
 
 # --- gradients where plain JAX has none ------------------------------------------------------
@@ -543,10 +611,10 @@ def test_empty_channel_or_spatial_axis(torch, shape):
 
 
 def test_unknown_layout():
-    # torch has no layout argument; NHWC/NCHW are the only ones jaxconv knows.
+    # torch has no layout argument; jaxconv knows NCHW, NHWC and CHWN only.
     for op in (pool.max_pool2d, pool.avg_pool2d):
         with pytest.raises(ValueError, match="layout must be one of"):
-            op(X4, 2, layout="CHWN")
+            op(X4, 2, layout="NWHC")
 
 
 def test_complex_dtype(torch):

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxconv import data, metrics
+from jaxconv import data, metrics, models
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
 from jaxconv.metrics import CURVES_FILE, METRICS_FILE, read_metrics, tensorboard_available
 from jaxconv.models import LeNet, init_params
@@ -222,6 +222,23 @@ def test_epoch_with_a_batch_sharding_is_the_same_epoch(ds):
     assert math.isclose(float(m1["loss"]), float(m2["loss"]), rel_tol=1e-6)
 
 
+def test_layouts_train_alike(ds, tmp_path):
+    """The CHWN activations (CPU's default) and NHWC give the same run within float32
+    rounding: same params, same losses (Adam magnifies rounding in near-zero gradients to a
+    few 1e-5 of a parameter after 8 steps; a wrong layout would be off by whole steps)."""
+    chwn = run(ds, tmp_path / "chwn", layout="CHWN", epochs=1)
+    nhwc = run(ds, tmp_path / "nhwc", layout="NHWC", epochs=1)
+    for a, b in zip(jax.tree.leaves(chwn.state.params), jax.tree.leaves(nhwc.state.params),
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert chwn.history[-1]["train_loss"] == pytest.approx(nhwc.history[-1]["train_loss"], 1e-4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU default")
+def test_training_runs_chwn_on_cpu():
+    assert models.default_layout() == "CHWN" and models.default_layout("gpu") == "NHWC"
+
+
 @pytest.mark.parametrize(
     "overrides, error, message",
     [
@@ -237,6 +254,7 @@ def test_epoch_with_a_batch_sharding_is_the_same_epoch(ds):
         (dict(optimizer=optax.sgd(0.1), learning_rate=0.1), ValueError, "carries its own"),
         (dict(train_subset=0), ValueError, "train_subset must be a positive int"),
         (dict(conv_impl="fft"), ValueError, "conv_impl must be None or one of .*'fft'"),
+        (dict(layout="NCHW"), ValueError, "layout must be None or one of .*'NCHW'"),
         (dict(seed=-1), ValueError, "seed must be in 0..2\\*\\*31-1"),
         (dict(batch_size=N_TRAIN + 1), ValueError, "batch_size 513 is larger than the 512"),
     ],
