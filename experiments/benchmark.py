@@ -269,17 +269,23 @@ def bench_conv(case: ConvCase, args: argparse.Namespace, dev: Any, tdev: str) ->
     b = rng.standard_normal(case.o).astype(np.float32)
     oh = case.h + 2 * case.p - case.k + 1
     ct = rng.standard_normal((case.n, case.o, oh, oh)).astype(np.float32)
-    # jaxconv in NHWC/HWIO, the models' layout; PyTorch in its default NCHW
-    jx, jw, jb, jct = (
-        jax.device_put(a, dev)
-        for a in (x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), b, ct.transpose(0, 2, 3, 1))
-    )
+    # jaxconv in NHWC/HWIO, the models' layout, and in CHWN (batch last, what training runs
+    # on CPU); PyTorch in its default NCHW
+    jw, jb = jax.device_put(w.transpose(2, 3, 1, 0), dev), jax.device_put(b, dev)
+    arrays = {
+        "NHWC": tuple(jax.device_put(a.transpose(0, 2, 3, 1), dev) for a in (x, ct)),
+        "CHWN": tuple(jax.device_put(a.transpose(1, 2, 3, 0), dev) for a in (x, ct)),
+    }
+    jx, jct = arrays["NHWC"]
     geom = conv_lib.conv_geometry(jx.shape, jw.shape, padding=case.p, layout="NHWC")
     auto = conv_lib.select_impl(geom, jx.dtype, dev.platform)
-    impls = ["lax", "patches", "vjp"]
+    # contender -> (layout, impl)
+    impls = {"lax": ("NHWC", "lax"), "patches": ("NHWC", "patches"), "vjp": ("NHWC", "vjp"),
+             "vjp CHWN": ("CHWN", "vjp")}  # fmt: skip
 
-    def conv_with(impl: str) -> Callable[..., Any]:
-        return lambda x, w, b: jaxconv.conv2d(x, w, b, padding=case.p, layout="NHWC", impl=impl)
+    def conv_with(name: str) -> Callable[..., Any]:
+        layout, impl = impls[name]
+        return lambda x, w, b: jaxconv.conv2d(x, w, b, padding=case.p, layout=layout, impl=impl)
 
     tx, tw, tb, tct = (torch.from_numpy(a).to(tdev) for a in (x, w, b, ct))
     sync = torch_sync(tdev)
@@ -304,10 +310,11 @@ def bench_conv(case: ConvCase, args: argparse.Namespace, dev: Any, tdev: str) ->
         compile_s: dict[str, float] = {}
         for impl in impls:
             f = conv_with(impl)
+            ax, act = arrays[impls[impl][0]]
             fn, fargs = (
-                (f, (jx, jw, jb))
+                (f, (ax, jw, jb))
                 if passes == "fwd"
-                else (_grad_fn(f, (0, 1, 2)), (jx, jw, jb, jct))
+                else (_grad_fn(f, (0, 1, 2)), (ax, jw, jb, act))
             )
             exe, compile_s[impl] = compiled(fn, *fargs)
             runners[impl] = jax_runner(exe, *fargs)
@@ -334,9 +341,10 @@ def bench_conv(case: ConvCase, args: argparse.Namespace, dev: Any, tdev: str) ->
     # forward+backward inside lax.scan, as in a training epoch
     length = 2 if args.quick else 4
     runners, compile_s = {}, {}
-    for impl in ("lax", "vjp"):
-        exe, compile_s[impl] = compiled(_scan_fn(conv_with(impl), length), jx, jw, jb, jct)
-        runners[impl] = jax_runner(exe, jx, jw, jb, jct)
+    for impl in ("lax", "vjp", "vjp CHWN"):
+        ax, act = arrays[impls[impl][0]]
+        exe, compile_s[impl] = compiled(_scan_fn(conv_with(impl), length), ax, jw, jb, act)
+        runners[impl] = jax_runner(exe, ax, jw, jb, act)
     log(f"  {case.label()} fwd+bwd in scan")
     reps = 1 if case.name == "ResNet" else args.reps  # lax's ResNet step takes seconds here
     stats = summarise(paired_times(runners, args.rounds, reps), "lax", 1.0 / length)

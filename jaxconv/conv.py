@@ -688,8 +688,10 @@ def _conv_chwn_bwd(
     _, oh, ow, n = cols.shape
     x_shape = (ci, oh + kh - 1 - sum(pads[0]), ow + kw - 1 - sum(pads[1]), n)
     wm = w.reshape(kh * kw * ci, co)
-    dyt = jnp.moveaxis(dy, 0, -1)  # (oh, ow, N, Cout): the small operand is the transposed one
-    dw = jnp.tensordot(cols, dyt, axes=3, precision=precision)  # (kh*kw*Cin, Cout)
+    # cols (kh*kw*Cin, oh, ow, N) . dy (Cout, oh, ow, N) over (oh, ow, N) -> (kh*kw*Cin, Cout):
+    # the patch matrix is the left operand, so XLA never transposes it (at most dy, which is
+    # kh*kw*Cin/Cout times smaller)
+    dw = lax.dot_general(cols, dy, (((1, 2, 3), (1, 2, 3)), ((), ())), precision=precision)
     dcols = lax.dot_general(wm, dy, (((1,), (0,)), ((), ())), precision=precision)
     dx = _col2im_chwn(dcols, x_shape, (kh, kw), pads)  # XLA drops it where unused (images)
     return dx, dw.reshape(w.shape)
