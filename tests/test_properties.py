@@ -572,6 +572,108 @@ def test_valid_pooling_matches_torch(kind_case):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+# --------------------------------------------------------------------------- CHWN (batch last)
+
+
+def to_chwn(a: np.ndarray, layout: str) -> np.ndarray:
+    """A batched array in ``layout`` as (C, H, W, N)."""
+    return np.moveaxis(to_nchw(a, layout), 0, -1)
+
+
+def from_chwn(a: Any, layout: str) -> np.ndarray:
+    """A (C, H, W, N) result in ``layout``."""
+    nchw = np.moveaxis(np.asarray(a), -1, 0)
+    return nchw if layout == "NCHW" else np.moveaxis(nchw, 1, -1)
+
+
+@examples(30)
+@given(conv2d_cases(), st.data())
+def test_chwn_conv2d_matches_reference_and_layouts(case, data):
+    """conv2d with layout="CHWN", every impl: finite inputs against the float64 reference
+    (and float32 gradients against lax in the case's layout); NaN/inf patterns equal to the
+    case's layout computed the same way (the vjp path multiplies through its patch matrix,
+    as patches does; where it does not apply it is lax)."""
+    count("valid/conv2d CHWN")
+    case = {**case, "n": case["n"] or 2}
+    impl = data.draw(st.sampled_from(["lax", "patches", "vjp", "auto"]))
+    event(f"CHWN {impl}")
+    x, k, b = conv2d_arrays(case)
+    nonfinite = data.draw(st.booleans())
+    if nonfinite:
+        x = sprinkle(data.draw, x, rate=0.05)
+    geometry = conv2d_geometry(case)
+    kc = k if case["layout"] == "NHWC" else np.transpose(k, (2, 3, 1, 0))  # HWIO
+    chwn = {**geometry, "layout": "CHWN"}
+    f = maybe_jit(lambda x, k, b: jaxconv.conv2d(x, k, b, impl=impl, **chwn), case["jitted"])
+    got = from_chwn(f(to_chwn(x, case["layout"]), kc, b), case["layout"])
+    if nonfinite:
+        g = jaxconv.conv.conv_geometry(x.shape, k.shape, **geometry)
+        runs = impl if impl != "auto" else jaxconv.conv.select_impl(g, x.dtype)
+        if runs == "vjp":  # the patch matrix where the rule applies, lax elsewhere
+            runs = "patches" if jaxconv.conv.vjp_applies(g) else "lax"
+        same = runs
+        want = jaxconv.conv2d(x, k, b, impl=same, **geometry)
+        assert_same_nonfinite(got, want, f"{case['layout']} {same}")
+        finite = classes(want) == 0
+        np.testing.assert_allclose(got[finite], np.asarray(want)[finite], rtol=1e-3, atol=1e-3)
+        return
+    want = ref.conv2d(f64(x), f64(k), None if b is None else f64(b), **geometry)
+    magnitude = ref.conv2d(np.abs(f64(x)), np.abs(f64(k)), None if b is None
+                           else np.abs(f64(b)), **geometry)  # fmt: skip
+    terms = case["cg"] * case["kh"] * case["kw"] + (b is not None)
+    assert_within(got, want, (terms + 2) * eps(case["dtype"]) * magnitude, case["dtype"])
+    if case["dtype"] == "float32":
+        ct = draw_array(case["seed"] + 3, got.shape)
+
+        def grads(layout: str, xx: Any, kk: Any, im: str, cot: Any) -> Any:
+            def loss(xx: Any, kk: Any) -> Any:
+                y = jaxconv.conv2d(xx, kk, b, impl=im, **{**geometry, "layout": layout})
+                return jnp.vdot(y, cot)
+
+            return jax.grad(loss, (0, 1))(xx, kk)
+
+        gx, gk = grads("CHWN", to_chwn(x, case["layout"]), kc, impl, to_chwn(ct, case["layout"]))
+        wx, wk = grads(case["layout"], x, k, "lax", ct)
+        scale = 1e-4 * max(1.0, float(np.abs(np.asarray(wx)).max()), float(np.abs(wk).max()))
+        np.testing.assert_allclose(from_chwn(gx, case["layout"]), wx, rtol=1e-4, atol=scale)
+        if case["layout"] == "NCHW":
+            gk = np.transpose(np.asarray(gk), (3, 2, 0, 1))
+        np.testing.assert_allclose(gk, wk, rtol=1e-4, atol=scale)
+
+
+@examples(30)
+@given(st.sampled_from(["max", "avg"]).flatmap(lambda k: st.tuples(st.just(k), pool_cases(k))),
+       st.data())  # fmt: skip
+def test_chwn_pooling_equals_the_other_layouts(kind_case, data):
+    """max_pool2d / avg_pool2d with layout="CHWN": the values (and max's indices and
+    gradient) of the case's layout, with NaN/inf sprinkled in half the cases."""
+    kind, case = kind_case
+    count(f"valid/{kind}_pool2d CHWN")
+    case = {**case, "n": case["n"] or 2}
+    x = pool_array(case)
+    if data.draw(st.booleans()):
+        x = sprinkle(data.draw, x, rate=0.1)
+    kwargs = {k: case[k] for k in POOL_ARGS[kind]}
+    fn = jaxconv.max_pool2d if kind == "max" else jaxconv.avg_pool2d
+    f_chwn = maybe_jit(lambda x: fn(x, **{**kwargs, "layout": "CHWN"}), case["jitted"])
+    f = maybe_jit(lambda x: fn(x, **kwargs), case["jitted"])
+    xc = to_chwn(x, case["layout"])
+    got, want = from_chwn(f_chwn(xc), case["layout"]), np.asarray(f(x))
+    assert_same_nonfinite(got, want, case["layout"])
+    finite = classes(want) == 0
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-6)
+    if kind == "max":
+        _, idx = fn(xc, **{**kwargs, "layout": "CHWN"}, return_indices=True)
+        _, widx = fn(x, **kwargs, return_indices=True)
+        np.testing.assert_array_equal(from_chwn(idx, case["layout"]), widx)
+        if case["dtype"] == "float32":
+            ct = draw_array(case["seed"] + 5, want.shape)
+            g = jax.grad(lambda a: jnp.vdot(fn(a, **{**kwargs, "layout": "CHWN"}),
+                                            to_chwn(ct, case["layout"])))(xc)  # fmt: skip
+            w = jax.grad(lambda a: jnp.vdot(fn(a, **kwargs), ct))(x)
+            np.testing.assert_array_equal(from_chwn(g, case["layout"]), w)
+
+
 # --------------------------------------------------------------------------- invalid input
 
 DOCUMENTED = (ValueError, TypeError)
