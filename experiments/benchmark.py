@@ -716,10 +716,11 @@ def bench_epoch(args: argparse.Namespace, dev: Any, tdev: str) -> list[Row]:
         lay, impl = JAXCONV_ROWS[name]
         return lay or layout, auto if impl == "auto" else impl
 
-    for name in list(wanted):  # rows that run jaxconv-auto's own program are dropped
-        if name in JAXCONV_ROWS and name != "jaxconv-auto" and "jaxconv-auto" in wanted:
-            if program(name) == program("jaxconv-auto"):
-                wanted.remove(name)
+    seen = set()  # a row that runs the same program as an earlier one (auto first) is dropped
+    for name in [n for n in JAXCONV_ROWS if n in wanted]:
+        if program(name) in seen:
+            wanted.remove(name)
+        seen.add(program(name))
     images, labels, source = load_images(args.quick, steps * batch)
     sub = slice(0, steps * batch)  # a partial epoch of `steps` steps, scaled to `full`
     X, Y = (jax.device_put(a[sub], dev) for a in (images, labels))

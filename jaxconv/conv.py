@@ -700,10 +700,14 @@ def _conv_chwn_bwd(
 _conv_chwn.defvjp(_conv_chwn_fwd, _conv_chwn_bwd)
 
 
-def _chwn_patches_fit(x_shape: tuple[int, ...], g: ConvGeometry, itemsize: int) -> bool:
-    """Whether the CHWN patch matrix of this call stays under ``_PATCH_BYTES``."""
+def _chwn_uses_patches(x_shape: tuple[int, ...], g: ConvGeometry, itemsize: int) -> bool:
+    """Whether a CHWN call runs ``_conv_chwn``: few channels (Cin * Cout <= 256, as the NHWC
+    rule's col2im) and a patch matrix under ``_PATCH_BYTES``. Wider layers are faster through
+    the NHWC rule between transposes: a 64 -> 64 3x3 layer on 8x56x56, forward+backward per
+    scan step, 35 against 51 ms (one core; docs/BENCHMARKS.md)."""
     (kh, kw), (oh, ow) = g.kernel, g.out_size
-    return kh * kw * x_shape[0] * oh * ow * x_shape[3] * itemsize <= _PATCH_BYTES
+    small = g.in_channels * g.out_channels <= 256
+    return small and kh * kw * x_shape[0] * oh * ow * x_shape[3] * itemsize <= _PATCH_BYTES
 
 
 def vjp_applies(g: ConvGeometry) -> bool:
@@ -714,15 +718,15 @@ def vjp_applies(g: ConvGeometry) -> bool:
 
 def _conv_vjp(x: Array, w: Array, g: ConvGeometry, precision: Any) -> Array:
     """Batched conv through ``_conv_nhwc`` (NCHW is transposed there and back; XLA folds the
-    transposes into neighbouring fusions) or, for CHWN, ``_conv_chwn`` (patch matrices up to
-    ``_PATCH_BYTES``; larger ones through ``_conv_nhwc``); lax for geometries it does not
-    cover."""
+    transposes into neighbouring fusions) or, for CHWN, ``_conv_chwn`` (few channels, see
+    :func:`_chwn_uses_patches`; others through ``_conv_nhwc``); lax for geometries it does
+    not cover."""
     if not vjp_applies(g):
         return _conv_lax(x, w, g, precision)
     if g.layout == "NHWC":
         return _conv_nhwc(x, w, g.padding, precision)
     if g.layout == "CHWN":
-        if _chwn_patches_fit(x.shape, g, x.dtype.itemsize):
+        if _chwn_uses_patches(x.shape, g, x.dtype.itemsize):
             return _conv_chwn(x, w, g.padding, precision)
         y = _conv_nhwc(x.transpose(3, 1, 2, 0), w, g.padding, precision)
         return y.transpose(3, 1, 2, 0)

@@ -636,6 +636,7 @@ CHWN_CASES = [
     (2, 3, 5, (3, 3), "same", (7, 6)),
     (1, 4, 3, (2, 3), ((2, 0), (1, 1)), (5, 6)),
     (2, 3, 4, (3, 3), 1, (6, 5), dict(stride=2)),  # strided: lax
+    (2, 20, 16, (3, 3), ((0, 2), (1, 0)), (6, 5)),  # wide: the NHWC rule between transposes
 ]
 
 
@@ -691,8 +692,8 @@ def test_chwn_check_grads_float64(case):
 
 
 def test_chwn_large_patches_take_the_nhwc_path(monkeypatch):
-    """Past ``_PATCH_BYTES`` the CHWN path runs through the NHWC rule (between transposes):
-    the same values and gradients."""
+    """Past ``_PATCH_BYTES`` the CHWN path runs through the NHWC rule (between transposes),
+    as wide layers do: the same values and gradients."""
     x, w, b = _chwn_arrays(CHWN_CASES[1])
 
     def run():
