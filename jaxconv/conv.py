@@ -608,14 +608,16 @@ def _conv_nhwc_jvp(
 # side by side, its transpose (col2im) a sum of shifted slabs, and the forward pass and both
 # gradients are matrix products with a long (oh*ow*N) free or contracted axis, where XLA:CPU's
 # matmuls run near peak. In NHWC the same copies move runs of C elements (6 for LeNet's
-# conv2). A LeNet training step on one core: 17 against 22 ms (docs/BENCHMARKS.md).
+# conv2). A LeNet training epoch on one core: 3.4 s against 4.4-4.7 s in NHWC, PyTorch 3.7-4.0
+# s (docs/BENCHMARKS.md).
 #
 # How: a custom_vjp, because the orientation of each product matters and JAX's transpose of a
 # dot_general always puts the cotangent first: the weight gradient would come out as
 # dy @ cols^T with the 15 MB patch matrix transposed by a copy, the input gradient as
 # (dy^T @ W^T)^T with the patch-sized result transposed again (36 against 17 ms a step when
-# written as a custom_jvp). Here the backward pass computes ``cols @ dy^T`` (only dy, 16x
-# smaller, is transposed) and ``W @ dy`` straight into the patch matrix's layout. The cost:
+# written as a custom_jvp). Here the backward pass computes ``cols . dy`` with the patch
+# matrix as the left operand and ``W @ dy`` straight into the patch matrix's layout, then an
+# in-place col2im. The cost:
 # forward-mode differentiation (jax.jvp, jacfwd) of this path raises TypeError; use
 # layout="NHWC" or impl="lax" there. Reverse mode works to any order (the backward pass is
 # plain jnp, itself differentiable).
@@ -630,15 +632,11 @@ def _taps_chwn(x: Array, k_hw: tuple[int, ...], pads: Padding) -> list[Array]:
     return [xp[:, a : a + oh, b : b + ow, :] for a in range(kh) for b in range(kw)]
 
 
-def _cols_chwn(x: Array, k_hw: tuple[int, ...], pads: Padding) -> Array:
-    """The patch matrix (kh*kw*C, oh, ow, N), rows in HWIO's (a, b, c) order."""
-    return jnp.concatenate(_taps_chwn(x, k_hw, pads), axis=0)
-
-
 def _col2im_chwn(dcols: Array, x_shape: tuple[int, ...], k_hw: tuple[int, ...],
                  pads: Padding) -> Array:  # fmt: skip
-    """The transpose of :func:`_cols_chwn`: (kh*kw*C, oh, ow, N) -> x_shape (C, H, W, N),
-    each tap's slab added back at its offset.
+    """The transpose of the patch matrix (the taps of :func:`_taps_chwn` stacked on the first
+    axis): (kh*kw*C, oh, ow, N) -> x_shape (C, H, W, N), each tap's slab added back at its
+    offset.
 
     As kh*kw in-place slice updates of one buffer, which XLA:CPU runs as contiguous
     read-add-writes: LeNet conv2's col2im 0.45 against 1.95 ms as one sum of shifted pads
@@ -653,17 +651,37 @@ def _col2im_chwn(dcols: Array, x_shape: tuple[int, ...], k_hw: tuple[int, ...],
     return out[:, top : top + h, left : left + w, :]
 
 
-def _forward_chwn(x: Array, w: Array, pads: Padding, precision: Any) -> tuple[Array, Array]:
-    """The values (Cout, oh, ow, N) = W^T @ cols, and the patch matrix (kept for the weight
-    gradient). One input channel too: a tap sum would fuse into its consumers (ReLU, the max
-    pool's selection), which XLA then recompute it in, 1.5 ms a LeNet step more."""
+def _forward_chwn(
+    x: Array, w: Array, pads: Padding, precision: Any
+) -> tuple[Array, tuple[Array, ...]]:
+    """The values (Cout, oh, ow, N) = W^T @ cols, and the patch matrix in row blocks (kept
+    for the weight gradient). One input channel too: a tap sum would fuse into its consumers
+    (ReLU, the max pool's selection), which XLA then recompute it in, 1.5 ms a LeNet step
+    more."""
     kh, kw, ci, co = w.shape
-    cols = _cols_chwn(x, (kh, kw), pads)
+    taps = _taps_chwn(x, (kh, kw), pads)
+    oh = taps[0].shape[1]
+    blocks = _row_blocks(oh)
+    cols = tuple(jnp.concatenate([t[:, r0:r1] for t in taps], axis=0) for r0, r1 in blocks)
     # W^T as an array of its own: folded into the product as a transposed operand, XLA:CPU
     # runs it with Eigen instead of YNNPACK (LeNet's conv1: 2.1 against 1.4 ms)
     wt = lax.optimization_barrier(w.reshape(kh * kw * ci, co).T)
-    y = lax.dot_general(wt, cols, (((1,), (0,)), ((), ())), precision=precision)
-    return y, cols
+    ys = [lax.dot_general(wt, c, (((1,), (0,)), ((), ())), precision=precision) for c in cols]
+    return jnp.concatenate(ys, axis=1), cols
+
+
+#: Output-row blocks of the CHWN patch matrix: one product each, independent, so XLA:CPU can
+#: run them on different cores (its YNNPACK products do not split a long contraction).
+#: LeNet epoch on 2 cores: 2.04-2.17 s with 2 blocks, 2.18 s with 4, 2.41 s with 1; one
+#: core: the same with 1 or 2 (docs/BENCHMARKS.md).
+_ROW_BLOCKS = 2
+
+
+def _row_blocks(oh: int) -> list[tuple[int, int]]:
+    """``_ROW_BLOCKS`` contiguous [start, stop) ranges covering ``range(oh)``."""
+    b = max(1, min(_ROW_BLOCKS, oh))
+    edges = [round(i * oh / b) for i in range(b + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(b)]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -675,23 +693,26 @@ def _conv_chwn(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
 
 def _conv_chwn_fwd(
     x: Array, w: Array, pads: Padding, precision: Any
-) -> tuple[Array, tuple[Array, Array]]:
+) -> tuple[Array, tuple[tuple[Array, ...], Array]]:
     y, cols = _forward_chwn(x, w, pads, precision)
     return y, (cols, w)
 
 
 def _conv_chwn_bwd(
-    pads: Padding, precision: Any, res: tuple[Array, Array], dy: Array
+    pads: Padding, precision: Any, res: tuple[tuple[Array, ...], Array], dy: Array
 ) -> tuple[Array, Array]:
     cols, w = res
     kh, kw, ci, co = w.shape
-    _, oh, ow, n = cols.shape
+    oh, (_, _, ow, n) = dy.shape[1], cols[0].shape
     x_shape = (ci, oh + kh - 1 - sum(pads[0]), ow + kw - 1 - sum(pads[1]), n)
     wm = w.reshape(kh * kw * ci, co)
-    # cols (kh*kw*Cin, oh, ow, N) . dy (Cout, oh, ow, N) over (oh, ow, N) -> (kh*kw*Cin, Cout):
-    # the patch matrix is the left operand, so XLA never transposes it (at most dy, which is
+    # per row block, cols (kh*kw*Cin, rows, ow, N) . dy (Cout, rows, ow, N) -> (kh*kw*Cin,
+    # Cout): the patch matrix is the left operand, so XLA never transposes it (at most dy,
     # kh*kw*Cin/Cout times smaller)
-    dw = lax.dot_general(cols, dy, (((1, 2, 3), (1, 2, 3)), ((), ())), precision=precision)
+    dw = sum(
+        lax.dot_general(c, dy[:, r0:r1], (((1, 2, 3), (1, 2, 3)), ((), ())), precision=precision)
+        for c, (r0, r1) in zip(cols, _row_blocks(oh), strict=True)
+    )
     dcols = lax.dot_general(wm, dy, (((1,), (0,)), ((), ())), precision=precision)
     dx = _col2im_chwn(dcols, x_shape, (kh, kw), pads)  # XLA drops it where unused (images)
     return dx, dw.reshape(w.shape)

@@ -71,9 +71,10 @@ def default_layout(backend: str | None = None) -> str:
     """The activation layout training runs LeNet in (``TrainConfig.layout=None``): "CHWN" on
     CPU, "NHWC" elsewhere.
 
-    Why: on XLA:CPU a LeNet training step took 17 ms in CHWN against 22 ms in NHWC (one core,
-    batch 256; docs/BENCHMARKS.md): with the batch last, conv2's patch matrix and its
-    transpose move whole rows of N floats and every conv is a long matrix product. On the
+    Why: on XLA:CPU a LeNet training epoch took 3.4 s in CHWN against 4.4-4.7 s in NHWC (one
+    core, batch 256; PyTorch 3.7-4.0 s; docs/BENCHMARKS.md): with the batch last, the patch
+    matrices and their transposes move whole rows of N floats and every conv is a long matrix
+    product. On the
     H100 NHWC is the measured layout (CHWN not measured there yet); TPU: not measured.
     CHWN's fast conv path is reverse-mode only (see :func:`jaxconv.conv2d`), which is all
     training needs; the model's own default stays NHWC, where jax.jvp works too.
