@@ -191,14 +191,16 @@ def _corr2d_windows_bwd(res: tuple[Array, Array], dY: Array) -> tuple[Array, Arr
 _corr2d_windows.defvjp(_corr2d_windows_fwd, _corr2d_windows_bwd)
 
 
-def _multi_in_args(X: Any, K: Any) -> tuple[Array, Array]:
+def _multi_in_args(X: Any, K: Any, k_rank: int) -> tuple[Array, Array]:
+    """Validate X (ci, h, w) and K (ci, kh, kw) (``k_rank`` 3) or (co, ci, kh, kw) (4)."""
     X, K = _as_float_array(X, "X"), _as_float_array(K, "K")
     check_rank(X, "X", (3,))
-    check_rank(K, "K", (3,))
-    if X.shape[0] != K.shape[0]:
+    check_rank(K, "K", (k_rank,))
+    axis = k_rank - 3  # K's input-channel axis
+    if X.shape[0] != K.shape[axis]:
         raise ValueError(
-            f"X has {X.shape[0]} input channels but K has {K.shape[0]} "
-            f"(shapes {X.shape} and {K.shape})"
+            f"X has {X.shape[0]} input channels but K expects {K.shape[axis]} "
+            f"(K.shape[{axis}]; shapes {X.shape} and {K.shape})"
         )
     _check_fits(X.shape, K.shape, "X", "K")
     return X, K
@@ -217,7 +219,7 @@ def corr2d_multi_in(X: Any, K: Any, *, impl: str = "lax") -> Array:
       (h - kh + 1, w - kw + 1).
     """
     _check_impl(impl, ("lax", "vmap"))
-    X, K = _multi_in_args(X, K)
+    X, K = _multi_in_args(X, K, 3)
     if impl == "vmap":
         return jnp.sum(jax.vmap(corr2d_vmap)(X, K), axis=0)
     # (1, ci, h, w) * (1, ci, kh, kw) -> (1, 1, oh, ow)
@@ -239,15 +241,7 @@ def corr2d_multi_in_out(X: Any, K: Any, *, impl: str = "lax") -> Array:
       (co, h - kh + 1, w - kw + 1).
     """
     _check_impl(impl, ("lax", "vmap"))
-    X, K = _as_float_array(X, "X"), _as_float_array(K, "K")
-    check_rank(X, "X", (3,))
-    check_rank(K, "K", (4,))
-    if X.shape[0] != K.shape[1]:
-        raise ValueError(
-            f"X has {X.shape[0]} input channels but K expects {K.shape[1]} (K.shape[1]; "
-            f"shapes {X.shape} and {K.shape})"
-        )
-    _check_fits(X.shape, K.shape, "X", "K")
+    X, K = _multi_in_args(X, K, 4)
     if impl == "vmap":
         return jax.vmap(lambda k: corr2d_multi_in(X, k, impl="vmap"))(K)
     # (1, ci, h, w) * (co, ci, kh, kw) -> (1, co, oh, ow)

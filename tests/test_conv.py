@@ -518,7 +518,7 @@ BAD_CORR = {
         corr2d_multi_in,
         (np.zeros((3, 4, 4), np.float32), np.zeros((2, 2, 2), np.float32)),
         ValueError,
-        r"^X has 3 input channels but K has 2",
+        r"^X has 3 input channels but K expects 2 \(K.shape\[0\]",
     ),
     "multi-in-out-channels": (
         corr2d_multi_in_out,
