@@ -602,8 +602,8 @@ def _conv_nhwc_jvp(
 # side by side, its transpose (col2im) a sum of shifted slabs, and the forward pass and both
 # gradients are matrix products with a long (oh*ow*N) free or contracted axis, where XLA:CPU's
 # matmuls run near peak. In NHWC the same copies move runs of C elements (6 for LeNet's
-# conv2). A LeNet training epoch on one core: 3.4 s against 4.4-4.7 s in NHWC, PyTorch 3.7-4.0
-# s (docs/BENCHMARKS.md).
+# conv2). A LeNet training epoch on one core: 3.3-3.5 s against 4.4-5.2 s in NHWC, PyTorch
+# 3.7-4.4 s (docs/BENCHMARKS.md).
 #
 # How: a custom_vjp, because the orientation of each product matters and JAX's transpose of a
 # dot_general always puts the cotangent first: the weight gradient would come out as

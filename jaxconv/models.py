@@ -71,8 +71,8 @@ def default_layout(backend: str | None = None) -> str:
     """The activation layout training runs LeNet in (``TrainConfig.layout=None``): "CHWN" on
     CPU, "NHWC" elsewhere.
 
-    Why: on XLA:CPU a LeNet training epoch took 3.4 s in CHWN against 4.4-4.7 s in NHWC (one
-    core, batch 256; PyTorch 3.7-4.0 s; docs/BENCHMARKS.md): with the batch last, the patch
+    Why: on XLA:CPU a LeNet training epoch took 3.3-3.5 s in CHWN against 4.4-5.2 s in NHWC
+    (one core, batch 256; PyTorch 3.7-4.4 s; docs/BENCHMARKS.md): with the batch last, the patch
     matrices and their transposes move whole rows of N floats and every conv is a long matrix
     product. On the
     H100 NHWC is the measured layout (CHWN not measured there yet); TPU: not measured.
