@@ -681,7 +681,15 @@ def _row_blocks(oh: int) -> list[tuple[int, int]]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_chwn(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
     """Stride 1, dilation 1, groups 1: x (Cin, H, W, N), w (kh, kw, Cin, Cout) ->
-    (Cout, oh, ow, N)."""
+    (Cout, oh, ow, N).
+
+    Undifferentiated calls (evaluation) with one input channel take the tap sum: no patch
+    matrix to allocate (LeNet's conv1 forward alone, one core: 1.3 against 18.5 ms, most of it
+    fresh pages for the 20 MB matrix)."""
+    kh, kw, ci, _ = w.shape
+    if ci == 1:
+        taps = _taps_chwn(x, (kh, kw), pads)  # each (1, oh, ow, N), against (Cout, 1, 1, 1)
+        return sum(t * w[i // kw, i % kw, 0][:, None, None, None] for i, t in enumerate(taps))
     return _forward_chwn(x, w, pads, precision)[0]
 
 
@@ -715,14 +723,21 @@ def _conv_chwn_bwd(
 _conv_chwn.defvjp(_conv_chwn_fwd, _conv_chwn_bwd)
 
 
+#: Bytes a CHWN patch matrix may take (it is kept for the backward pass) before the NHWC rule
+#: is used instead: LeNet's conv1 at batch 1024 needs 80 MB, at 4096 320 MB.
+_CHWN_PATCH_BYTES = 2**30
+
+
 def _chwn_uses_patches(x_shape: tuple[int, ...], g: ConvGeometry, itemsize: int) -> bool:
     """Whether a CHWN call runs ``_conv_chwn``: few channels (Cin * Cout <= 256, as the NHWC
-    rule's col2im) and a patch matrix under ``_PATCH_BYTES``. Wider layers are faster through
-    the NHWC rule between transposes: a 64 -> 64 3x3 layer on 8x56x56, forward+backward per
-    scan step, 35 against 51 ms (one core; docs/BENCHMARKS.md)."""
+    rule's col2im) and a patch matrix under ``_CHWN_PATCH_BYTES``. Wider layers are faster
+    through the NHWC rule between transposes: a 64 -> 64 3x3 layer on 8x56x56,
+    forward+backward per scan step, 35 against 51 ms (one core; docs/BENCHMARKS.md). Narrow
+    ones are not: there XLA fuses the producer into the transposes (LeNet's evaluation at
+    batch 1000 took 0.9 s for 10,000 images that way, against 0.3 s)."""
     (kh, kw), (oh, ow) = g.kernel, g.out_size
     small = g.in_channels * g.out_channels <= 256
-    return small and kh * kw * x_shape[0] * oh * ow * x_shape[3] * itemsize <= _PATCH_BYTES
+    return small and kh * kw * x_shape[0] * oh * ow * x_shape[3] * itemsize <= _CHWN_PATCH_BYTES
 
 
 def vjp_applies(g: ConvGeometry) -> bool:
