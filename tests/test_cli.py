@@ -36,7 +36,9 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out), "--test-subset", "256", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["epoch"] == 1 and result["variant"] == "modern" and result["examples"] == 256
-    assert result["test_acc"] == record["test_acc"]  # same params, same data, same program
+    # same params, same data (training evaluates in its layout, CHWN on CPU; evaluate in
+    # the model's NHWC: the same function up to float32 rounding, the same predictions)
+    assert result["test_acc"] == record["test_acc"]
 
     assert (
         main(["evaluate", "--checkpoint", str(out / "checkpoints" / "1"), "--test-subset", "256"])
@@ -50,6 +52,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     [
         (["train", "--variant", "lenet5"], "invalid choice: 'lenet5'"),
         (["train", "--optimizer", "adamax9"], "invalid choice: 'adamax9'"),
+        (["train", "--layout", "NCHW"], "invalid choice: 'NCHW'"),
         (["train", "--epochs", "two"], "invalid int value: 'two'"),
         (["train", "--epochs", "0"], "epochs must be a positive int"),
         (["train", "--batch-size", "0"], "batch_size must be a positive int"),
