@@ -612,8 +612,10 @@ def _conv_nhwc_jvp(
 # written as a custom_jvp). Here the backward pass computes ``cols . dy`` with the patch
 # matrix as the left operand and ``W @ dy`` straight into the patch matrix's layout, then an
 # in-place col2im. The cost:
-# forward-mode differentiation (jax.jvp, jacfwd) of this path raises TypeError; use
-# layout="NHWC" or impl="lax" there. Reverse mode works to any order (the backward pass is
+# forward-mode differentiation (jax.jvp, jacfwd) of this path raises TypeError (conv2d says
+# which impl to use when the jvp reaches it directly; under an outer jit it is JAX's "can't
+# apply forward-mode autodiff (jvp) to a custom_vjp function"); use layout="NHWC" or
+# impl="lax" there. Reverse mode works to any order (the backward pass is
 # plain jnp, itself differentiable).
 
 
@@ -873,7 +875,8 @@ def conv2d(
       :func:`jaxconv.shapes.conv_output_shape`.
 
     Raises:
-      TypeError: non-floating x, w or b; non-int geometry.
+      TypeError: non-floating x, w or b; non-int geometry; forward-mode differentiation of
+        the CHWN ``vjp`` path (traced inside this call).
       ValueError: bad rank, channel/groups mismatch, non-positive stride/dilation/groups,
         negative padding, unknown padding string, layout or impl, kernel larger than the
         padded input, bias not of shape (O,).
@@ -907,4 +910,13 @@ def conv2d(
                 f"impl='patches' would build a patches matrix of {cols} elements (over 2**31; "
                 f"x shape {x.shape}, padding {padding!r}): use impl='lax'"
             )
-    return _conv2d_apply(x.astype(dtype), w.astype(dtype), b, geom, impl, precision)
+    try:
+        return _conv2d_apply(x.astype(dtype), w.astype(dtype), b, geom, impl, precision)
+    except TypeError as err:  # JAX's words for jvp of a custom_vjp, made specific
+        if geom.layout == "CHWN" and "forward-mode" in str(err):
+            raise TypeError(
+                f"conv2d(layout='CHWN', impl={impl!r}) differentiates in reverse mode only "
+                "(jax.grad, jax.vjp): for forward-mode (jax.jvp, jax.jacfwd) use impl='lax' or "
+                "layout='NHWC'"
+            ) from None
+        raise
