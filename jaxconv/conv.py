@@ -486,14 +486,14 @@ _PATCH_BYTES = 64 * 2**20
 
 
 def _pad_hw(x: Array, pads: Padding) -> Array:
-    """Zero-pad the H and W axes of an NHWC array."""
+    """Zero-pad the H and W axes (1 and 2) of an NHWC or CHWN array."""
     (top, bottom), (left, right) = pads
     zero = jnp.zeros((), x.dtype)
     return lax.pad(x, zero, [(0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)])
 
 
 def _out_hw(x_shape: tuple[int, ...], k_hw: tuple[int, ...], pads: Padding) -> Pair:
-    """Stride-1, dilation-1 output (oh, ow) of an NHWC input."""
+    """Stride-1, dilation-1 output (oh, ow) of an NHWC or CHWN input."""
     return (
         x_shape[1] + sum(pads[0]) - k_hw[0] + 1,
         x_shape[2] + sum(pads[1]) - k_hw[1] + 1,
@@ -501,15 +501,25 @@ def _out_hw(x_shape: tuple[int, ...], k_hw: tuple[int, ...], pads: Padding) -> P
 
 
 def _taps(x: Array, k_hw: tuple[int, ...], pads: Padding) -> list[Array]:
-    """Tap (a, b) of every output position: kh*kw slices (N, oh, ow, C) of the padded input."""
+    """Tap (a, b) of every output position: kh*kw slices of the padded input, (N, oh, ow, C)
+    for NHWC, (C, oh, ow, N) for CHWN."""
     (kh, kw), (oh, ow) = k_hw, _out_hw(x.shape, k_hw, pads)
     xp = _pad_hw(x, pads)
     return [xp[:, a : a + oh, b : b + ow, :] for a in range(kh) for b in range(kw)]
 
 
 def _patch_bytes(x: Array, k_hw: tuple[int, ...], pads: Padding) -> int:
+    """Bytes of the patch matrix of an NHWC or CHWN input (N * C * oh * ow * kh * kw)."""
     oh, ow = _out_hw(x.shape, k_hw, pads)
     return x.shape[0] * oh * ow * k_hw[0] * k_hw[1] * x.shape[3] * x.dtype.itemsize
+
+
+def _tap_sum(taps: list[Array], w: Array, channel_axis: int) -> Array:
+    """One input channel: the sum over taps of each (single-channel) tap times the tap's
+    (Cout,) weights, laid along ``channel_axis`` (3 for NHWC, 0 for CHWN)."""
+    kw, shape = w.shape[1], [1, 1, 1, 1]
+    shape[channel_axis] = w.shape[3]
+    return sum(t * w[i // kw, i % kw, 0].reshape(shape) for i, t in enumerate(taps))
 
 
 def _forward_nhwc(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
@@ -518,8 +528,7 @@ def _forward_nhwc(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
     for XLA:CPU's convolution, whose kernels are poor for C == 1). Otherwise lax."""
     kh, kw, ci, _ = w.shape
     if ci == 1:
-        taps = _taps(x, (kh, kw), pads)  # each (N, oh, ow, 1), broadcast against (Cout,)
-        return sum(t * w[i // kw, i % kw, 0] for i, t in enumerate(taps))
+        return _tap_sum(_taps(x, (kh, kw), pads), w, 3)  # taps (N, oh, ow, 1)
     return lax.conv_general_dilated(
         x, w, (1, 1), pads, dimension_numbers=_NHWC, precision=precision
     )
@@ -619,18 +628,9 @@ def _conv_nhwc_jvp(
 # plain jnp, itself differentiable).
 
 
-def _taps_chwn(x: Array, k_hw: tuple[int, ...], pads: Padding) -> list[Array]:
-    """Tap (a, b) of every output position of a CHWN array: kh*kw arrays (C, oh, ow, N)."""
-    (kh, kw), (top, bottom), (left, right) = k_hw, *pads
-    config = [(0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), config)
-    oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    return [xp[:, a : a + oh, b : b + ow, :] for a in range(kh) for b in range(kw)]
-
-
 def _col2im_chwn(dcols: Array, x_shape: tuple[int, ...], k_hw: tuple[int, ...],
                  pads: Padding) -> Array:  # fmt: skip
-    """The transpose of the patch matrix (the taps of :func:`_taps_chwn` stacked on the first
+    """The transpose of the patch matrix (the taps of :func:`_taps` stacked on the first
     axis): (kh*kw*C, oh, ow, N) -> x_shape (C, H, W, N), each tap's slab added back at its
     offset.
 
@@ -655,7 +655,7 @@ def _forward_chwn(
     (ReLU, the max pool's selection), which XLA then recompute it in, 1.5 ms a LeNet step
     more."""
     kh, kw, ci, co = w.shape
-    taps = _taps_chwn(x, (kh, kw), pads)
+    taps = _taps(x, (kh, kw), pads)
     oh = taps[0].shape[1]
     blocks = _row_blocks(oh)
     cols = tuple(jnp.concatenate([t[:, r0:r1] for t in taps], axis=0) for r0, r1 in blocks)
@@ -690,8 +690,7 @@ def _conv_chwn(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
     fresh pages for the 20 MB matrix)."""
     kh, kw, ci, _ = w.shape
     if ci == 1:
-        taps = _taps_chwn(x, (kh, kw), pads)  # each (1, oh, ow, N), against (Cout, 1, 1, 1)
-        return sum(t * w[i // kw, i % kw, 0][:, None, None, None] for i, t in enumerate(taps))
+        return _tap_sum(_taps(x, (kh, kw), pads), w, 0)  # taps (1, oh, ow, N)
     return _forward_chwn(x, w, pads, precision)[0]
 
 
@@ -730,16 +729,15 @@ _conv_chwn.defvjp(_conv_chwn_fwd, _conv_chwn_bwd)
 _CHWN_PATCH_BYTES = 2**30
 
 
-def _chwn_uses_patches(x_shape: tuple[int, ...], g: ConvGeometry, itemsize: int) -> bool:
+def _chwn_uses_patches(x: Array, g: ConvGeometry) -> bool:
     """Whether a CHWN call runs ``_conv_chwn``: few channels (Cin * Cout <= 256, as the NHWC
     rule's col2im) and a patch matrix under ``_CHWN_PATCH_BYTES``. Wider layers are faster
     through the NHWC rule between transposes: a 64 -> 64 3x3 layer on 8x56x56,
     forward+backward per scan step, 35 against 51 ms (one core; docs/BENCHMARKS.md). Narrow
     ones are not: there XLA fuses the producer into the transposes (LeNet's evaluation at
     batch 1000 took 0.9 s for 10,000 images that way, against 0.3 s)."""
-    (kh, kw), (oh, ow) = g.kernel, g.out_size
     small = g.in_channels * g.out_channels <= 256
-    return small and kh * kw * x_shape[0] * oh * ow * x_shape[3] * itemsize <= _CHWN_PATCH_BYTES
+    return small and _patch_bytes(x, g.kernel, g.padding) <= _CHWN_PATCH_BYTES
 
 
 def vjp_applies(g: ConvGeometry) -> bool:
@@ -758,7 +756,7 @@ def _conv_vjp(x: Array, w: Array, g: ConvGeometry, precision: Any) -> Array:
     if g.layout == "NHWC":
         return _conv_nhwc(x, w, g.padding, precision)
     if g.layout == "CHWN":
-        if _chwn_uses_patches(x.shape, g, x.dtype.itemsize):
+        if _chwn_uses_patches(x, g):
             return _conv_chwn(x, w, g.padding, precision)
         y = _conv_nhwc(x.transpose(3, 1, 2, 0), w, g.padding, precision)
         return y.transpose(3, 1, 2, 0)

@@ -67,6 +67,13 @@ class Conv2D(nn.Module):
         return corr2d(x, weight) + bias
 
 
+def check_layout(layout: Any) -> str | None:
+    """Return ``layout`` if it is None or one of :data:`MODEL_LAYOUTS`, else raise ValueError."""
+    if layout is not None and layout not in MODEL_LAYOUTS:
+        raise ValueError(f"layout must be None or one of {MODEL_LAYOUTS}, got {layout!r}")
+    return layout
+
+
 def default_layout(backend: str | None = None) -> str:
     """The activation layout training runs LeNet in (``TrainConfig.layout=None``): "CHWN" on
     CPU, "NHWC" elsewhere.
@@ -151,8 +158,7 @@ class LeNet(nn.Module):
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # at construction, before any tracing
-        if self.layout is not None and self.layout not in MODEL_LAYOUTS:
-            raise ValueError(f"layout must be None or one of {MODEL_LAYOUTS}, got {self.layout!r}")
+        check_layout(self.layout)
         super().__post_init__()
 
     def setup(self) -> None:

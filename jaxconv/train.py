@@ -52,9 +52,9 @@ from jaxconv.metrics import (
     tensorboard_available,
 )
 from jaxconv.models import (
-    MODEL_LAYOUTS,
     NO_BACKEND_OPTIMIZATION,
     LeNet,
+    check_layout,
     check_variant,
     default_layout,
 )
@@ -139,8 +139,7 @@ class TrainConfig:
                 f"conv_impl must be None or one of {tuple(conv_lib.IMPLEMENTATIONS)}, "
                 f"got {self.conv_impl!r}"
             )
-        if self.layout is not None and self.layout not in MODEL_LAYOUTS:
-            raise ValueError(f"layout must be None or one of {MODEL_LAYOUTS}, got {self.layout!r}")
+        check_layout(self.layout)
         for name in (
             "epochs",
             "batch_size",
