@@ -631,7 +631,7 @@ def test_vjp_path_values_and_grads_match_torch(case, torch):
 
 CHWN_CASES = [
     # (batch, cin, cout, (kh, kw), padding, (h, w)): LeNet's two layers, small, and others
-    (3, 1, 6, (5, 5), 2, (9, 8)),  # one channel: tap-sum forward, tap-matrix dW
+    (3, 1, 6, (5, 5), 2, (9, 8)),  # one channel: tap sum undifferentiated, patch matrix in grad
     (4, 6, 16, (5, 5), 0, (9, 10)),  # patch-matrix forward, col2im dX, one-product dW
     (2, 3, 5, (3, 3), "same", (7, 6)),
     (1, 4, 3, (2, 3), ((2, 0), (1, 1)), (5, 6)),
@@ -667,7 +667,8 @@ def test_chwn_values_and_grads_match_torch(case, impl, torch):
     tw = torch.tensor(w.transpose(3, 2, 0, 1), dtype=torch.float64, requires_grad=True)
     tb = torch.tensor(b, dtype=torch.float64, requires_grad=True)
     ty = _torch_conv(torch, c, tx, tw, tb)
-    assert_close(y, ty.detach().numpy().transpose(1, 2, 3, 0), terms=case[1] * 25)
+    terms = case[1] * case[3][0] * case[3][1]
+    assert_close(y, ty.detach().numpy().transpose(1, 2, 3, 0), terms=terms)
     (ty * torch.from_numpy(ct.transpose(3, 0, 1, 2).astype(np.float64))).sum().backward()
     expected = (tx.grad.numpy().transpose(1, 2, 3, 0), tw.grad.numpy().transpose(2, 3, 1, 0),
                 tb.grad.numpy())  # fmt: skip
@@ -680,7 +681,7 @@ def test_chwn_values_and_grads_match_torch(case, impl, torch):
 @pytest.mark.parametrize("case", CHWN_CASES[:2], ids=["one-channel", "lenet-conv2"])
 def test_chwn_check_grads_float64(case):
     """The CHWN rule (a custom_vjp) in reverse mode to second order against finite
-    differences; forward mode is refused with JAX's TypeError, and works through lax."""
+    differences; forward mode is refused with conv2d's TypeError, and works through lax."""
     with jax.enable_x64(True):
         x, w, b = (jnp.asarray(a) for a in _chwn_arrays(case, np.float64))
         kw = dict(padding=case[4], layout="CHWN")
