@@ -620,12 +620,11 @@ def _conv_nhwc_jvp(
 # (dy^T @ W^T)^T with the patch-sized result transposed again (36 against 17 ms a step when
 # written as a custom_jvp). Here the backward pass computes ``cols . dy`` with the patch
 # matrix as the left operand and ``W @ dy`` straight into the patch matrix's layout, then an
-# in-place col2im. The cost:
-# forward-mode differentiation (jax.jvp, jacfwd) of this path raises TypeError (conv2d says
-# which impl to use when the jvp reaches it directly; under an outer jit it is JAX's "can't
-# apply forward-mode autodiff (jvp) to a custom_vjp function"); use layout="NHWC" or
-# impl="lax" there. Reverse mode works to any order (the backward pass is
-# plain jnp, itself differentiable).
+# in-place col2im. The cost: forward-mode differentiation (jax.jvp, jacfwd) of this path
+# raises TypeError (conv2d says which impl to use when the jvp reaches it directly; under an
+# outer jit it is JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp function");
+# use layout="NHWC" or impl="lax" there. Reverse mode works to any order (the backward pass
+# is plain jnp, itself differentiable).
 
 
 def _col2im_chwn(dcols: Array, x_shape: tuple[int, ...], k_hw: tuple[int, ...],

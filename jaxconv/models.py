@@ -81,8 +81,8 @@ def default_layout(backend: str | None = None) -> str:
     Why: on XLA:CPU a LeNet training epoch took 3.3-3.5 s in CHWN against 4.4-5.2 s in NHWC
     (one core, batch 256; PyTorch 3.7-4.4 s; docs/BENCHMARKS.md): with the batch last, the patch
     matrices and their transposes move whole rows of N floats and every conv is a long matrix
-    product. On the
-    H100 NHWC is the measured layout (CHWN not measured there yet); TPU: not measured.
+    product. On the H100 NHWC is the measured layout (CHWN not measured there yet); TPU: not
+    measured.
     CHWN's fast conv path is reverse-mode only (see :func:`jaxconv.conv2d`), which is all
     training needs; the model's own default stays NHWC, where jax.jvp works too.
     """
