@@ -1,0 +1,32 @@
+"""NumPy float64 oracles for every op in jaxconv, with the same names and signatures.
+
+Written independently of the JAX code: explicit loops over output positions (vectorised over
+batch and channels), the way the chapter and PyTorch's C++ kernels describe each op. Slow, but
+obviously right; use it on small inputs only. Every function returns float64 arrays. One module
+per family: :mod:`.chapter` (corr2d and the manual pool2d), :mod:`.conv`, :mod:`.pool`.
+"""
+
+from jaxconv.reference.chapter import (
+    conv1x1,
+    convolve2d,
+    corr2d,
+    corr2d_multi_in,
+    corr2d_multi_in_out,
+    corr2d_vmap,
+    pool2d,
+)
+from jaxconv.reference.conv import conv2d
+from jaxconv.reference.pool import avg_pool2d, max_pool2d
+
+__all__ = [
+    "corr2d",
+    "corr2d_vmap",
+    "corr2d_multi_in",
+    "corr2d_multi_in_out",
+    "conv1x1",
+    "convolve2d",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "pool2d",
+]
