@@ -124,8 +124,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _command_line(argv: Sequence[str] | None, default: str) -> str:
-    """How this run was started, for the report: the command and its options, with no path
-    of this machine (a script is named relative to the working directory where it can)."""
+    """How this run was started, for the report: ``default`` (the program's name as the
+    caller gives it) and the options."""
     words = list(sys.argv[1:] if argv is None else argv)
     return " ".join([default, *words])
 
@@ -136,7 +136,8 @@ def command(args: argparse.Namespace) -> int:
 
     resolve(args)
     if not hasattr(args, "command_line"):
-        rest = sys.argv[2:] if Path(sys.argv[0]).name == "jaxconv" else []
+        words = sys.argv[1:]  # `jaxconv bench ...` or `python -m jaxconv.cli bench ...`
+        rest = words[words.index("bench") + 1 :] if "bench" in words else []
         args.command_line = " ".join(["jaxconv bench", *rest])
     run(args)
     return 0
