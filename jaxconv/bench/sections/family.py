@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxconv.bench.contenders import PASSES, Setup, jax_pass, torch_passes
 from jaxconv.bench.report import Row
-from jaxconv.bench.timing import log, paired_times, summarise
+from jaxconv.bench.sections.common import time_rows
 
 #: lax dimension numbers (input, kernel, output), channels first, by spatial rank
 DIMENSION_NUMBERS = {
@@ -191,13 +191,6 @@ def bench_case(case: FamilyCase, setup: Setup) -> list[Row]:
                 extra.append(_failed(case, passes, name, f"FAILED: {type(err).__name__}: {err}"))
         if torch_runs:
             runners["torch"] = torch_runs[passes]
-        log(f"  {case.label()} {passes}")
-        args = setup.args
-        stats = summarise(paired_times(runners, args.rounds, args.reps), "torch")
-        base = "torch" if "torch" in runners else None
-        rows += [
-            Row("family", case.label(), passes, name, sec, ratio, base, compile_s.get(name))
-            for name, (sec, ratio) in stats.items()
-        ]
+        rows += time_rows(setup, "family", case.label(), passes, runners, compile_s, "torch")
         rows += extra
     return rows

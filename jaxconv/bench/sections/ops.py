@@ -19,7 +19,8 @@ import numpy as np
 from jaxconv.bench import _engine
 from jaxconv.bench.contenders import PASSES, Setup, jax_pass, scan_fn, torch_passes
 from jaxconv.bench.report import Row
-from jaxconv.bench.timing import compiled, jax_runner, log, paired_times, summarise
+from jaxconv.bench.sections.common import time_rows
+from jaxconv.bench.timing import compiled, jax_runner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,39 +98,6 @@ CONV_IMPLS = {
 SCAN_IMPLS = ("lax", "vjp", "vjp CHWN")
 
 
-def _time_rows(
-    setup: Setup,
-    table: str,
-    case: str,
-    passes: str,
-    runners: dict[str, Callable[[], Any]],
-    compile_s: dict[str, float],
-    baseline: str | None,
-    reps: int | None = None,
-    scale: float = 1.0,
-    auto: str | None = None,
-) -> list[Row]:
-    """Time ``runners`` side by side and turn the medians into rows of ``table``."""
-    args = setup.args
-    log(f"  {case} {passes}")
-    stats = summarise(paired_times(runners, args.rounds, reps or args.reps), baseline, scale)
-    base = baseline if baseline in runners else None
-    return [
-        Row(
-            table,
-            case,
-            passes,
-            name,
-            sec,
-            ratio,
-            base,
-            compile_s.get(name),
-            "auto" if name == auto else "",
-        )
-        for name, (sec, ratio) in stats.items()
-    ]
-
-
 def bench_conv(case: ConvCase, setup: Setup) -> list[Row]:
     """One conv layer: every jaxconv path and PyTorch, fwd and fwd+bwd; then fwd+bwd per
     step inside lax.scan (ratio to lax)."""
@@ -172,7 +140,7 @@ def bench_conv(case: ConvCase, setup: Setup) -> list[Row]:
             runners[name], compile_s[name] = jax_pass(conv_with(name), (ax, jw, jb), act, passes)
         if torch_runs:
             runners["torch"] = torch_runs[passes]
-        rows += _time_rows(
+        rows += time_rows(
             setup, "ops", case.label(), passes, runners, compile_s, "torch", auto=auto
         )
 
@@ -184,7 +152,7 @@ def bench_conv(case: ConvCase, setup: Setup) -> list[Row]:
         exe, compile_s[name] = compiled(scan_fn(conv_with(name), length), ax, jw, jb, act)
         runners[name] = jax_runner(exe, ax, jw, jb, act)
     reps = 1 if case.name == "ResNet" else args.reps  # lax's ResNet step takes seconds
-    return rows + _time_rows(
+    return rows + time_rows(
         setup,
         "scan",
         case.label(),
@@ -231,7 +199,7 @@ def bench_pool(case: PoolCase, setup: Setup) -> list[Row]:
             runners[name], compile_s[name] = jax_pass(f, (jx,), jct, passes)
         if torch_runs:
             runners["torch"] = torch_runs[passes]
-        rows += _time_rows(setup, "ops", case.label(), passes, runners, compile_s, "torch")
+        rows += time_rows(setup, "ops", case.label(), passes, runners, compile_s, "torch")
     return rows
 
 
@@ -285,5 +253,5 @@ def bench_manual(setup: Setup) -> list[Row]:
             runners, compile_s = {}, {}
             for name, f in (("lax", lax_f), ("manual (vmap)", manual_f)):
                 runners[name], compile_s[name] = jax_pass(f, fargs, ct, passes)
-            rows += _time_rows(setup, "manual", label, passes, runners, compile_s, "lax")
+            rows += time_rows(setup, "manual", label, passes, runners, compile_s, "lax")
     return rows
