@@ -48,7 +48,7 @@ class Config:
     out_dir: Path = Path("outputs/00_from_dense_to_conv")  # figures and tables go here
     quick: bool = False  # a 10x12 layer image and 5 small Waldo canvases
     seed: int = 0  # random seed (Waldo canvas t uses seed + t)
-    height: int = 24  # the small image the four layers are built on (the dense W is h*w*h*w)
+    height: int = 24  # the small image the layers are compared on (the dense W is h*w*h*w)
     width: int = 28  # its width; unequal to the height so that no transpose goes unnoticed
     delta: int = 2  # locality: offsets |a|, |b| <= delta, a (2 delta + 1)^2 kernel
     megapixel_side: int = 1000  # the chapter's example: a 1000 x 1000 image
@@ -61,7 +61,7 @@ class Config:
 HIGHEST = jax.lax.Precision.HIGHEST  # float32 products, also where XLA would use TF32
 
 
-# --- 6.1.2: the four layers ----------------------------------------------------------------
+# --- 6.1.2: the layers, from dense to convolution -------------------------------------------
 
 
 def dense_layer(X: jax.Array, W: jax.Array, U: jax.Array) -> jax.Array:
