@@ -178,7 +178,17 @@ def peak(score: np.ndarray) -> tuple[int, int]:
     return int(r), int(c)
 
 
-def draw_waldo(canvas, template, ncc, raw, corner, found, found_raw, path: Path) -> Path:
+def draw_waldo(
+    canvas: np.ndarray,
+    template: np.ndarray,
+    ncc: np.ndarray,
+    raw: np.ndarray,
+    corner: tuple[int, int],
+    found: tuple[int, int],
+    found_raw: tuple[int, int],
+    path: Path,
+) -> Path:
+    """The template, the canvas with both peaks boxed, and the two score maps, as one PNG."""
     s = template.shape[0]
     fig, axes = plt.subplots(
         1, 4, figsize=(16, 4.4), layout="constrained", gridspec_kw={"width_ratios": [1, 4, 4, 4]}
@@ -287,6 +297,8 @@ def main(cfg: Config) -> dict:
             f"--height and --width must be >= 8 and --delta in 0..min(h, w) - 1, got "
             f"{h}, {w} and {delta}"
         )
+    if cfg.grid < 2 or cfg.trials < 1:
+        raise ValueError(f"--grid must be >= 2 and --trials >= 1, got {cfg.grid} and {cfg.trials}")
 
     # --- the three layers, compared (float32 products throughout, also on GPUs) ---------------
     layers = random_layers(np.random.default_rng(cfg.seed), h, w)
@@ -343,14 +355,12 @@ def main(cfg: Config) -> dict:
         scores.append(float(ncc[found[-1]]))
         if t == 0:
             figure = draw_waldo(
-                canvas, template, ncc, raw, corner, found[0],
-                found_raw[0], out / "wheres_waldo.png",
-            )  # fmt: skip
+                canvas, template, ncc, raw, corner, found[0], found_raw[0], out / "wheres_waldo.png"
+            )
     hits = sum(f == c for f, c in zip(found, hidden, strict=True))
     hits_raw = sum(f == c for f, c in zip(found_raw, hidden, strict=True))
-    canvas_size = canvas.shape
     print(
-        f"\nWhere's Waldo on {cfg.trials} canvases of {canvas_size[0]}x{canvas_size[1]} "
+        f"\nWhere's Waldo on {cfg.trials} canvases of {canvas.shape[0]}x{canvas.shape[1]} "
         f"({cfg.grid * cfg.grid} items): normalized cross-correlation finds him {hits} times, "
         f"plain corr2d {hits_raw} times; normalized peak values {min(scores):.3f}-{max(scores):.3f}"
     )

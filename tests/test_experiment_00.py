@@ -61,9 +61,15 @@ def test_help_names_the_command_and_the_shared_flags(module, capsys):
     assert "--out-dir" in out and "--quick" in out and "--delta" in out
 
 
-def test_bad_delta_is_refused_before_any_work(module, tmp_path):
-    with pytest.raises(ValueError, match="--delta"):
-        module.main(module.Config(quick=True, delta=10, out_dir=tmp_path))
+@pytest.mark.parametrize(
+    ("override", "flag"),
+    [({"delta": 30}, "--delta"), ({"delta": -1}, "--delta"), ({"height": 5}, "--height"),
+     ({"grid": 1}, "--grid"), ({"trials": 0}, "--trials")],
+)  # fmt: skip
+def test_bad_settings_are_refused_before_any_work(module, tmp_path, override, flag):
+    with pytest.raises(ValueError, match=flag):
+        module.main(module.Config(out_dir=tmp_path, **override))  # raises before any work
+    assert not (tmp_path / "parameter_counts.csv").exists()
 
 
 def test_without_data_the_script_says_how_to_get_it(tmp_path):
