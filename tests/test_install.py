@@ -42,9 +42,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def _inside_checkout(path: Path) -> bool:
-    path = path.resolve()
-    return path == REPO or REPO in path.parents
+def _holds_jaxconv(entry: str) -> bool:
+    """Whether a sys.path entry would import a jaxconv package of its own."""
+    return (Path(entry) / "jaxconv" / "__init__.py").exists()
 
 
 def _copy_checkout(dest: Path) -> Path:
@@ -79,10 +79,10 @@ def test_editable_wheel_is_not_shadowed_by_a_checkout_named_jaxconv(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site_dir)
     # -S: no site-packages of this environment and none of their .pth files, so no other
-    # jaxconv install; this process's path (less the checkout) comes back only for jax and
-    # numpy, then the unpacked wheel is added as a site folder, its .pth files processed as an
-    # installed wheel's are.
-    deps = [p for p in sys.path if p and Path(p).is_dir() and not _inside_checkout(Path(p))]
+    # jaxconv install; this process's path (less any entry holding a jaxconv package) comes
+    # back only for jax and numpy, then the unpacked wheel is added as a site folder, its .pth
+    # files processed as an installed wheel's are.
+    deps = [p for p in sys.path if p and Path(p).is_dir() and not _holds_jaxconv(p)]
     code = (
         f"import site, sys; sys.path.extend({deps!r}); site.addsitedir({str(site_dir)!r}); " + PROBE
     )
