@@ -61,7 +61,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_every_section_has_a_script():
     assert SCRIPTS == [
-        "01_cross_correlation", "02_learning_a_kernel", "03_convolution_vs_correlation",
+        "00_from_dense_to_conv", "01_cross_correlation", "02_learning_a_kernel", "03_convolution_vs_correlation",
         "04_receptive_field", "05_padding_and_stride", "06_channels", "07_pooling", "08_lenet",
     ]  # fmt: skip
 
@@ -355,6 +355,7 @@ def test_lenet_summary_and_training(lenet):
 # --------------------------------------------------------------------------- figures
 
 FIGURES = {
+    "00_from_dense_to_conv": ["wheres_waldo.png"],
     "01_cross_correlation": ["edge_detection.png"],
     "02_learning_a_kernel": ["learn_edge_kernel.png", "learn_2d_kernels.png"],
     "03_convolution_vs_correlation": ["conv_vs_corr.png"],
