@@ -58,12 +58,15 @@ def _geometry(
     x: Any, axes: Pair, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
     ceil_mode: Any,
 ) -> WindowGeometry:  # fmt: skip
-    """The geometry of a 2-D pooling window over ``x`` whose spatial ``axes`` are given (the
-    layout they imply: H, W last, or channels last)."""
+    """The geometry of a 2-D pooling window over ``x`` whose spatial ``axes`` are given (H, W
+    last: NCHW; else channels last). For callers that name axes rather than a layout
+    (tests/test_benchmark.py); ops call :func:`~jaxconv.geometry.pool_geometry`."""
     layout = "NCHW" if axes[1] == x.ndim - 1 else "NHWC"
     return pool_geometry(x.shape, layout, kernel_size, stride, padding, dilation, ceil_mode)
 
 
+#: Whether windows tile the input (:func:`jaxconv.kernels.dispatch.tiles`), under the name
+#: tests/test_benchmark.py uses.
 _tiles = dispatch.tiles
 
 
