@@ -81,11 +81,11 @@ def as_tuple(value: Any, n: int, name: str) -> Ints:
 
 
 def positive_tuple(value: Any, n: int, name: str) -> Ints:
-    """Like :func:`as_tuple`, and every entry must be >= 1."""
+    """Like :func:`as_tuple`, and every entry must be >= 1 and at most :data:`MAX_GEOMETRY`."""
     values = as_tuple(value, n, name)
     if min(values) < 1:
         raise ValueError(f"{name} must be positive (>= 1), got {value!r}")
-    return values
+    return tuple(as_int(v, f"{name}[{i}]") for i, v in enumerate(values))
 
 
 def as_pair(value: Any, name: str) -> Pair:
@@ -99,7 +99,8 @@ def positive_pair(value: Any, name: str) -> Pair:
 
 
 def padding_sides(value: Any, n: int, name: str = "padding") -> Pads:
-    """Normalise numeric padding to one ``(before, after)`` pair per axis, all >= 0.
+    """Normalise numeric padding to one ``(before, after)`` pair per axis, all >= 0 and at
+    most :data:`MAX_GEOMETRY`.
 
     Accepts ``p`` (every side), ``n`` ints (symmetric per axis) and ``n`` pairs (per side; in
     2-D ``((top, bottom), (left, right))``). Strings are handled by the caller.
@@ -121,7 +122,10 @@ def padding_sides(value: Any, n: int, name: str = "padding") -> Pads:
         raise TypeError(f"{name} must be {want}, got {value!r}")
     if min(min(side) for side in pads) < 0:
         raise ValueError(f"{name} must be non-negative, got {value!r}")
-    return pads
+    return tuple(
+        (as_int(lo, f"{name}[{i}][0]"), as_int(hi, f"{name}[{i}][1]"))
+        for i, (lo, hi) in enumerate(pads)
+    )
 
 
 def padding_pairs(value: Any, name: str = "padding") -> Padding:
