@@ -1,9 +1,10 @@
-"""Argument normalisers shared by every op, and the errors they raise.
+"""Argument normalisers shared by every op, the errors they raise, and the layout table.
 
-Each helper turns one user-facing argument into a canonical static form (an int pair, a
-per-side padding pair of pairs, a layout string) and raises a ValueError or TypeError that
-names the argument and the rule it broke. Ops call these before tracing, so bad input never
-reaches XLA.
+Each helper turns one user-facing argument into a canonical static form (an int tuple with one
+entry per spatial axis, a per-side padding tuple of pairs, a layout string) and raises a
+ValueError or TypeError that names the argument and the rule it broke. Ops call these before
+tracing, so bad input never reaches XLA. The helpers take the number of spatial axes ``n``, so
+1-D, 2-D and 3-D ops share them; 2-D keeps its own wording (``(h, w)``, ``(top, bottom)``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,40 @@ import numpy as np
 
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]  # ((top, bottom), (left, right))
+Ints = tuple[int, ...]  # one int per spatial axis
+Pads = tuple[tuple[int, int], ...]  # one (before, after) pair per spatial axis
 
+#: Every layout string, with the kernel layout that goes with it. Axes are read off the
+#: letters: N the batch, C the channels, every other letter a spatial axis (in order).
+#: Channels-first layouts take O-I-spatial kernels (PyTorch's), the others spatial-I-O (JAX's).
+LAYOUT_KERNELS: dict[str, str] = {
+    "NCL": "OIL",
+    "NLC": "LIO",
+    "NCHW": "OIHW",
+    "NHWC": "HWIO",
+    "CHWN": "HWIO",  # batch last: XLA:CPU's fastest for small networks (kernels/batch_last.py)
+    "NCDHW": "OIDHW",
+    "NDHWC": "DHWIO",
+}
+
+#: The layouts the 2-D ops accept, in the order their error messages list them.
 LAYOUTS = ("NCHW", "NHWC", "CHWN")
+
+
+def layout_axes(layout: str, batched: bool = True) -> tuple[int, Ints]:
+    """``(channel axis, spatial axes)`` of an array in ``layout``; unbatched arrays have no N."""
+    letters = layout if batched else layout.replace("N", "")
+    spatial = tuple(i for i, c in enumerate(letters) if c not in "NC")
+    return letters.index("C"), spatial
 
 
 def _is_int(value: Any) -> bool:
     # bool is an int subclass; a True stride is always a bug.
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_seq(value: Any, n: int) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == n
 
 
 #: Geometry beyond int32 cannot index any array XLA will build; refuse it before tracing.
@@ -42,53 +70,67 @@ def as_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def as_pair(value: Any, name: str) -> Pair:
-    """Normalise an int or a length-2 sequence of ints to ``(h, w)``."""
+def as_tuple(value: Any, n: int, name: str) -> Ints:
+    """Normalise an int or a length-``n`` sequence of ints to an ``n``-tuple of ints."""
     if _is_int(value):
-        return (int(value), int(value))
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        return (as_int(value[0], f"{name}[0]"), as_int(value[1], f"{name}[1]"))
-    raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+        return (int(value),) * n
+    if _is_seq(value, n):
+        return tuple(as_int(v, f"{name}[{i}]") for i, v in enumerate(value))
+    want = "a pair of ints (h, w)" if n == 2 else f"a sequence of {n} ints"
+    raise TypeError(f"{name} must be an int or {want}, got {value!r}")
+
+
+def positive_tuple(value: Any, n: int, name: str) -> Ints:
+    """Like :func:`as_tuple`, and every entry must be >= 1 and at most :data:`MAX_GEOMETRY`."""
+    values = as_tuple(value, n, name)
+    if min(values) < 1:
+        raise ValueError(f"{name} must be positive (>= 1), got {value!r}")
+    return tuple(as_int(v, f"{name}[{i}]") for i, v in enumerate(values))
+
+
+def as_pair(value: Any, name: str) -> Pair:
+    """:func:`as_tuple` for the two axes ``(h, w)``."""
+    return as_tuple(value, 2, name)  # type: ignore[return-value]
 
 
 def positive_pair(value: Any, name: str) -> Pair:
-    """Like :func:`as_pair`, and every entry must be >= 1."""
-    pair = as_pair(value, name)
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be positive (>= 1), got {value!r}")
-    return pair
+    """:func:`positive_tuple` for the two axes ``(h, w)``."""
+    return positive_tuple(value, 2, name)  # type: ignore[return-value]
+
+
+def padding_sides(value: Any, n: int, name: str = "padding") -> Pads:
+    """Normalise numeric padding to one ``(before, after)`` pair per axis, all >= 0 and at
+    most :data:`MAX_GEOMETRY`.
+
+    Accepts ``p`` (every side), ``n`` ints (symmetric per axis) and ``n`` pairs (per side; in
+    2-D ``((top, bottom), (left, right))``). Strings are handled by the caller.
+    """
+    if n == 2:
+        want = "an int, (ph, pw) or ((top, bottom), (left, right))"
+    else:
+        want = f"an int, {n} ints or {n} (before, after) pairs"
+    if _is_int(value):
+        pads = ((int(value), int(value)),) * n
+    elif _is_seq(value, n) and all(_is_int(v) for v in value):
+        pads = tuple((int(v), int(v)) for v in value)
+    elif _is_seq(value, n) and all(_is_seq(v, 2) for v in value):
+        pads = tuple(
+            (as_int(lo, f"{name}[{i}][0]"), as_int(hi, f"{name}[{i}][1]"))
+            for i, (lo, hi) in enumerate(value)
+        )
+    else:
+        raise TypeError(f"{name} must be {want}, got {value!r}")
+    if min(min(side) for side in pads) < 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    return tuple(
+        (as_int(lo, f"{name}[{i}][0]"), as_int(hi, f"{name}[{i}][1]"))
+        for i, (lo, hi) in enumerate(pads)
+    )
 
 
 def padding_pairs(value: Any, name: str = "padding") -> Padding:
-    """Normalise numeric padding to ``((top, bottom), (left, right))``, all >= 0.
-
-    Accepts ``p`` (every side), ``(ph, pw)`` (symmetric per axis) and
-    ``((top, bottom), (left, right))``. Strings are handled by the caller.
-    """
-    if _is_int(value):
-        p = int(value)
-        pads: Padding = ((p, p), (p, p))
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        if all(_is_int(v) for v in value):
-            ph, pw = int(value[0]), int(value[1])
-            pads = ((ph, ph), (pw, pw))
-        elif all(isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2 for v in value):
-            (t, b), (left, r) = value
-            pads = (
-                (as_int(t, f"{name}[0][0]"), as_int(b, f"{name}[0][1]")),
-                (as_int(left, f"{name}[1][0]"), as_int(r, f"{name}[1][1]")),
-            )
-        else:
-            raise TypeError(
-                f"{name} must be an int, (ph, pw) or ((top, bottom), (left, right)), got {value!r}"
-            )
-    else:
-        raise TypeError(
-            f"{name} must be an int, (ph, pw) or ((top, bottom), (left, right)), got {value!r}"
-        )
-    if min(min(pads[0]), min(pads[1])) < 0:
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
-    return pads
+    """:func:`padding_sides` for two axes: ``((top, bottom), (left, right))``."""
+    return padding_sides(value, 2, name)  # type: ignore[return-value]
 
 
 def as_array(value: Any, name: str) -> Any:
@@ -107,14 +149,20 @@ def as_array(value: Any, name: str) -> Any:
 def check_bool(value: Any, name: str) -> bool:
     """Return ``value`` as a bool; anything but a bool (``1``, ``"no"``, None) is a TypeError."""
     if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
+        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
     return bool(value)
 
 
-def check_layout(layout: Any) -> str:
-    """Return ``layout`` if it is one of :data:`LAYOUTS`, else raise ValueError."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+def check_layout(
+    layout: Any, allowed: Sequence[str] = LAYOUTS, *, optional: bool = False
+) -> str | None:
+    """Return ``layout`` if it is one of ``allowed`` (or None, when ``optional``), else raise
+    ValueError listing them."""
+    if optional and layout is None:
+        return None
+    if layout not in allowed:
+        either = "None or one of" if optional else "one of"
+        raise ValueError(f"layout must be {either} {tuple(allowed)}, got {layout!r}")
     return layout
 
 

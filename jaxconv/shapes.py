@@ -4,7 +4,9 @@ All functions are pure Python on static ints: ops call them before tracing, so a
 raises a ValueError naming the argument instead of an XLA error.
 
 Per axis the chapter's formula is ``floor((n - k + p + s) / s)`` with ``p`` the total padding;
-with dilation ``d`` the kernel's effective size is ``d * (k - 1) + 1``.
+with dilation ``d`` the kernel's effective size is ``d * (k - 1) + 1``. The public functions
+take the chapter's 2-D arguments; the ``*_size`` functions below them do the arithmetic for any
+number of spatial axes on already normalised tuples (what :mod:`jaxconv.geometry` calls).
 """
 
 from __future__ import annotations
@@ -12,9 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jaxconv._args import Padding, Pair, as_pair, check_bool, padding_pairs, positive_pair
+from jaxconv._args import (
+    Ints,
+    Padding,
+    Pads,
+    Pair,
+    as_pair,
+    check_bool,
+    padding_pairs,
+    padding_sides,
+    positive_pair,
+)
 
-_AXES = ("height", "width")
+#: Names of the spatial axes, by how many there are, for error messages.
+AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
 
 def _input_size(value: Any) -> Pair:
@@ -29,29 +42,60 @@ def effective_kernel(kernel: int, dilation: int) -> int:
     return dilation * (kernel - 1) + 1
 
 
+def same_padding(kernel: Ints, dilation: Ints) -> Pads:
+    """PyTorch's ``padding="same"`` (stride 1): ``d * (k - 1)`` in total per axis, the odd
+    extra element after."""
+    totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+    return tuple((t // 2, t - t // 2) for t in totals)
+
+
+def conv_padding_nd(padding: Any, kernel: Ints, stride: Ints, dilation: Ints) -> Pads:
+    """A conv ``padding`` argument (int, per axis, per side, ``"valid"`` or ``"same"``) for
+    ``len(kernel)`` spatial axes, resolved to one ``(before, after)`` pair per axis."""
+    n = len(kernel)
+    if not isinstance(padding, str):
+        return padding_sides(padding, n, "padding")
+    if padding == "valid":
+        return ((0, 0),) * n
+    if padding == "same":
+        if stride != (1,) * n:
+            raise ValueError(
+                f"padding='same' needs stride 1 (as in PyTorch), got stride={stride!r}"
+            )
+        return same_padding(kernel, dilation)
+    raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
+
+
 def conv_padding(padding: Any, kernel_size: Any, stride: Any = 1, dilation: Any = 1) -> Padding:
     """Resolve a conv ``padding`` argument to ``((top, bottom), (left, right))``.
 
     ``"valid"`` is no padding. ``"same"`` (stride 1 only, as in PyTorch) pads
     ``d * (k - 1)`` in total per axis, the odd extra row/column at the bottom/right.
     """
-    if isinstance(padding, str):
-        kh, kw = positive_pair(kernel_size, "kernel_size")
-        dh, dw = positive_pair(dilation, "dilation")
-        if padding == "valid":
-            return ((0, 0), (0, 0))
-        if padding == "same":
-            if positive_pair(stride, "stride") != (1, 1):
-                raise ValueError(
-                    f"padding='same' needs stride 1 (as in PyTorch), got stride={stride!r}"
-                )
-            pads = []
-            for k, d in ((kh, dh), (kw, dw)):
-                total = d * (k - 1)
-                pads.append((total // 2, total - total // 2))
-            return (pads[0], pads[1])
-        raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
-    return padding_pairs(padding, "padding")
+    if not isinstance(padding, str):
+        return padding_pairs(padding, "padding")
+    k = positive_pair(kernel_size, "kernel_size")
+    d = positive_pair(dilation, "dilation")
+    if padding == "same" and positive_pair(stride, "stride") != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1 (as in PyTorch), got stride={stride!r}")
+    return conv_padding_nd(padding, k, (1, 1), d)  # type: ignore[return-value]
+
+
+def conv_output_size(size: Ints, kernel: Ints, stride: Ints, pads: Pads, dilation: Ints) -> Ints:
+    """Per-axis conv output on normalised tuples; ValueError where the effective kernel is
+    larger than the padded input."""
+    out = []
+    for axis, name in enumerate(AXIS_NAMES[len(size)]):
+        padded = size[axis] + sum(pads[axis])
+        keff = effective_kernel(kernel[axis], dilation[axis])
+        if keff > padded:
+            raise ValueError(
+                f"kernel_size {kernel} (effective {keff} with dilation {dilation[axis]}) is "
+                f"larger than the padded input along {name} ({size[axis]} + padding "
+                f"{sum(pads[axis])} = {padded})"
+            )
+        out.append((padded - keff + stride[axis]) // stride[axis])
+    return tuple(out)
 
 
 def conv_output_shape(
@@ -67,18 +111,35 @@ def conv_output_shape(
     s = positive_pair(stride, "stride")
     d = positive_pair(dilation, "dilation")
     pads = conv_padding(padding, k, s, d)
+    return conv_output_size(n, k, s, pads, d)  # type: ignore[return-value]
+
+
+def pool_output_size(
+    size: Ints, kernel: Ints, stride: Ints, pads: Pads, dilation: Ints, ceil_mode: bool,
+    padding: Any = None,
+) -> Ints:  # fmt: skip
+    """Per-axis pooling output on normalised tuples, PyTorch's rules (see
+    :func:`pool_output_shape`); ``padding`` is the user's spelling, for the messages."""
+    padding = pads if padding is None else padding
     out = []
-    for axis in range(2):
-        padded = n[axis] + sum(pads[axis])
-        keff = effective_kernel(k[axis], d[axis])
-        if keff > padded:
+    for axis, name in enumerate(AXIS_NAMES[len(size)]):
+        (lo, hi), n, k, s = pads[axis], size[axis], kernel[axis], stride[axis]
+        if max(lo, hi) > k // 2:
             raise ValueError(
-                f"kernel_size {k} (effective {keff} with dilation {d[axis]}) is larger than "
-                f"the padded input along {_AXES[axis]} ({n[axis]} + padding "
-                f"{sum(pads[axis])} = {padded})"
+                f"padding must be at most half the kernel_size along {name} "
+                f"(kernel {k} allows {k // 2}), got padding={padding!r}"
             )
-        out.append((padded - keff + s[axis]) // s[axis])
-    return (out[0], out[1])
+        span = n + lo + hi - effective_kernel(k, dilation[axis])
+        o = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (o - 1) * s >= n + lo:
+            o -= 1  # the last window would start in the right padding only
+        if o < 1:
+            raise ValueError(
+                f"pooling output would be empty along {name}: input {n}, "
+                f"kernel_size {k}, dilation {dilation[axis]}, padding {(lo, hi)}"
+            )
+        out.append(o)
+    return tuple(out)
 
 
 def pool_output_shape(
@@ -102,25 +163,7 @@ def pool_output_shape(
     ceil_mode = check_bool(ceil_mode, "ceil_mode")
     d = positive_pair(dilation, "dilation")
     pads = padding_pairs(padding, "padding")
-    out = []
-    for axis in range(2):
-        lo, hi = pads[axis]
-        if max(lo, hi) > k[axis] // 2:
-            raise ValueError(
-                f"padding must be at most half the kernel_size along {_AXES[axis]} "
-                f"(kernel {k[axis]} allows {k[axis] // 2}), got padding={padding!r}"
-            )
-        span = n[axis] + lo + hi - effective_kernel(k[axis], d[axis])
-        o = (span + (s[axis] - 1 if ceil_mode else 0)) // s[axis] + 1
-        if ceil_mode and (o - 1) * s[axis] >= n[axis] + lo:
-            o -= 1  # the last window would start in the right padding only
-        if o < 1:
-            raise ValueError(
-                f"pooling output would be empty along {_AXES[axis]}: input {n[axis]}, "
-                f"kernel_size {k[axis]}, dilation {d[axis]}, padding {(lo, hi)}"
-            )
-        out.append(o)
-    return (out[0], out[1])
+    return pool_output_size(n, k, s, pads, d, ceil_mode, padding)  # type: ignore[return-value]
 
 
 def receptive_field(layers: Sequence[Any]) -> Pair:

@@ -22,6 +22,7 @@ from jaxconv.conv import (
     corr2d_multi_in_out,
     corr2d_vmap,
 )
+from jaxconv.kernels import batch_last
 from jaxconv.shapes import conv_output_shape, conv_padding
 
 IMPLS = tuple(conv.IMPLEMENTATIONS)
@@ -693,7 +694,7 @@ def test_chwn_check_grads_float64(case):
 
 
 def test_chwn_large_patches_take_the_nhwc_path(monkeypatch):
-    """Past ``_CHWN_PATCH_BYTES`` the CHWN path runs through the NHWC rule (between
+    """Past ``CHWN_PATCH_BYTES`` the CHWN path runs through the NHWC rule (between
     transposes), as wide layers do: the same values and gradients."""
     x, w, b = _chwn_arrays(CHWN_CASES[1])
 
@@ -702,7 +703,7 @@ def test_chwn_large_patches_take_the_nhwc_path(monkeypatch):
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(x, w)
 
     small = run()
-    monkeypatch.setattr(conv, "_CHWN_PATCH_BYTES", 0)
+    monkeypatch.setattr(batch_last, "CHWN_PATCH_BYTES", 0)
     jax.clear_caches()
     hlo = jax.jit(lambda x, w: conv2d(x, w, layout="CHWN", impl="vjp")).lower(x, w).as_text()
     assert "convolution" in hlo  # the NHWC forward is lax's convolution; CHWN's a dot

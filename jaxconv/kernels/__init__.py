@@ -1,0 +1,18 @@
+"""The engine: the speed paths behind :mod:`jaxconv.conv` and :mod:`jaxconv.pool`.
+
+One job per module:
+
+- :mod:`~jaxconv.kernels.dispatch`: the registry of conv implementations, the choice between
+  paths and the backend's default layout; the only module that asks for the backend.
+- :mod:`~jaxconv.kernels.windows`: strided taps of a padded array, and the chapter's vmapped
+  window maps with their reverse-mode rules.
+- :mod:`~jaxconv.kernels.xla`: XLA's own convolution (``impl="lax"``).
+- :mod:`~jaxconv.kernels.patches`: explicit patches and one matrix product (``impl="patches"``).
+- :mod:`~jaxconv.kernels.nhwc`: the NHWC ``custom_jvp`` rule of ``impl="vjp"``.
+- :mod:`~jaxconv.kernels.batch_last`: the CHWN ``custom_vjp`` rule (patch matrices, col2im,
+  row blocks).
+- :mod:`~jaxconv.kernels.maxpool`: max pooling's values, derivative (general and tiled) and
+  indices.
+
+Measurements behind the choices are in docs/BENCHMARKS.md.
+"""

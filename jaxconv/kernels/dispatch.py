@@ -1,0 +1,121 @@
+"""Which implementation runs: the registry of ``conv2d`` paths, the choice between them, and
+the backend's layout policy. The only code in jaxconv that asks JAX for the backend.
+
+The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
+
+- ``conv2d(impl="auto")`` runs ``"vjp"`` on CPU and GPU wherever it applies (stride 1,
+  dilation 1, groups 1, each side's padding smaller than the kernel, float32/float64), else
+  ``"lax"``. Inside a scanned training loop XLA:CPU's gradient convolutions fall to a slow path
+  that the vjp rules avoid; in a plain jit the two are close, and a call cannot know whether it
+  is traced inside a loop, so vjp wherever it applies. On GPU vjp is a little faster too.
+  float16/bfloat16 stay on lax (the one-channel tap sum would accumulate in low precision), and
+  so does padding >= kernel (outputs made of padding only). TPU (not measured): lax.
+- ``"vjp"`` runs the NHWC rule (:mod:`~jaxconv.kernels.nhwc`; NCHW is transposed there and
+  back, and XLA folds the transposes into neighbouring fusions), or for CHWN input with few
+  channels the batch-last rule (:mod:`~jaxconv.kernels.batch_last`; wide CHWN layers take the
+  NHWC rule between transposes); lax for geometries it does not cover.
+- Max pooling on CPU takes the tiled derivative for windows that tile the input
+  (:mod:`~jaxconv.kernels.maxpool`).
+- Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxconv.geometry import ConvGeometry, WindowGeometry
+from jaxconv.kernels.batch_last import chwn_uses_patches, conv_chwn
+from jaxconv.kernels.nhwc import conv_nhwc
+from jaxconv.kernels.patches import conv_patches
+from jaxconv.kernels.xla import conv_lax
+
+Array = jax.Array
+
+#: Backends where the custom-derivative conv rules are the default.
+VJP_BACKENDS = ("cpu", "gpu", "cuda", "rocm")
+
+
+def current_backend(backend: str | None = None) -> str:
+    """``backend``, or JAX's default backend (at trace time) when None."""
+    return jax.default_backend() if backend is None else backend
+
+
+def vjp_applies(geom: ConvGeometry) -> bool:
+    """Whether ``impl="vjp"`` has its own rule for this geometry: stride 1, dilation 1 and
+    groups 1 (any padding); for other geometries it computes through lax."""
+    return geom.stride == (1, 1) and geom.dilation == (1, 1) and geom.groups == 1
+
+
+def conv_vjp(x: Array, w: Array, geom: ConvGeometry, precision: Any) -> Array:
+    """Batched conv through the NHWC rule or, for CHWN with few channels, the batch-last
+    rule; lax for geometries they do not cover."""
+    if not vjp_applies(geom):
+        return conv_lax(x, w, geom, precision)
+    if geom.layout == "NHWC":
+        return conv_nhwc(x, w, geom.padding, precision)
+    if geom.layout == "CHWN":
+        if chwn_uses_patches(x, geom):
+            return conv_chwn(x, w, geom.padding, precision)
+        y = conv_nhwc(x.transpose(3, 1, 2, 0), w, geom.padding, precision)
+        return y.transpose(3, 1, 2, 0)
+    y = conv_nhwc(x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), geom.padding, precision)
+    return y.transpose(0, 3, 1, 2)
+
+
+def select_impl(geom: ConvGeometry, dtype: Any, backend: str | None = None) -> str:
+    """The implementation ``impl="auto"`` runs for this geometry, dtype and backend (see the
+    module docstring for why)."""
+    if current_backend(backend) not in VJP_BACKENDS or not vjp_applies(geom):
+        return "lax"
+    if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
+        return "lax"
+    (top, bottom), (left, right) = geom.padding
+    if max(top, bottom) >= geom.kernel[0] or max(left, right) >= geom.kernel[1]:
+        return "lax"
+    return "vjp"
+
+
+def conv_auto(x: Array, w: Array, geom: ConvGeometry, precision: Any) -> Array:
+    """The path :func:`select_impl` picks for the default backend (at trace time)."""
+    return IMPLEMENTATIONS[select_impl(geom, x.dtype)](x, w, geom, precision)
+
+
+ConvImpl = Callable[[Array, Array, ConvGeometry, Any], Array]
+
+#: ``conv2d`` implementations by name. Each takes a *batched* input in ``geom.layout``, the
+#: kernel (OIHW or HWIO), the validated :class:`~jaxconv.geometry.ConvGeometry` and a
+#: precision, and returns the batched output without bias. Add an entry here to make a new
+#: path selectable by ``impl``.
+IMPLEMENTATIONS: dict[str, ConvImpl] = {
+    "lax": conv_lax,
+    "patches": conv_patches,
+    "vjp": conv_vjp,
+    "auto": conv_auto,
+}
+
+
+def tiles(geom: WindowGeometry) -> bool:
+    """Windows that tile the padded input: every element is in at most one window."""
+    return geom.stride == geom.kernel and geom.dilation == (1,) * len(geom.kernel)
+
+
+def use_tiled_max_pool(geom: WindowGeometry) -> bool:
+    """Whether max pooling's derivative takes the tiled rule: tiling windows on XLA:CPU,
+    where it stays fast inside a training loop."""
+    return tiles(geom) and current_backend() == "cpu"
+
+
+def default_layout(backend: str | None = None) -> str:
+    """The activation layout training runs LeNet in: "CHWN" on CPU, "NHWC" elsewhere.
+
+    Why: on XLA:CPU, with the batch last, the patch matrices and their transposes move whole
+    rows of N floats and every conv is a long matrix product, which made the CPU training
+    epoch fastest (docs/BENCHMARKS.md). On GPU NHWC is the measured layout; TPU: not measured.
+    CHWN's fast conv path is reverse-mode only (see :func:`jaxconv.conv2d`), which is all
+    training needs; the model's own default stays NHWC, where jax.jvp works too.
+    """
+    return "CHWN" if current_backend(backend) == "cpu" else "NHWC"

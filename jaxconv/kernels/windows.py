@@ -1,0 +1,194 @@
+"""Windows of an array: the strided taps of a padded array, and the chapter's vmapped window
+maps with their own reverse-mode rules.
+
+Taps: tap ``(a, b, ...)`` (row-major over the kernel, the order PyTorch scans a window) of
+every output position at once is ONE strided slice of the padded input: element
+``i*s + a*d`` along each spatial axis. The patch matrices, the one-channel tap sums, the
+max-pool derivative and its indices are all built from these slices (a loop over kernel taps,
+never over pixels).
+
+Window maps: the chapter's manual ``corr2d`` and ``pool2d`` compute one output per window, as a
+dynamic slice vmapped over output rows and columns. JAX's reverse mode of vmapped dynamic
+slices is a scatter per window, many times slower than the library path
+(docs/BENCHMARKS.md), so both carry a ``custom_vjp`` whose gradients are again window maps or
+tap sums.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv._args import Ints, Pads, Pair
+from jaxconv.geometry import WindowGeometry
+
+Array = jax.Array
+
+#: Above this many kernel taps the manual correlation's gradients are window maps; up to it,
+#: tap by tap (static slices and pads, no gather), which is faster for small kernels.
+TAPWISE_MAX_TAPS = 64
+
+
+# --- strided taps ------------------------------------------------------------------------------
+
+
+def strided_taps(
+    x: Array,
+    axes: Ints,
+    kernel: Ints,
+    pads: Pads,
+    out_size: Ints,
+    stride: Ints | None = None,
+    dilation: Ints | None = None,
+    fill: Any = 0,
+) -> list[Array]:
+    """Pad the spatial ``axes`` of ``x`` with ``fill`` and return one strided slice per kernel
+    tap: ``prod(kernel)`` arrays shaped like ``x`` with the spatial sizes -> ``out_size``.
+
+    ``pads`` must give exactly ``out_size`` windows (see
+    :attr:`jaxconv.geometry.WindowGeometry.window_padding`); stride and dilation default to 1.
+    """
+    ones = (1,) * len(axes)
+    stride, dilation = stride or ones, dilation or ones
+    config = [(0, 0, 0)] * x.ndim
+    for axis, (lo, hi) in zip(axes, pads, strict=True):
+        config[axis] = (lo, hi, 0)
+    padded = lax.pad(x, np.array(fill, dtype=x.dtype), config)
+    strides = [1] * x.ndim
+    for axis, s in zip(axes, stride, strict=True):
+        strides[axis] = s
+    taps = []
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start, limit = [0] * x.ndim, list(padded.shape)
+        for axis, t, o, s, d in zip(axes, tap, out_size, stride, dilation, strict=True):
+            start[axis], limit[axis] = t * d, t * d + (o - 1) * s + 1
+        taps.append(lax.slice(padded, start, limit, strides))
+    return taps
+
+
+def spatial_constant(geom: WindowGeometry, values: np.ndarray, ndim: int, dtype: Any) -> Array:
+    """A NumPy array of the output's spatial shape, as a constant shaped to broadcast against
+    an ``ndim`` output in ``geom``'s layout (e.g. trailing C for NHWC, N for CHWN)."""
+    shape = [1] * (ndim - geom.axes[0])
+    shape[: len(geom.out_size)] = geom.out_size
+    return jnp.asarray(values.reshape(shape), dtype=dtype)
+
+
+def unit_out_size(x_shape: Sequence[int], kernel: Ints, pads: Pads) -> Pair:
+    """Stride-1, dilation-1 output (oh, ow) of an NHWC or CHWN input (H, W on axes 1, 2)."""
+    return (
+        x_shape[1] + sum(pads[0]) - kernel[0] + 1,
+        x_shape[2] + sum(pads[1]) - kernel[1] + 1,
+    )
+
+
+def unit_taps(x: Array, kernel: Ints, pads: Pads) -> list[Array]:
+    """Stride-1, dilation-1, zero-padded taps of an NHWC or CHWN input: kh*kw arrays,
+    (N, oh, ow, C) for NHWC, (C, oh, ow, N) for CHWN."""
+    return strided_taps(x, (1, 2), kernel, pads, unit_out_size(x.shape, kernel, pads))
+
+
+def patch_bytes(x: Array, kernel: Ints, pads: Pads) -> int:
+    """Bytes of the patch matrix of an NHWC or CHWN input (N * C * oh * ow * kh * kw)."""
+    oh, ow = unit_out_size(x.shape, kernel, pads)
+    return x.shape[0] * oh * ow * kernel[0] * kernel[1] * x.shape[3] * x.dtype.itemsize
+
+
+# --- the chapter's window maps -----------------------------------------------------------------
+
+
+def window_map(f: Callable[[Array, Array, Array], Array], X: Array, size: Pair) -> Array:
+    """``f(window, i, j)`` of every (ph, pw) window of a 2-D ``X``, vmapped over rows and
+    columns: (h, w) -> (h - ph + 1, w - pw + 1)."""
+    (h, w), (ph, pw) = X.shape, size
+
+    def at(i: Array, j: Array) -> Array:
+        return f(lax.dynamic_slice(X, (i, j), (ph, pw)), i, j)  # one window -> a value
+
+    rows, cols = jnp.arange(h - ph + 1), jnp.arange(w - pw + 1)
+    # inner vmap over columns, outer over rows: (OH, OW)
+    return jax.vmap(jax.vmap(at, in_axes=(None, 0)), in_axes=(0, None))(rows, cols)
+
+
+@jax.custom_vjp
+def corr_windows(X: Array, K: Array) -> Array:
+    """(h, w) * (kh, kw) -> (oh, ow): one window sum per output position, vmapped; gradients
+    from ``_corr_windows_bwd``."""
+    return window_map(lambda win, i, j: jnp.sum(win * K), X, K.shape)
+
+
+def _corr_windows_fwd(X: Array, K: Array) -> tuple[Array, tuple[Array, Array]]:
+    return corr_windows(X, K), (X, K)
+
+
+def _corr_windows_bwd(res: tuple[Array, Array], dY: Array) -> tuple[Array, Array]:
+    """Both gradients are cross-correlations: ``dK = corr2d(X, dY)`` (kh, kw) and
+    ``dX = corr2d(pad(dY, k - 1), flip(K))`` (h, w). Small kernels: tap by tap; otherwise
+    the same window sums as the forward pass."""
+    X, K = res
+    (h, w), (kh, kw), (oh, ow) = X.shape, K.shape, dY.shape
+    if kh * kw > TAPWISE_MAX_TAPS:
+        dK = corr_windows(X, dY)
+        dX = corr_windows(jnp.pad(dY, ((kh - 1, kh - 1), (kw - 1, kw - 1))), jnp.flip(K))
+        return dX, dK
+    taps = strided_taps(X, (0, 1), (kh, kw), ((0, 0), (0, 0)), (oh, ow))
+    dK = jnp.stack([jnp.sum(tap * dY) for tap in taps]).reshape(kh, kw)
+    dX = sum(
+        jnp.pad(dY * K[a, b], ((a, h - oh - a), (b, w - ow - b)))
+        for a, b in itertools.product(range(kh), range(kw))
+    )
+    return dX, dK
+
+
+corr_windows.defvjp(_corr_windows_fwd, _corr_windows_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def pool_windows(X: Array, size: Pair, mode: str) -> Array:
+    """The chapter's pool2d: max or mean of each (ph, pw) window. Its gradient is JAX's own
+    (ties of a max share the gradient equally, as ``jnp.max``'s rule) but computed as window
+    maps (``_pool_windows_bwd``)."""
+    reduce = jnp.max if mode == "max" else jnp.mean
+    return window_map(lambda win, i, j: reduce(win), X, size)
+
+
+def _pool_windows_fwd(X: Array, size: Pair, mode: str) -> tuple[Array, tuple[Array, ...]]:
+    Y = pool_windows(X, size, mode)
+    if mode == "avg":
+        return Y, (X,)
+    # how many elements of each window equal its max (0 for a NaN max: NaN gradients)
+    counts = window_map(lambda win, i, j: jnp.sum(win == Y[i, j]).astype(X.dtype), X, size)
+    return Y, (X, Y, counts)
+
+
+def _pool_windows_bwd(size: Pair, mode: str, res: tuple[Array, ...], dY: Array) -> tuple[Array]:
+    """dX[p] = sum over the windows containing p of dY / n (avg), or of dY / count where p
+    equals the window's max (max): a window sum over dY padded by the window size - 1, the
+    window flipped so that entry (u, v) is the window whose tap (ph-1-u, pw-1-v) is p."""
+    ph, pw = size
+    pads = ((ph - 1, ph - 1), (pw - 1, pw - 1))
+    if mode == "avg":
+        share = jnp.pad(dY / np.array(ph * pw, dY.dtype), pads)
+        return (window_map(lambda win, i, j: jnp.sum(win), share, size),)
+    X, Y, counts = res
+    share = jnp.pad(dY / counts, pads)  # (h + ph - 1, w + pw - 1)
+    maxes = jnp.pad(Y, pads, constant_values=np.nan)  # padding equals nothing
+    nan_max = jnp.pad(counts == 0, pads)  # as jnp.max's rule: NaN for all of such a window
+
+    def grad_at(share_win: Array, i: Array, j: Array) -> Array:
+        max_win = lax.dynamic_slice(maxes, (i, j), (ph, pw))
+        nan_win = lax.dynamic_slice(nan_max, (i, j), (ph, pw))
+        mine = jnp.where(max_win == X[i, j], share_win, 0)
+        return jnp.sum(jnp.where(nan_win, np.array(np.nan, X.dtype), mine))
+
+    return (window_map(grad_at, share, size),)
+
+
+pool_windows.defvjp(_pool_windows_fwd, _pool_windows_bwd)
