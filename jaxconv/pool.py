@@ -31,7 +31,7 @@ from jaxconv._args import (
     positive_pair,
 )
 from jaxconv.geometry import WindowGeometry, pool_geometry
-from jaxconv.kernels import dispatch, maxpool
+from jaxconv.kernels import maxpool
 from jaxconv.kernels.windows import pool_windows, spatial_constant
 
 __all__ = ["max_pool2d", "avg_pool2d", "pool2d"]
@@ -52,22 +52,6 @@ def _check_input(x: Any, layout: str) -> Any:
             f"x must have non-empty channel and spatial axes ({layout}), got shape {x.shape}"
         )
     return jnp.asarray(x)
-
-
-def _geometry(
-    x: Any, axes: Pair, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-    ceil_mode: Any,
-) -> WindowGeometry:  # fmt: skip
-    """The geometry of a 2-D pooling window over ``x`` whose spatial ``axes`` are given (H, W
-    last: NCHW; else channels last). For callers that name axes rather than a layout
-    (tests/test_benchmark.py); ops call :func:`~jaxconv.geometry.pool_geometry`."""
-    layout = "NCHW" if axes[1] == x.ndim - 1 else "NHWC"
-    return pool_geometry(x.shape, layout, kernel_size, stride, padding, dilation, ceil_mode)
-
-
-#: Whether windows tile the input (:func:`jaxconv.kernels.dispatch.tiles`), under the name
-#: tests/test_benchmark.py uses.
-_tiles = dispatch.tiles
 
 
 # --- max pooling -----------------------------------------------------------------------------

@@ -412,7 +412,13 @@ def test_tiled_max_pool_derivative_equals_the_general_rule(kw, layout, monkeypat
     x[tuple(corner)] = -np.inf  # windows of -inf only
     t = rng.standard_normal(shape).astype(np.float32)
     geo = _engine.pool_geometry(
-        x, axes, kw["kernel_size"], None, kw.get("padding", 0), 1, kw.get("ceil_mode", False)
+        x.shape,
+        layout,
+        kw["kernel_size"],
+        None,
+        kw.get("padding", 0),
+        1,
+        kw.get("ceil_mode", False),
     )
     assert _engine.pool_tiles(geo)
 

@@ -61,8 +61,9 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_every_section_has_a_script():
     assert SCRIPTS == [
-        "00_from_dense_to_conv", "01_cross_correlation", "02_learning_a_kernel", "03_convolution_vs_correlation",
-        "04_receptive_field", "05_padding_and_stride", "06_channels", "07_pooling", "08_lenet",
+        "00_from_dense_to_conv", "01_cross_correlation", "02_learning_a_kernel",
+        "03_convolution_vs_correlation", "04_receptive_field", "05_padding_and_stride",
+        "06_channels", "07_pooling", "08_lenet",
     ]  # fmt: skip
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from jaxconv import conv as _conv
-from jaxconv import models as _models
-from jaxconv import pool as _pool
+from jaxconv import geometry as _geometry
+from jaxconv.kernels import dispatch as _dispatch
 
 
 def conv_auto_impl(
@@ -28,34 +27,37 @@ def conv_auto_impl(
     """The ``conv2d`` implementation ``impl="auto"`` runs for these shapes on ``platform``
     (``"cpu"``, ``"gpu"``, ...); ``x_shape``/``w_shape`` as :func:`jaxconv.conv2d` takes them
     in ``layout``."""
-    geom = _conv.conv_geometry(x_shape, w_shape, padding=padding, layout=layout)
-    return _conv.select_impl(geom, dtype, platform)
+    geom = _geometry.conv_geometry(x_shape, w_shape, padding=padding, layout=layout)
+    return _dispatch.select_impl(geom, dtype, platform)
 
 
 def training_layout(platform: str) -> str:
     """LeNet's activation layout that ``jaxconv train`` uses on ``platform`` by default."""
-    return _models.default_layout(platform)
+    return _dispatch.default_layout(platform)
 
 
 def pool_geometry(
-    x: Any,
-    axes: tuple[int, int],
+    x_shape: tuple[int, ...],
+    layout: str,
     kernel_size: Any,
     stride: Any,
     padding: Any,
     dilation: Any,
     ceil_mode: Any,
 ) -> Any:
-    """The resolved pooling geometry of ``max_pool2d``'s arguments (spatial ``axes`` of x)."""
-    return _pool._geometry(x, axes, kernel_size, stride, padding, dilation, ceil_mode)
+    """The resolved pooling geometry of ``max_pool2d``'s arguments for an input of ``x_shape``
+    in ``layout``."""
+    return _geometry.pool_geometry(
+        x_shape, layout, kernel_size, stride, padding, dilation, ceil_mode
+    )
 
 
 def pool_tiles(geometry: Any) -> bool:
     """Whether max pooling takes its rule for windows that tile the input (XLA:CPU)."""
-    return _pool._tiles(geometry)
+    return _dispatch.tiles(geometry)
 
 
 def pool_tiles_switch() -> tuple[ModuleType, str]:
     """(module, attribute) a test patches to ``lambda geometry: False`` to force max
     pooling's general derivative rule instead of the tiled one."""
-    return _pool, "_tiles"
+    return _dispatch, "tiles"
