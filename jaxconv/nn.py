@@ -62,6 +62,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "count_params",
     "takes_train",
     "torch_bias_init",
     "torch_weight_init",
