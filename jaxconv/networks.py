@@ -14,9 +14,11 @@ and :mod:`jaxconv.convert` moves weights either way by name. Input is NCHW,
     logits, updates = net.apply(variables, x, train=True, mutable=["batch_stats"],
                                 rngs={"dropout": key})                 # training
 
-Image sizes: AlexNet and VGG need the book's 224 (their first Linear layer fixes the flattened
-size: 6400 = 256 * 5 * 5, and c * 7 * 7); NiN, GoogLeNet, ResNet and DenseNet end in an adaptive
-average pool and take any size large enough (NiN from 67, the others from 32 pixels).
+Image sizes: the first Linear layer of AlexNet and VGG fixes the flattened size (6400 =
+256 * 5 * 5 and c * 7 * 7), so AlexNet takes 193 to 224 pixels and VGG 224 to 255 (the book:
+224). NiN, GoogLeNet, ResNet and DenseNet end in an adaptive average pool and take any size
+from a minimum up: NiN 67, DenseNet 29, GoogLeNet and ResNet 1 (the book: NiN 224, the others
+96).
 """
 
 from __future__ import annotations
@@ -213,7 +215,7 @@ class Inception(nn.Module):
 def googlenet(num_classes: int = 10, in_channels: int = 1) -> Sequential:
     """GoogLeNet (7.4): a 7x7 stem, a 1x1 + 3x3 block, nine Inception blocks in three
     stages, a global average pool and a linear layer. The book's input is 96x96; any size
-    from 32 works."""
+    works."""
 
     def pool() -> MaxPool2d:
         return MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -339,7 +341,7 @@ def _stem(in_channels: int) -> Sequential:
 def resnet18(num_classes: int = 10, in_channels: int = 1) -> Sequential:
     """ResNet-18 (7.6): the stem, four stages of two residual blocks (64, 128, 256, 512
     channels; each stage after the first halves the size), a global average pool and a
-    linear layer. The book's input is 96x96; any size from 32 works."""
+    linear layer. The book's input is 96x96; any size works."""
     return Sequential(
         (
             _stem(in_channels),
@@ -413,7 +415,7 @@ def densenet(
 ) -> Sequential:
     """DenseNet (7.7): the ResNet stem, dense blocks with transitions halving channels and
     size between them, batch norm, ReLU, a global average pool and a linear layer. The
-    book's input is 96x96; any size from 32 works."""
+    book's input is 96x96; any size from 29 works."""
     blocks, c = [], 64
     for i, n in enumerate(convs_per_block):
         blocks.append(DenseBlock(n, c, growth_rate))

@@ -167,3 +167,32 @@ def test_training_call_conventions():
     assert a.shape == (2, 10) and not np.allclose(a, b)
     evaluate = jax.jit(model.apply)
     np.testing.assert_array_equal(evaluate(variables, x), evaluate(variables, x))
+
+
+@pytest.mark.parametrize(
+    "name, smallest, largest",
+    [
+        ("alexnet", 193, 224),
+        ("vgg11", 224, 255),
+        ("nin", 67, None),
+        ("densenet", 29, None),
+        ("resnet18", 1, None),
+        ("googlenet", 1, None),
+    ],
+)
+def test_image_size_limits(name, smallest, largest):
+    """The input sizes the docstrings state: inside accepted, outside a ValueError."""
+    model = networks.MODELS[name][0]()
+
+    def trace(size):
+        shape = jax.ShapeDtypeStruct((1, 1, size, size), jnp.float32)
+        return jax.eval_shape(model.init, jax.random.key(0), shape)
+
+    trace(smallest)
+    if smallest > 1:
+        with pytest.raises(ValueError):
+            trace(smallest - 1)
+    if largest is not None:
+        trace(largest)
+        with pytest.raises(ValueError):
+            trace(largest + 1)
