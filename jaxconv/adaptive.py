@@ -14,7 +14,8 @@ NaN: so the first maximum, or the last NaN) and reads the value back with a gath
 gradient reaches exactly that element, in reverse and forward mode, as PyTorch's index-based
 backward does.
 
-Inputs are channels-first: ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``.
+Inputs are channels-first by default, ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``;
+``layout="NLC"``, ``"NHWC"`` or ``"NDHWC"`` takes and returns channels last.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
     "adaptive_bins",
+    "LAYOUTS",
 ]
 
 Array = jax.Array
@@ -79,8 +81,21 @@ def _output_size(output_size: Any, spatial: tuple[int, ...], op: str) -> tuple[i
     return tuple(sizes)
 
 
-def _check_input(x: Any, nd: int, op: str, empty_channels_ok: bool) -> Array:
-    """Validate rank (nd + 1 unbatched, nd + 2 batched), dtype and non-empty axes."""
+#: Layout names per number of spatial axes: (channels first, channels last).
+LAYOUTS = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+
+
+def _channels_last(layout: Any, nd: int) -> bool:
+    """Whether ``layout`` is the channels-last name for ``nd`` spatial axes (ValueError unless
+    it is one of the two names of :data:`LAYOUTS`)."""
+    if layout not in LAYOUTS[nd]:
+        raise ValueError(f"layout must be one of {LAYOUTS[nd]}, got {layout!r}")
+    return layout == LAYOUTS[nd][1]
+
+
+def _check_input(x: Any, nd: int, op: str, empty_channels_ok: bool, last: bool) -> Array:
+    """Validate rank (nd + 1 unbatched, nd + 2 batched), dtype and non-empty axes; return
+    ``x`` channels-first."""
     x = as_array(x, "input")
     if np.ndim(x) not in (nd + 1, nd + 2):
         raise ValueError(
@@ -88,6 +103,7 @@ def _check_input(x: Any, nd: int, op: str, empty_channels_ok: bool) -> Array:
             f"got shape {tuple(np.shape(x))}"
         )
     check_floating(x, "input")
+    x = jnp.moveaxis(jnp.asarray(x), -1, -nd - 1) if last else x
     non_batch = x.shape[-nd:] if empty_channels_ok else x.shape[-nd - 1 :]
     if min(non_batch) == 0:
         what = "spatial" if empty_channels_ok else "channel and spatial"
@@ -129,7 +145,11 @@ def _windows(x: Array, spatial: tuple[int, ...], out: tuple[int, ...]) -> Array:
     axis_taps, mask, _, _ = _tables(spatial, out)
     for j, taps in enumerate(axis_taps):
         axis = 2 + 2 * j  # earlier axes are already split into (out, taps)
-        x = jnp.take(x, taps.reshape(-1), axis=axis, mode="clip")  # tables are in range
+        if not np.array_equal(taps.reshape(-1), np.arange(x.shape[axis])):
+            # Overlapping or uneven bins: gather. (When out divides the length, the bins tile
+            # the axis and a reshape alone splits it, with no gather or scatter-add in the
+            # gradient: global pooling and the networks' pools take that path.)
+            x = jnp.take(x, taps.reshape(-1), axis=axis, mode="clip")  # tables are in range
         x = x.reshape(x.shape[:axis] + taps.shape + x.shape[axis + 1 :])
     nd = len(spatial)
     order = [0, 1] + [2 + 2 * j for j in range(nd)] + [3 + 2 * j for j in range(nd)]
@@ -169,14 +189,21 @@ def _max(x: Array, out: tuple[int, ...]) -> tuple[Array, Array]:
     return y.reshape(shape), index.reshape(shape)
 
 
-def _adaptive(x: Any, output_size: Any, nd: int, op: str, kind: str, return_indices: Any):
-    """Validate, add a batch axis to unbatched input, pool, and drop it again."""
-    x = _check_input(x, nd, op, empty_channels_ok=kind == "avg")
+def _adaptive(
+    x: Any, output_size: Any, nd: int, op: str, kind: str, return_indices: Any, layout: Any
+):
+    """Validate, make the input batched and channels-first, pool, and undo both."""
+    last = _channels_last(layout, nd)
+    x = _check_input(x, nd, op, empty_channels_ok=kind == "avg", last=last)
     out = _output_size(output_size, tuple(x.shape[-nd:]), op)
     with_indices = kind == "max" and check_bool(return_indices, "return_indices")
     unbatched = x.ndim == nd + 1
     xb = x[None] if unbatched else x
-    strip = (lambda a: a[0]) if unbatched else (lambda a: a)
+
+    def strip(a: Array) -> Array:
+        a = a[0] if unbatched else a
+        return jnp.moveaxis(a, -nd - 1, -1) if last else a
+
     if kind == "avg":
         return strip(_avg(xb, out))
     y, index = _max(xb, out)
@@ -191,6 +218,8 @@ _DOC_AVG = """{nd}-D adaptive average pooling, as ``torch.nn.functional.adaptive
       input: (N, C, {sp}) or unbatched (C, {sp}); real floating dtype (float16/bfloat16 are
         summed in float32).
       output_size: {osz}; entries >= 0.
+      layout: "{first}" (channels first, default) or "{last}" (channels last: input and
+        output with C as the last axis).
 
     Returns:
       (N, C, *output_size) (unbatched: (C, *output_size)). Output ``i`` of an axis of length
@@ -198,8 +227,8 @@ _DOC_AVG = """{nd}-D adaptive average pooling, as ``torch.nn.functional.adaptive
 
     Raises:
       TypeError: non-floating input; non-int output_size.
-      ValueError: wrong rank; an empty spatial axis; a negative output size or the wrong
-        number of entries.
+      ValueError: wrong rank; an unknown layout; an empty spatial axis; a negative output
+        size or the wrong number of entries.
     """
 
 _DOC_MAX = """{nd}-D adaptive max pooling, as ``torch.nn.functional.adaptive_max_pool{nd}d``.
@@ -209,6 +238,9 @@ _DOC_MAX = """{nd}-D adaptive max pooling, as ``torch.nn.functional.adaptive_max
       output_size: {osz}; entries >= 0.
       return_indices: also return, per output, the flat index (row-major, within its channel's
         unpadded input plane) of the element taken, int32, as torch's indices.
+      layout: "{first}" (channels first, default) or "{last}" (channels last: input, output
+        and indices with C as the last axis; indices still count within a channel's plane,
+        row-major over the spatial axes).
 
     Returns:
       (N, C, *output_size) (unbatched: (C, *output_size)), and the indices of that shape if
@@ -218,8 +250,8 @@ _DOC_MAX = """{nd}-D adaptive max pooling, as ``torch.nn.functional.adaptive_max
 
     Raises:
       TypeError: non-floating input; non-int output_size; non-bool return_indices.
-      ValueError: wrong rank; an empty channel or spatial axis; a negative output size or the
-        wrong number of entries.
+      ValueError: wrong rank; an unknown layout; an empty channel or spatial axis; a
+        negative output size or the wrong number of entries.
     """
 
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
@@ -231,32 +263,60 @@ _OSZ = {
 
 
 def _document(f: Any, template: str, nd: int) -> Any:
-    f.__doc__ = template.format(nd=nd, sp=_SPATIAL[nd], osz=_OSZ[nd])
+    first, last = LAYOUTS[nd]
+    f.__doc__ = template.format(nd=nd, sp=_SPATIAL[nd], osz=_OSZ[nd], first=first, last=last)
     return f
 
 
-def adaptive_avg_pool1d(input: Any, output_size: Any) -> Array:  # noqa: A002 (torch's name)
-    return _adaptive(input, output_size, 1, "adaptive_avg_pool1d", "avg", False)
+def adaptive_avg_pool1d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    layout: str = "NCL",
+) -> Array:
+    return _adaptive(input, output_size, 1, "adaptive_avg_pool1d", "avg", False, layout)
 
 
-def adaptive_avg_pool2d(input: Any, output_size: Any) -> Array:  # noqa: A002
-    return _adaptive(input, output_size, 2, "adaptive_avg_pool2d", "avg", False)
+def adaptive_avg_pool2d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    layout: str = "NCHW",
+) -> Array:
+    return _adaptive(input, output_size, 2, "adaptive_avg_pool2d", "avg", False, layout)
 
 
-def adaptive_avg_pool3d(input: Any, output_size: Any) -> Array:  # noqa: A002
-    return _adaptive(input, output_size, 3, "adaptive_avg_pool3d", "avg", False)
+def adaptive_avg_pool3d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    layout: str = "NCDHW",
+) -> Array:
+    return _adaptive(input, output_size, 3, "adaptive_avg_pool3d", "avg", False, layout)
 
 
-def adaptive_max_pool1d(input: Any, output_size: Any, return_indices: bool = False):  # noqa: A002
-    return _adaptive(input, output_size, 1, "adaptive_max_pool1d", "max", return_indices)
+def adaptive_max_pool1d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    return_indices: bool = False,
+    layout: str = "NCL",
+):
+    return _adaptive(input, output_size, 1, "adaptive_max_pool1d", "max", return_indices, layout)
 
 
-def adaptive_max_pool2d(input: Any, output_size: Any, return_indices: bool = False):  # noqa: A002
-    return _adaptive(input, output_size, 2, "adaptive_max_pool2d", "max", return_indices)
+def adaptive_max_pool2d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    return_indices: bool = False,
+    layout: str = "NCHW",
+):
+    return _adaptive(input, output_size, 2, "adaptive_max_pool2d", "max", return_indices, layout)
 
 
-def adaptive_max_pool3d(input: Any, output_size: Any, return_indices: bool = False):  # noqa: A002
-    return _adaptive(input, output_size, 3, "adaptive_max_pool3d", "max", return_indices)
+def adaptive_max_pool3d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    return_indices: bool = False,
+    layout: str = "NCDHW",
+):
+    return _adaptive(input, output_size, 3, "adaptive_max_pool3d", "max", return_indices, layout)
 
 
 for _nd, _f in enumerate((adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d), 1):

@@ -65,30 +65,65 @@ def _pool(x: Any, output_size: Any, nd: int, kind: str):
     return y if kind == "avg" else (y, index)
 
 
-def adaptive_avg_pool1d(input: Any, output_size: Any) -> np.ndarray:  # noqa: A002
-    return _pool(input, output_size, 1, "avg")
+def _layout(f: Any, x: Any, layout: str, nd: int, *args: Any) -> Any:
+    """``f`` on the channels-first view of ``x``; channels-last layouts ("NLC", "NHWC",
+    "NDHWC": names ending in C) are moved there and the results moved back."""
+    last = layout.endswith("C")
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), -1, -nd - 1) if last else x
+    out = f(x, *args)
+    back = (lambda a: np.moveaxis(a, -nd - 1, -1)) if last else (lambda a: a)
+    return tuple(back(a) for a in out) if isinstance(out, tuple) else back(out)
 
 
-def adaptive_avg_pool2d(input: Any, output_size: Any) -> np.ndarray:  # noqa: A002
-    return _pool(input, output_size, 2, "avg")
+def adaptive_avg_pool1d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    layout: str = "NCL",
+) -> np.ndarray:
+    return _layout(_pool, input, layout, 1, output_size, 1, "avg")
 
 
-def adaptive_avg_pool3d(input: Any, output_size: Any) -> np.ndarray:  # noqa: A002
-    return _pool(input, output_size, 3, "avg")
+def adaptive_avg_pool2d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    layout: str = "NCHW",
+) -> np.ndarray:
+    return _layout(_pool, input, layout, 2, output_size, 2, "avg")
 
 
-def _max(input: Any, output_size: Any, return_indices: bool, nd: int):  # noqa: A002
-    y, index = _pool(input, output_size, nd, "max")
+def adaptive_avg_pool3d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    layout: str = "NCDHW",
+) -> np.ndarray:
+    return _layout(_pool, input, layout, 3, output_size, 3, "avg")
+
+
+def adaptive_max_pool1d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    return_indices: bool = False,
+    layout: str = "NCL",
+):
+    y, index = _layout(_pool, input, layout, 1, output_size, 1, "max")
     return (y, index) if return_indices else y
 
 
-def adaptive_max_pool1d(input: Any, output_size: Any, return_indices: bool = False):  # noqa: A002
-    return _max(input, output_size, return_indices, 1)
+def adaptive_max_pool2d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    return_indices: bool = False,
+    layout: str = "NCHW",
+):
+    y, index = _layout(_pool, input, layout, 2, output_size, 2, "max")
+    return (y, index) if return_indices else y
 
 
-def adaptive_max_pool2d(input: Any, output_size: Any, return_indices: bool = False):  # noqa: A002
-    return _max(input, output_size, return_indices, 2)
-
-
-def adaptive_max_pool3d(input: Any, output_size: Any, return_indices: bool = False):  # noqa: A002
-    return _max(input, output_size, return_indices, 3)
+def adaptive_max_pool3d(
+    input: Any,  # noqa: A002 (torch's name)
+    output_size: Any,
+    return_indices: bool = False,
+    layout: str = "NCDHW",
+):
+    y, index = _layout(_pool, input, layout, 3, output_size, 3, "max")
+    return (y, index) if return_indices else y

@@ -127,6 +127,59 @@ def test_second_order(nd):
         assert np.isfinite(np.asarray(hvp)).all() and np.abs(np.asarray(hvp)).max() > 0
 
 
+@pytest.mark.parametrize(
+    "nd, shape, output_size",
+    [
+        (1, (2, 3, 12), 4),
+        (2, (2, 3, 6, 4), (3, 2)),
+        (2, (3, 5, 5), 1),
+        (3, (2, 2, 4, 6, 2), (2, 3, 1)),
+    ],
+)
+def test_tiling_bins(torch, nd, shape, output_size):
+    """Outputs that divide the input (the reshape path: global pooling, the networks' pools)
+    against torch: values, indices, float64 gradients."""
+    rng = np.random.default_rng(nd)
+    x = _values(rng, shape, False)
+    g = rng.standard_normal(getattr(ref, _name("avg", nd))(x, output_size).shape)
+    cotangent = jnp.asarray(g, jnp.float32)
+    for kind in KINDS:
+        f = getattr(adaptive, _name(kind, nd))
+        t_y, t_i, t_grad = _torch(torch, kind, nd, x, output_size, g)
+        if kind == "max":
+            y, idx = f(x, output_size, True)
+            np.testing.assert_array_equal(idx, t_i)
+        else:
+            y = f(x, output_size)
+        np.testing.assert_allclose(y, t_y, rtol=1e-6, atol=1e-6)
+        grad = jax.grad(lambda a, f=f: jnp.vdot(f(a, output_size), cotangent))(jnp.asarray(x))
+        np.testing.assert_allclose(grad, t_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("nd", NDS)
+@pytest.mark.parametrize("batched", [True, False])
+def test_channels_last(nd, batched):
+    """layout="NLC"/"NHWC"/"NDHWC": the channels-first result with C moved last (values and
+    indices), as the oracle's."""
+    _, last = adaptive.LAYOUTS[nd]
+    rng = np.random.default_rng(nd + 10)
+    shape = ((2,) if batched else ()) + (3,) + (5, 7, 4)[:nd]
+    x = _values(rng, shape, False)
+    x_last = np.moveaxis(x, -nd - 1, -1)
+    out = 3 if nd == 1 else (3,) + (None, 2)[: nd - 1]
+    for kind in KINDS:
+        f, f_ref = getattr(adaptive, _name(kind, nd)), getattr(ref, _name(kind, nd))
+        args = (True,) if kind == "max" else ()
+        results = [f(x, out, *args), f(x_last, out, *args, layout=last)]
+        results.append(f_ref(x_last, out, *args, layout=last))
+        want, got, oracle = (r if kind == "max" else (r,) for r in results)
+        for w, g, o in zip(want, got, oracle, strict=True):
+            np.testing.assert_array_equal(g, np.moveaxis(np.asarray(w), -nd - 1, -1))
+            np.testing.assert_allclose(g, o, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="layout"):
+        getattr(adaptive, _name("avg", nd))(x, out, layout="NHWC" if nd != 2 else "NCL")
+
+
 def test_nan_and_inf_as_torch(torch):
     x = np.array([[[1.0, np.nan, 3.0, np.nan, 2.0, -np.inf, -np.inf, 0.5]]], np.float32)
     for out in (1, 2, 3, 5):
