@@ -61,7 +61,7 @@ def test_jax_trained_variables_run_the_same_in_torch(torch):
     model = networks.lenet_bn()
     rng = np.random.default_rng(6)
     x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
-    variables = model.init(jax.random.key(0), x)
+    variables = networks.init_variables(model)
     _, updates = model.apply(variables, x * 2 + 1, train=True, mutable=["batch_stats"])
     variables = {**variables, **updates}
     net = reference_net("lenet_bn", seed=7)

@@ -196,3 +196,15 @@ def test_image_size_limits(name, smallest, largest):
         trace(largest)
         with pytest.raises(ValueError):
             trace(largest + 1)
+
+
+def test_init_variables_is_model_init():
+    model = networks.lenet_bn()
+    fast = networks.init_variables(model, seed=3)
+    plain = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 1, 28, 28)))
+    assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(plain)
+    for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(plain), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+    other = networks.init_variables(model, seed=4)
+    assert not np.allclose(other["params"]["0"]["weight"], fast["params"]["0"]["weight"])
