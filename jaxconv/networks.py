@@ -438,9 +438,9 @@ def densenet(
     )
 
 
-#: XLA options for programs that run once: a network's init is mostly threefry hashing, whose
-#: compilation the backend's optimisations dominate (ResNet-18: 48 s against 7.5 s, one loaded
-#: CPU core); the forward pass init traces is dead code there (init returns variables only).
+#: XLA options for programs that run once. A network's compiled init holds no convolution (the
+#: forward pass it traces is dead code: init returns the variables only) but thousands of
+#: threefry hashes, whose compilation the backend's optimisations dominate.
 _RUN_ONCE = {"xla_backend_optimization_level": 0}
 
 
