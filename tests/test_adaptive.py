@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxconv import adaptive
-from jaxconv import reference_adaptive as ref
+from jaxconv import reference as ref
 
 NDS = (1, 2, 3)
 KINDS = ("avg", "max")

@@ -3,9 +3,18 @@
 Written independently of the JAX code: explicit loops over output positions (vectorised over
 batch and channels), the way the chapter and PyTorch's C++ kernels describe each op. Slow, but
 obviously right; use it on small inputs only. Every function returns float64 arrays. One module
-per family: :mod:`.chapter` (corr2d and the manual pool2d), :mod:`.conv`, :mod:`.pool`.
+per family: :mod:`.chapter` (corr2d and the manual pool2d), :mod:`.conv`, :mod:`.pool`,
+:mod:`.adaptive`.
 """
 
+from jaxconv.reference.adaptive import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+)
 from jaxconv.reference.chapter import (
     conv1x1,
     convolve2d,
@@ -29,4 +38,10 @@ __all__ = [
     "max_pool2d",
     "avg_pool2d",
     "pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
 ]
