@@ -3,7 +3,8 @@
 Written independently of the JAX code: explicit loops over output positions (vectorised over
 batch and channels), the way the chapter and PyTorch's C++ kernels describe each op. Slow, but
 obviously right; use it on small inputs only. Every function returns float64 arrays. One module
-per family: :mod:`.chapter` (corr2d and the manual pool2d), :mod:`.conv`, :mod:`.pool`.
+per family: :mod:`.chapter` (corr2d and the manual pool2d), :mod:`.conv`, :mod:`.pool`,
+:mod:`.fold` (unfold / fold, pixel shuffles, max unpooling).
 """
 
 from jaxconv.reference.chapter import (
@@ -16,6 +17,15 @@ from jaxconv.reference.chapter import (
     pool2d,
 )
 from jaxconv.reference.conv import conv2d
+from jaxconv.reference.fold import (
+    fold,
+    max_unpool1d,
+    max_unpool2d,
+    max_unpool3d,
+    pixel_shuffle,
+    pixel_unshuffle,
+    unfold,
+)
 from jaxconv.reference.pool import avg_pool2d, max_pool2d
 
 __all__ = [
@@ -29,4 +39,11 @@ __all__ = [
     "max_pool2d",
     "avg_pool2d",
     "pool2d",
+    "unfold",
+    "fold",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
 ]
