@@ -52,7 +52,8 @@ OPS: dict[str, tuple[tuple[str, str], ...]] = {
     "pixel_unshuffle": (("nn.functional.pixel_unshuffle", ""),),
 }
 
-#: The most samples checked per op variant in each dtype (every k-th of torch's list):
+#: The most samples checked per op in each dtype (every k-th of torch's list, split between
+#: the op's variants):
 #: float64 samples check values and input gradients, float32 samples values.
 PER_DTYPE = {"float64": 12, "float32": 6}
 DTYPES = tuple(PER_DTYPE)
@@ -100,14 +101,15 @@ def _opinfo(name: str, variant: str) -> Any:
 
 
 @functools.cache
-def _samples(name: str, variant: str, dtype: str) -> list[Any]:
-    """The subsampled sample inputs of one OpInfo in ``dtype``, with torch's RNG seeded."""
+def _samples(name: str, variant: str, dtype: str, limit: int) -> list[Any]:
+    """At most ``limit`` of one OpInfo's sample inputs in ``dtype`` (every k-th), with
+    torch's RNG seeded; pairs (index in torch's list, sample)."""
     import torch
 
     torch.manual_seed(0)
     info = _opinfo(name, variant)
     samples = list(info.sample_inputs("cpu", getattr(torch, dtype), requires_grad=True))
-    step = max(1, math.ceil(len(samples) / PER_DTYPE[dtype]))
+    step = max(1, math.ceil(len(samples) / limit))
     return [(i, s) for i, s in enumerate(samples) if i % step == 0]
 
 
@@ -149,11 +151,16 @@ def _params(kind: str) -> list[Any]:
                                                marks=_xfail(pid)))  # fmt: skip
                 continue
             for dtype in DTYPES:
-                for i, _ in _samples(name, variant, dtype):
+                for i, _ in _samples(name, variant, dtype, _limit(op, dtype)):
                     pid = f"{vid}-{dtype}-{i:04d}"
                     params.append(pytest.param(op, (name, variant), dtype, i, id=pid,
                                                marks=_xfail(pid)))  # fmt: skip
     return params
+
+
+def _limit(op: str, dtype: str) -> int:
+    """An op's share of samples per variant: its variants split :data:`PER_DTYPE`."""
+    return max(1, PER_DTYPE[dtype] // len(OPS[op]))
 
 
 def _xfail(pid: str) -> list[Any]:
@@ -212,7 +219,7 @@ def test_sample(op: str, info: tuple[str, str], dtype: str, index: int) -> None:
     import torch
 
     name, variant = info
-    sample = dict(_samples(name, variant, dtype))[index]
+    sample = dict(_samples(name, variant, dtype, _limit(op, dtype)))[index]
     if (reason := out_of_scope(op, variant, sample)) is not None:
         pytest.skip(reason)
     fn = getattr(jaxconv, op)
