@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv._args import (
+    LAYOUT_KERNELS,
     as_array,
     as_int,
     check_floating,
@@ -41,8 +42,9 @@ Array = jax.Array
 
 __all__ = ["fold", "pixel_shuffle", "pixel_unshuffle", "unfold"]
 
-#: The layouts the pixel shuffles take: channels before (default) or after the two spatial axes.
-SHUFFLE_LAYOUTS = ("NCHW", "NHWC")
+#: The layouts the pixel shuffles take, from the shared table: channels before (default) or
+#: after the two spatial axes.
+SHUFFLE_LAYOUTS = tuple(name for name in LAYOUT_KERNELS if len(name) == 4 and name[0] == "N")
 
 
 # --- unfold / fold ----------------------------------------------------------------------------

@@ -29,11 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv._args import (
+    LAYOUT_KERNELS,
     Ints,
     as_array,
     as_int,
     check_floating,
     check_layout,
+    check_rank,
     layout_axes,
     padding_sides,
     positive_tuple,
@@ -43,8 +45,12 @@ Array = jax.Array
 
 __all__ = ["max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
-#: The layouts of each dimension: channels-first (default) and channels-last.
-UNPOOL_LAYOUTS = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+#: The layouts of each dimension, from the shared table: channels-first (the default, first)
+#: and channels-last, batch first.
+UNPOOL_LAYOUTS = {
+    n: tuple(name for name in LAYOUT_KERNELS if len(name) == n + 2 and name[0] == "N")
+    for n in (1, 2, 3)
+}
 
 
 def default_output_size(in_size: Ints, kernel: Ints, stride: Ints, padding: Ints) -> Ints:
@@ -106,11 +112,7 @@ def _max_unpool(
     """Validate an ``n``-D max unpooling and run it (channels-first, batched, inside)."""
     layout = check_layout(layout, UNPOOL_LAYOUTS[n])
     x = as_array(input, "input")
-    if x.ndim not in (n + 1, n + 2):
-        raise ValueError(
-            f"input must have rank {n + 1} (unbatched) or {n + 2} (batched {layout}), "
-            f"got shape {x.shape}"
-        )
+    check_rank(x, "input", (n + 1, n + 2))
     check_floating(x, "input")
     idx = as_array(indices, "indices")
     if not jnp.issubdtype(idx.dtype, jnp.integer):
