@@ -8,10 +8,11 @@ those ``max_pool*d(..., return_indices=True)`` gives: flat per channel plane of 
 One jittable scatter, no loop over elements. Duplicate indices: torch's CPU kernel writes the
 plane's inputs in order, so the last one (in flat order over the input plane) wins; jaxconv
 keeps exactly that value, deterministically (a scatter-max of input positions picks the
-winner, then a gather). Gradients are the derivative of that function: a duplicate that lost
-gets 0, where torch's backward (a gather of the output gradient at every index) gives each
-duplicate the gradient of the position they share. Without duplicates (max pooling with
-stride >= kernel) the two agree.
+winner, then a gather). Derivatives are those of that function: forward mode equals torch's
+forward mode (the tangent unpooled the same way, the last duplicate winning); in reverse mode a
+duplicate that lost gets 0, where torch's backward (a gather of the output gradient at every
+index, not the adjoint of its own forward mode) gives each duplicate the gradient of the
+position they share. Without duplicates (e.g. max pooling with stride >= kernel) all agree.
 
 Out-of-range indices: torch raises at run time. jaxconv checks concrete indices and raises a
 ValueError; under ``jax.jit`` the indices are not known before tracing, so an out-of-range

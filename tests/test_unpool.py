@@ -127,10 +127,12 @@ def test_sweep_covers_the_cases():
     assert any(max(c["kw"]["padding"]) > 0 for c in CASES)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_duplicate_indices_last_wins_as_torch(torch):
     """torch's CPU kernel writes in order: of equal indices the last input wins. jaxconv keeps
-    that value; its gradient is that function's derivative (the losers get 0) where torch's
-    backward gathers the output gradient at every index (each duplicate gets it)."""
+    that value; its derivatives are that function's: forward mode as torch's forward mode,
+    reverse mode its adjoint (the losers get 0) where torch's backward gathers the output
+    gradient at every index (each duplicate gets it)."""
     v = np.array([[[[1.0, 2.0], [3.0, 4.0]]]], np.float32)
     idx = np.array([[[[0, 0], [3, 3]]]])
     tv = torch.tensor(v, requires_grad=True)
@@ -145,6 +147,14 @@ def test_duplicate_indices_last_wins_as_torch(torch):
     grad = jax.grad(lambda v: jnp.vdot(jaxconv.max_unpool2d(v, idx, 2), g))(v)
     np.testing.assert_array_equal(tv.grad, [[[[0.0, 0.0], [3.0, 3.0]]]])
     np.testing.assert_array_equal(grad, [[[[0.0, 0.0], [0.0, 3.0]]]])
+    tangent = np.array([[[[10.0, 20.0], [30.0, 40.0]]]], np.float32)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(torch.tensor(v), torch.tensor(tangent))
+        t_tan = torch.autograd.forward_ad.unpack_dual(
+            torch.nn.functional.max_unpool2d(dual, torch.tensor(idx), 2)
+        ).tangent
+    _, tan = jax.jvp(lambda v: jaxconv.max_unpool2d(v, idx, 2), (v,), (tangent,))
+    np.testing.assert_array_equal(tan, t_tan.numpy())
 
 
 def test_out_of_range_indices():
