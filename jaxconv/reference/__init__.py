@@ -4,7 +4,7 @@ Written independently of the JAX code: explicit loops over output positions (vec
 batch and channels), the way the chapter and PyTorch's C++ kernels describe each op. Slow, but
 obviously right; use it on small inputs only. Every function returns float64 arrays. One module
 per family: :mod:`.chapter` (corr2d and the manual pool2d), :mod:`.conv`, :mod:`.pool`,
-:mod:`.adaptive`.
+:mod:`.adaptive`, :mod:`.fold` (unfold / fold, pixel shuffles, max unpooling).
 """
 
 from jaxconv.reference.adaptive import (
@@ -25,6 +25,15 @@ from jaxconv.reference.chapter import (
     pool2d,
 )
 from jaxconv.reference.conv import conv2d
+from jaxconv.reference.fold import (
+    fold,
+    max_unpool1d,
+    max_unpool2d,
+    max_unpool3d,
+    pixel_shuffle,
+    pixel_unshuffle,
+    unfold,
+)
 from jaxconv.reference.pool import avg_pool2d, max_pool2d
 
 __all__ = [
@@ -44,4 +53,11 @@ __all__ = [
     "adaptive_max_pool1d",
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
+    "unfold",
+    "fold",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
 ]
