@@ -18,9 +18,9 @@ import optax
 import pytest
 
 from jaxconv import data, metrics, models
+from jaxconv import train as train_lib
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
 from jaxconv.metrics import CURVES_FILE, METRICS_FILE, read_metrics, tensorboard_available
-from jaxconv import train as train_lib
 from jaxconv.models import INPUT_SHAPE, LeNet
 from jaxconv.train import (
     FitResult,
