@@ -5,9 +5,10 @@
 Part 1 is the chapter's loop (:func:`jaxconv.models.learn_kernel`): a (1, 2) kernel without
 bias, initialised like PyTorch's ``nn.Conv2d`` (uniform in +-1/sqrt(fan_in)), trained by
 gradient descent at lr 3e-2 on the *summed* squared error between the layer's output and the
-edge map ``Y = corr2d(X, [[1, -1]])`` of 6.2.3, for 10 steps, printing the loss every 2 steps (the book: 11.050 ... 0.050, kernel
-[[0.9626, -1.0053]]). The start is random, so the same run is repeated over ``--n-seeds`` seeds
-(vmapped, one compiled program) to show the result does not hang on the seed.
+edge map ``Y = corr2d(X, [[1, -1]])`` of 6.2.3, for 10 steps, printing the loss every 2 steps
+(the book: 11.050 ... 0.050, kernel [[0.9626, -1.0053]]). The start is random, so the same run
+is repeated over ``--n-seeds`` seeds (vmapped, one compiled program) to show the result does not
+hang on the seed.
 
 Part 2 learns full 3x3 kernels (a Sobel edge filter and a Gaussian blur), with a scalar bias,
 through the chapter's ``Conv2D`` layer, from random images and their filtered versions, and

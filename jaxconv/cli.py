@@ -1,6 +1,6 @@
 """The ``jaxconv`` command, a thin layer over :mod:`jaxconv.train`.
 
-    jaxconv train                                   # modern LeNet, Adam 1e-3, 10 epochs
+    jaxconv train                                   # modern LeNet, Adam 3e-3 cosine, 10 epochs
     jaxconv train --variant classic --optimizer sgd --lr 0.9   # the book's settings
     jaxconv train --epochs 1 --train-subset 512 --test-subset 256 --out-dir /tmp/run
     jaxconv train --resume --epochs 20              # continue runs/lenet-modern to epoch 20
@@ -10,7 +10,8 @@
     jaxconv evaluate --checkpoint runs/lenet-modern
     jaxconv demo                                    # the chapter's small examples
 
-Exit status: 0 done; 2 bad input (``jaxconv: error: ...`` on stderr, no traceback);
+Exit status: 0 done; 2 bad input (``jaxconv: error: ...`` on stderr, no traceback, naming
+the flag to change: the library's errors name their parameter, :data:`FLAGS` spells it);
 1 training diverged (the last good checkpoint is kept); 130 interrupted.
 """
 

@@ -26,12 +26,12 @@ from jaxconv.steps import check_optimizer
 class TrainConfig:
     """A training run's settings; every field has a default (``fit(TrainConfig())`` runs).
 
-    ``learning_rate=None`` takes the optimizer's default from :data:`OPTIMIZERS` (Adam 3e-3,
-    SGD 0.9 as in the book). ``lr_schedule`` is ``"constant"`` or ``"cosine"`` (decay from
-    the learning rate to 0 over ``epochs``); None: constant for the classic variant (the
-    book), cosine for the modern one, which with Adam 3e-3 passes 0.90 test accuracy in 10
-    epochs where constant Adam 1e-3 stays near 0.89 (docs/RESULTS.md). ``optimizer`` may also
-    be an ``optax.GradientTransformation`` (then ``learning_rate`` must be None).
+    ``learning_rate=None`` takes the optimizer's default from :data:`jaxconv.steps.OPTIMIZERS`
+    (Adam 3e-3, SGD 0.9 as in the book). ``lr_schedule`` is ``"constant"`` or ``"cosine"``
+    (decay from the learning rate to 0 over ``epochs``); None: constant for the classic variant
+    (the book), cosine for the modern one, which with Adam 3e-3 passes 0.90 test accuracy in 10
+    epochs where constant Adam 1e-3 stays near 0.89 (docs/RESULTS.md). ``optimizer`` may also be
+    an ``optax.GradientTransformation`` (then ``learning_rate`` must be None).
     ``out_dir=None`` means ``runs/lenet-<variant>``.
     ``layout`` is LeNet's activation layout, "NHWC" or "CHWN"; None: the backend's, CHWN on
     CPU, where it trains faster, NHWC elsewhere (:func:`jaxconv.models.default_layout`).
