@@ -3,8 +3,8 @@ the records of processes that write no files.
 
 ``fit`` checks the folder before the first epoch (:func:`prepare_out_dir`,
 :func:`check_free_space`) rather than failing an epoch later, and a run that fails before its
-first epoch is recorded leaves nothing it created (:class:`CreatedPaths`): no empty out_dir,
-no empty ``metrics.jsonl``, never a file or folder that was there before it.
+first epoch is complete leaves nothing it created (:class:`CreatedPaths`): no empty out_dir,
+no empty ``metrics.jsonl``; it never deletes what was there before it.
 """
 
 from __future__ import annotations

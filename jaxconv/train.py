@@ -102,8 +102,8 @@ def fit(
     line in ``<out_dir>/metrics.jsonl``, a checkpoint in ``<out_dir>/checkpoints/<epoch>``,
     ``curves.png`` redrawn, and a tick of the progress bar. Compilation happens once, before
     the first epoch, and is reported apart (``compile_seconds`` in the first record). A run
-    that fails or is interrupted before its first epoch is recorded leaves nothing it created
-    (:class:`jaxconv.rundir.CreatedPaths`).
+    that fails or is interrupted before its first epoch is complete (recorded, checkpointed,
+    plotted) leaves nothing it created (:class:`jaxconv.rundir.CreatedPaths`).
 
     Args:
       config: the settings (default ``TrainConfig()``).
