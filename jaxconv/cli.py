@@ -47,6 +47,9 @@ FLAGS = {
     "conv_impl": "--conv-impl",
     "layout": "--layout",
     "devices": "--devices",
+    "num_processes": "--num-processes",
+    "process_id": "--process-id",
+    "coordinator_address": "--coordinator-address",
     "checkpoint path": "--checkpoint",
 }
 

@@ -47,7 +47,12 @@ class ConfigError(ArgumentError):
 
     def __init__(self, param: str, rule: str) -> None:
         super().__init__(f"{param} {rule}", (param,))
-        self.param = param
+        self.param, self.rule = param, rule
+
+    def render(self, spelling: Mapping[str, str]) -> str:
+        """The message with its leading parameter respelled (the rule may use the same word in
+        its plain sense: "devices ... each process must give as many devices")."""
+        return f"{spelling.get(self.param, self.param)} {self.rule}"
 
 
 def positive_int(value: Any, name: str) -> int:

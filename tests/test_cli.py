@@ -71,7 +71,10 @@ def test_train_then_evaluate(tmp_path, capsys):
         (["train", "--seed", "-1"], "--seed must be in 0..2**31-1"),
         (["train", "--train-subset", "0"], "--train-subset must be a positive int"),
         (["train", "--test-subset", "0"], "--test-subset must be a positive int"),
-        (["train", "--devices", "0"], "--devices"),
+        (["train", "--devices", "0"], "--devices must be a positive int"),
+        (["train", "--num-processes", "0"], "--num-processes must be >= 1, got 0"),
+        (["train", "--process-id", "-1"], "--process-id must be >= 0, got -1"),
+        (["train", "--coordinator-address", "here"], "--coordinator-address must be 'host:port'"),
         (
             ["train", "--train-subset", "100000", "--out-dir", "{tmp}/r"],
             "--train-subset must be in 1..60000, got 100000",
