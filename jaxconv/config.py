@@ -2,7 +2,7 @@
 
 Every default has one meaning, filled in once by :meth:`TrainConfig.resolved` (``fit`` calls
 it first): ``learning_rate=None`` the optimizer's default, ``lr_schedule=None`` the variant's
-schedule, ``layout=None`` the backend's layout (:func:`jaxconv.models.default_layout`),
+schedule, ``layout=None`` the backend's layout (:func:`jaxconv.kernels.dispatch.default_layout`),
 ``out_dir=None`` ``runs/lenet-<variant>``. A resolved config has no None left in those.
 """
 
@@ -17,8 +17,9 @@ import optax
 from jaxconv import conv as conv_lib
 from jaxconv._args import as_int, check_bool
 from jaxconv.errors import ConfigError, positive_int
+from jaxconv.kernels.dispatch import default_layout
 from jaxconv.metrics import tensorboard_available
-from jaxconv.models import check_model_layout, check_variant, default_layout
+from jaxconv.models import check_model_layout, check_variant
 from jaxconv.steps import check_optimizer
 
 
@@ -34,7 +35,7 @@ class TrainConfig:
     an ``optax.GradientTransformation`` (then ``learning_rate`` must be None).
     ``out_dir=None`` means ``runs/lenet-<variant>``.
     ``layout`` is LeNet's activation layout, "NHWC" or "CHWN"; None: the backend's, CHWN on
-    CPU, where it trains faster, NHWC elsewhere (:func:`jaxconv.models.default_layout`).
+    CPU, where it trains faster, NHWC elsewhere (:func:`jaxconv.kernels.dispatch.default_layout`).
     Params do not depend on it. ``devices=None`` trains data-parallel over every device (of
     every process, see :mod:`jaxconv.distributed`); ``batch_size`` is global and must divide
     evenly by them.

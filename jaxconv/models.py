@@ -3,7 +3,8 @@
 Models take NHWC images (N, 28, 28, 1), JAX's native layout, and keep conv kernels HWIO
 (kh, kw, in, out). Inside, LeNet's activations are NHWC (default) or CHWN (batch last, where
 XLA:CPU runs its convolutions as long matrix products: training uses it on CPU, see
-:func:`default_layout`); the params, and so checkpoints, are the same in both.
+:func:`jaxconv.kernels.dispatch.default_layout`); the params, and so checkpoints, are the
+same in both.
 Convolution and pooling go through :func:`jaxconv.conv2d`,
 :func:`jaxconv.avg_pool2d` and :func:`jaxconv.max_pool2d`, so a faster op there is a faster
 LeNet here.
@@ -24,6 +25,19 @@ import jax.numpy as jnp
 
 from jaxconv.conv import conv2d, corr2d
 from jaxconv.errors import ConfigError
+from jaxconv.networks import (  # noqa: F401  (the chapter-7 networks, under jaxconv.models too)
+    MODELS,
+    VGG11,
+    VGG11_SMALL,
+    alexnet,
+    densenet,
+    googlenet,
+    init_variables,
+    lenet_bn,
+    nin,
+    resnet18,
+    vgg11,
+)
 from jaxconv.pool import avg_pool2d, max_pool2d
 
 Array = jax.Array
@@ -34,10 +48,6 @@ VARIANTS = ("classic", "modern")
 MODEL_LAYOUTS = ("NHWC", "CHWN")
 #: One NHWC Fashion-MNIST image: the input LeNet's params are initialised (and checked) with.
 INPUT_SHAPE = (1, 28, 28, 1)
-
-#: XLA options for programs that run once (initialisation): without the backend's
-#: optimisations LeNet's init compiles ~8x faster (most of it is unrolled threefry hashing).
-NO_BACKEND_OPTIMIZATION = {"xla_backend_optimization_level": 0}
 
 # The book's init_weights: nn.init.xavier_uniform_ on every Linear and Conv2d weight. For an
 # HWIO kernel Flax's glorot_uniform takes fan_in = kh*kw*in and fan_out = kh*kw*out, the same
@@ -79,22 +89,6 @@ def check_model_layout(layout: Any) -> str:
     if layout not in MODEL_LAYOUTS:
         raise ConfigError("layout", f"must be one of {MODEL_LAYOUTS}, got {layout!r}")
     return layout
-
-
-def default_layout(backend: str | None = None) -> str:
-    """The activation layout training runs LeNet in (``TrainConfig.layout=None``): "CHWN" on
-    CPU, "NHWC" elsewhere.
-
-    Why: on XLA:CPU a LeNet training epoch took 3.3-3.5 s in CHWN against 4.4-5.2 s in NHWC
-    (one core, batch 256; PyTorch 3.7-4.4 s; docs/BENCHMARKS.md): with the batch last, the patch
-    matrices and their transposes move whole rows of N floats and every conv is a long matrix
-    product. On the H100 NHWC is the measured layout (CHWN not measured there yet); TPU: not
-    measured.
-    CHWN's fast conv path is reverse-mode only (see :func:`jaxconv.conv2d`), which is all
-    training needs; the model's own default stays NHWC, where jax.jvp works too.
-    """
-    backend = jax.default_backend() if backend is None else backend
-    return "CHWN" if backend == "cpu" else "NHWC"
 
 
 class ConvHWIO(nn.Module):
@@ -150,8 +144,9 @@ class LeNet(nn.Module):
     Input: (N, 28, 28, 1) or (N, 28, 28) floats in [0, 1]; output: (N, num_classes) logits.
     ``conv_impl`` is passed to :func:`jaxconv.conv2d` as ``impl`` (None: its default).
     ``layout`` is the activations' layout inside, "NHWC" (default) or "CHWN" (faster
-    training on CPU, reverse-mode differentiation only; see :func:`default_layout`). The
-    input stays NHWC and the params are the same in both.
+    training on CPU, reverse-mode differentiation only; see
+    :func:`jaxconv.kernels.dispatch.default_layout`). The input stays NHWC and the params are
+    the same in both.
     ``standardize`` maps the input to zero mean and unit variance with Fashion-MNIST's
     training-set statistics before the first layer; None: on for "modern" (it helps Adam reach
     0.90 in 10 epochs), off for "classic" (the book feeds x / 255 as it is).

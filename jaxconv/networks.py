@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxconv.kernels.dispatch import RUN_ONCE
 from jaxconv.nn import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -438,12 +439,6 @@ def densenet(
     )
 
 
-#: XLA options for programs that run once. A network's compiled init holds no convolution (the
-#: forward pass it traces is dead code: init returns the variables only) but thousands of
-#: threefry hashes, whose compilation the backend's optimisations dominate.
-_RUN_ONCE = {"xla_backend_optimization_level": 0}
-
-
 def init_variables(
     model: nn.Module, seed: int = 0, input_shape: tuple[int, ...] | None = None
 ) -> dict[str, Any]:
@@ -453,7 +448,9 @@ def init_variables(
     to the network's ``example_input_shape``."""
     shape = input_shape if input_shape is not None else model.example_input_shape
     x = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
-    init = jax.jit(model.init).lower(jax.random.key(0), x).compile(_RUN_ONCE)
+    # The compiled init holds no convolution (the forward pass it traces is dead code: init
+    # returns the variables only) but thousands of threefry hashes: compile it as run-once.
+    init = jax.jit(model.init).lower(jax.random.key(0), x).compile(RUN_ONCE)
     return init(jax.random.key(seed), jnp.zeros(shape, jnp.float32))
 
 

@@ -25,7 +25,8 @@ import optax
 
 from jaxconv import data as data_lib
 from jaxconv.errors import ConfigError, positive_float, positive_int
-from jaxconv.models import INPUT_SHAPE, NO_BACKEND_OPTIMIZATION
+from jaxconv.kernels.dispatch import RUN_ONCE
+from jaxconv.models import INPUT_SHAPE
 
 Array = jax.Array
 Batch = tuple[Array, Array]  # images (B, 28, 28) uint8, labels (B,) int32
@@ -160,8 +161,8 @@ def _state_initializer(model: nn.Module, tx: optax.GradientTransformation) -> Ca
         params = model.init(init_key, jnp.zeros(INPUT_SHAPE, jnp.float32))["params"]
         return params, tx.init(params), key
 
-    # It runs once per run: compile it fast (see models.NO_BACKEND_OPTIMIZATION).
-    return jax.jit(init).lower(jnp.int32(0)).compile(NO_BACKEND_OPTIMIZATION)
+    # It runs once per run: compile it fast (see kernels.dispatch.RUN_ONCE).
+    return jax.jit(init).lower(jnp.int32(0)).compile(RUN_ONCE)
 
 
 def to_input(images: Array) -> Array:

@@ -34,6 +34,7 @@ from jaxconv import distributed
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
 from jaxconv.config import TrainConfig
 from jaxconv.errors import ArgumentError, ConfigError, positive_int
+from jaxconv.kernels.dispatch import default_layout
 from jaxconv.metrics import (
     CURVES_FILE,
     METRICS_FILE,
@@ -42,7 +43,7 @@ from jaxconv.metrics import (
     plot_curves,
     plotting_available,
 )
-from jaxconv.models import INPUT_SHAPE, LeNet, default_layout
+from jaxconv.models import INPUT_SHAPE, LeNet
 from jaxconv.rundir import CreatedPaths, FollowerRecords, check_free_space, prepare_out_dir
 from jaxconv.steps import (
     LR_SCHEDULES,

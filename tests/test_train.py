@@ -17,9 +17,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxconv import data, metrics, models
+from jaxconv import data, metrics
 from jaxconv import train as train_lib
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
+from jaxconv.kernels import dispatch
 from jaxconv.metrics import CURVES_FILE, METRICS_FILE, read_metrics, tensorboard_available
 from jaxconv.models import INPUT_SHAPE, LeNet
 from jaxconv.train import (
@@ -237,7 +238,7 @@ def test_layouts_train_alike(ds, tmp_path):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU default")
 def test_training_runs_chwn_on_cpu():
-    assert models.default_layout() == "CHWN" and models.default_layout("gpu") == "NHWC"
+    assert dispatch.default_layout() == "CHWN" and dispatch.default_layout("gpu") == "NHWC"
 
 
 @pytest.mark.parametrize(
@@ -292,7 +293,7 @@ def test_defaults():
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="step").resolved()
     # layout=None has one meaning, the backend's layout, filled in once and recorded
-    assert cfg.layout == models.default_layout() and cfg.meta()["layout"] == cfg.layout
+    assert cfg.layout == dispatch.default_layout() and cfg.meta()["layout"] == cfg.layout
     assert TrainConfig(layout="NHWC").resolved().layout == "NHWC"
     assert cfg.resolved() == cfg  # resolving twice changes nothing
     assert json.loads(json.dumps(book.meta()))["optimizer"] == "sgd"

@@ -119,3 +119,9 @@ def default_layout(backend: str | None = None) -> str:
     training needs; the model's own default stays NHWC, where jax.jvp works too.
     """
     return "CHWN" if current_backend(backend) == "cpu" else "NHWC"
+
+
+#: XLA compile options for programs that run once (parameter initialisation): without the
+#: backend's optimisations an init compiles several times faster, and most of it is unrolled
+#: threefry hashing that optimisation would not speed up anyway.
+RUN_ONCE = {"xla_backend_optimization_level": 0}
