@@ -9,6 +9,7 @@
                                                     # one of several hosts (one command each)
     jaxconv evaluate --checkpoint runs/lenet-modern
     jaxconv demo                                    # the chapter's small examples
+    jaxconv bench --quick                           # ops and LeNet epochs beside PyTorch
 
 Exit status: 0 done; 2 bad input (``jaxconv: error: ...`` on stderr, no traceback, naming
 the flag to change: the library's errors name their parameter, :data:`FLAGS` spells it);
@@ -179,6 +180,7 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxconv.bench.cli import add_parser as add_bench_parser
     from jaxconv.conv import IMPLEMENTATIONS
     from jaxconv.models import MODEL_LAYOUTS, VARIANTS
     from jaxconv.steps import LR_SCHEDULES, OPTIMIZERS
@@ -354,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="print the chapter's small examples")
     demo.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     demo.set_defaults(func=_demo)
+    add_bench_parser(sub)
     return parser
 
 
