@@ -58,7 +58,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_seq(value: Any, n: int) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == n
+    # bytes are a Sequence of ints: b"2" would read as the int 50
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) == n
 
 
 def _expand_single(value: Any, n: int) -> Any:
