@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxconv
@@ -326,3 +328,41 @@ def test_refuses_what_torch_refuses(case, variant, torch):
     t = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in args.items()}
     with pytest.raises((RuntimeError, TypeError, ValueError, NotImplementedError)):
         torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(w), **t)
+
+
+# --- property: the output shape is torch's, or both refuse --------------------------------
+
+
+@st.composite
+def _geometries(draw) -> dict:
+    n = draw(st.integers(1, 3))
+    ints = lambda lo, hi: tuple(draw(st.integers(lo, hi)) for _ in range(n))  # noqa: E731
+    groups = draw(st.integers(1, 3))
+    return dict(
+        n=n, size=ints(1, 5), k=ints(1, 3), stride=ints(1, 3), padding=ints(0, 4),
+        output_padding=ints(0, 3), dilation=ints(1, 3), groups=groups,
+        cin=groups * draw(st.integers(1, 2)) + draw(st.sampled_from([0, 0, 0, 1])),
+        cout_g=draw(st.integers(1, 2)),
+    )  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(_geometries())
+def test_output_shape_is_torchs_or_both_refuse(g):
+    torch = pytest.importorskip("torch")
+    x_shape, w_shape = (1, g["cin"], *g["size"]), (g["cin"], g["cout_g"], *g["k"])
+    args = (g["stride"], g["padding"], g["output_padding"], g["groups"], g["dilation"])
+    try:
+        want = tuple(
+            _torch_convt(torch, g["n"])(
+                torch.zeros(x_shape), torch.zeros(w_shape), None, *args
+            ).shape
+        )
+    except RuntimeError:
+        want = None
+    x, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (x_shape, w_shape))
+    try:
+        got = jax.eval_shape(lambda x, w: CONVT[g["n"]](x, w, None, *args), x, w).shape
+    except (ValueError, TypeError):
+        got = None
+    assert got == want, (g, got, want)
