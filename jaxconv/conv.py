@@ -1,4 +1,6 @@
-"""Convolution ops of chapter 6.2-6.4: the corr2d family and a general ``conv2d``.
+"""Convolution ops of chapter 6.2-6.4: the corr2d family, and ``conv1d``/``conv2d``/``conv3d``
+with ``torch.nn.functional``'s signatures (one N-D entry point; transposed convs are in
+:mod:`jaxconv.conv_transpose`).
 
 Every op is a pure function of arrays; geometry (kernel size, stride, padding, dilation,
 groups, layout) is static. Arguments are validated in plain Python on static shapes *before*
@@ -14,14 +16,16 @@ Two ways to compute the same function sit side by side so they can be compared a
   ``conv1x1`` (one matrix product) and ``conv2d(impl="patches")`` (strided slices into
   patches, then one matrix product).
 
-``conv2d`` validates its arguments, builds the :class:`~jaxconv.geometry.ConvGeometry` and hands
-over to a registry of implementations in :mod:`jaxconv.kernels` (the speed paths, e.g.
-``impl="vjp"``, whose derivative rules stay fast inside training loops); its default
-``impl="auto"`` picks one for the backend and the geometry (:mod:`jaxconv.kernels.dispatch`).
+``conv1d``/``conv2d``/``conv3d`` validate their arguments, build the
+:class:`~jaxconv.geometry.ConvGeometry` and hand over to a registry of implementations in
+:mod:`jaxconv.kernels` (the speed paths, e.g. ``impl="vjp"``, whose derivative rules stay fast
+inside training loops); the default ``impl="auto"`` picks one for the backend and the geometry
+(:mod:`jaxconv.kernels.dispatch`). The speed paths are 2-D; 1-D and 3-D run XLA's convolution.
 
-Conventions follow the chapter (PyTorch): cross-correlation, NCHW inputs and OIHW kernels by
-default; ``layout="NHWC"`` takes (N, H, W, C) inputs and HWIO kernels, ``layout="CHWN"``
-(batch last, batched only) (C, H, W, N) inputs and HWIO kernels.
+Conventions follow the chapter (PyTorch): cross-correlation, channels-first inputs (NCL, NCHW,
+NCDHW) and O-I-spatial kernels by default; channels-last layouts (``"NLC"``, ``"NHWC"``,
+``"NDHWC"``) take spatial-I-O kernels (LIO, HWIO, DHWIO), ``layout="CHWN"`` (2-D, batch last,
+batched only) (C, H, W, N) inputs and HWIO kernels.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
 A convolution or a pooling window slides over the spatial axes of an array (one for 1-D ops,
 two for 2-D, three for 3-D). :class:`WindowGeometry` holds what both share: the layout, where
 the spatial axes are, the input size, kernel, stride, per-side padding, dilation and output
-size, one entry per spatial axis. :class:`ConvGeometry` adds the channels and groups. Both are
-frozen and hashable, so they can be jit static arguments; the builders below validate the
-user's arguments on static shapes and raise ValueError/TypeError naming the argument before
-anything is traced. The arithmetic is :mod:`jaxconv.shapes`'; the layout table is
-:data:`jaxconv._args.LAYOUT_KERNELS`.
+size, one entry per spatial axis. :class:`ConvGeometry` adds the channels and groups,
+:class:`ConvTransposeGeometry` a transposed conv's output_padding (its ``padding`` is what it
+crops from the full output). All are frozen and hashable, so they can be jit static
+arguments; the builders below validate the user's arguments on static shapes and raise
+ValueError/TypeError naming the argument before anything is traced. The arithmetic is
+:mod:`jaxconv.shapes`'; the layout table is :data:`jaxconv._args.LAYOUT_KERNELS`.
 """
 
 from __future__ import annotations
