@@ -251,10 +251,9 @@ def test_gradients_match_torch_autograd(c, torch):
 
 @pytest.mark.parametrize(
     ("n", "kwargs"),
-    [(1, dict(stride=2, padding=1, dilation=2, groups=2)),
-     (3, dict(stride=(1, 2, 1), padding=(1, 0, 1), groups=2)),
-     (3, dict(padding="same", dilation=(1, 2, 1), layout="NDHWC"))],
-    ids=["1d-strided-dilated-grouped", "3d-strided-grouped", "3d-same-channels-last"],
+    [(1, dict(stride=2, padding=1, dilation=2, groups=2, layout="NLC")),
+     (3, dict(stride=(1, 2, 1), padding=(1, 0, 1), dilation=(2, 1, 1), groups=2))],
+    ids=["1d-strided-dilated-grouped-channels-last", "3d-strided-dilated-grouped"],
 )  # fmt: skip
 def test_check_grads_both_modes_second_order(n, kwargs):
     r = np.random.default_rng(11)
