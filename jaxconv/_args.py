@@ -37,6 +37,13 @@ LAYOUT_KERNELS: dict[str, str] = {
 #: The layouts the 2-D ops accept, in the order their error messages list them.
 LAYOUTS = ("NCHW", "NHWC", "CHWN")
 
+#: The layouts of the ops over ``n`` spatial axes, by ``n`` (channels-first first: the default).
+LAYOUTS_BY_NDIM: dict[int, tuple[str, ...]] = {
+    1: ("NCL", "NLC"),
+    2: LAYOUTS,
+    3: ("NCDHW", "NDHWC"),
+}
+
 
 def layout_axes(layout: str, batched: bool = True) -> tuple[int, Ints]:
     """``(channel axis, spatial axes)`` of an array in ``layout``; unbatched arrays have no N."""
@@ -51,7 +58,15 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_seq(value: Any, n: int) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == n
+    # bytes are a Sequence of ints: b"2" would read as the int 50
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) == n
+
+
+def _expand_single(value: Any, n: int) -> Any:
+    """A one-element sequence of an int as ``n`` copies, as PyTorch expands ``stride=(2,)``."""
+    if n != 1 and _is_seq(value, 1) and _is_int(value[0]):
+        return tuple(value) * n
+    return value
 
 
 #: Geometry beyond int32 cannot index any array XLA will build; refuse it before tracing.
@@ -71,7 +86,9 @@ def as_int(value: Any, name: str) -> int:
 
 
 def as_tuple(value: Any, n: int, name: str) -> Ints:
-    """Normalise an int or a length-``n`` sequence of ints to an ``n``-tuple of ints."""
+    """Normalise an int, a one-element or a length-``n`` sequence of ints to an ``n``-tuple
+    of ints (a one-element sequence is repeated, as in PyTorch)."""
+    value = _expand_single(value, n)
     if _is_int(value):
         return (int(value),) * n
     if _is_seq(value, n):
@@ -102,9 +119,11 @@ def padding_sides(value: Any, n: int, name: str = "padding") -> Pads:
     """Normalise numeric padding to one ``(before, after)`` pair per axis, all >= 0 and at
     most :data:`MAX_GEOMETRY`.
 
-    Accepts ``p`` (every side), ``n`` ints (symmetric per axis) and ``n`` pairs (per side; in
-    2-D ``((top, bottom), (left, right))``). Strings are handled by the caller.
+    Accepts ``p`` (every side), ``(p,)`` (the same, as in PyTorch), ``n`` ints (symmetric per
+    axis) and ``n`` pairs (per side; in 2-D ``((top, bottom), (left, right))``). Strings are
+    handled by the caller.
     """
+    value = _expand_single(value, n)
     if n == 2:
         want = "an int, (ph, pw) or ((top, bottom), (left, right))"
     else:

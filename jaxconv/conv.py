@@ -1,4 +1,6 @@
-"""Convolution ops of chapter 6.2-6.4: the corr2d family and a general ``conv2d``.
+"""Convolution ops of chapter 6.2-6.4: the corr2d family, and ``conv1d``/``conv2d``/``conv3d``
+with ``torch.nn.functional``'s signatures (one N-D entry point; transposed convs are in
+:mod:`jaxconv.conv_transpose`).
 
 Every op is a pure function of arrays; geometry (kernel size, stride, padding, dilation,
 groups, layout) is static. Arguments are validated in plain Python on static shapes *before*
@@ -14,14 +16,16 @@ Two ways to compute the same function sit side by side so they can be compared a
   ``conv1x1`` (one matrix product) and ``conv2d(impl="patches")`` (strided slices into
   patches, then one matrix product).
 
-``conv2d`` validates its arguments, builds the :class:`~jaxconv.geometry.ConvGeometry` and hands
-over to a registry of implementations in :mod:`jaxconv.kernels` (the speed paths, e.g.
-``impl="vjp"``, whose derivative rules stay fast inside training loops); its default
-``impl="auto"`` picks one for the backend and the geometry (:mod:`jaxconv.kernels.dispatch`).
+``conv1d``/``conv2d``/``conv3d`` validate their arguments, build the
+:class:`~jaxconv.geometry.ConvGeometry` and hand over to a registry of implementations in
+:mod:`jaxconv.kernels` (the speed paths, e.g. ``impl="vjp"``, whose derivative rules stay fast
+inside training loops); the default ``impl="auto"`` picks one for the backend and the geometry
+(:mod:`jaxconv.kernels.dispatch`). The speed paths are 2-D; 1-D and 3-D run XLA's convolution.
 
-Conventions follow the chapter (PyTorch): cross-correlation, NCHW inputs and OIHW kernels by
-default; ``layout="NHWC"`` takes (N, H, W, C) inputs and HWIO kernels, ``layout="CHWN"``
-(batch last, batched only) (C, H, W, N) inputs and HWIO kernels.
+Conventions follow the chapter (PyTorch): cross-correlation, channels-first inputs (NCL, NCHW,
+NCDHW) and O-I-spatial kernels by default; channels-last layouts (``"NLC"``, ``"NHWC"``,
+``"NDHWC"``) take spatial-I-O kernels (LIO, HWIO, DHWIO), ``layout="CHWN"`` (2-D, batch last,
+batched only) (C, H, W, N) inputs and HWIO kernels.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._args import (
+    LAYOUTS_BY_NDIM,
     Pair,
     as_array,
     check_floating,
@@ -51,8 +56,10 @@ Array = jax.Array
 __all__ = [
     "IMPLEMENTATIONS",
     "ConvGeometry",
+    "conv1d",
     "conv1x1",
     "conv2d",
+    "conv3d",
     "conv_geometry",
     "convolve2d",
     "corr2d",
@@ -253,16 +260,20 @@ def convolve2d(X: Any, K: Any) -> Array:
     return corr2d(X, jnp.flip(K, axis=(0, 1)))
 
 
-# --- general conv2d ------------------------------------------------------------------------
+# --- general conv1d / conv2d / conv3d ------------------------------------------------------
+
+#: The implementations each number of spatial axes takes: the speed paths of
+#: :mod:`jaxconv.kernels` are 2-D; 1-D and 3-D convolutions run XLA's own.
+_IMPLS_BY_NDIM = {1: ("auto", "lax"), 2: tuple(IMPLEMENTATIONS), 3: ("auto", "lax")}
 
 
 @functools.partial(jax.jit, static_argnames=("geom", "impl", "precision"))
-def _conv2d_apply(
+def _conv_apply(
     x: Array, w: Array, b: Array | None, geom: ConvGeometry, impl: str, precision: Any
 ) -> Array:
     # Jitted on its static geometry so that eager calls of the manual path run as one
     # compiled program instead of op by op; under an outer jit this is simply inlined.
-    unbatched = x.ndim == 3
+    unbatched = x.ndim == len(geom.layout) - 1
     if unbatched:
         x = x[None]
     y = IMPLEMENTATIONS[impl](x, w, geom, precision)
@@ -272,61 +283,39 @@ def _conv2d_apply(
     return y[0] if unbatched else y
 
 
-def conv2d(
-    x: Any,
-    w: Any,
-    b: Any = None,
-    *,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
-    groups: int = 1,
-    layout: str = "NCHW",
-    impl: str = "auto",
-    precision: Any = None,
+def _check_bias(bias: Any, out_channels: int, dtype: Any) -> tuple[Array | None, Any]:
+    """``bias`` as an (out_channels,) array, and the dtype promoted with it."""
+    if bias is None:
+        return None, dtype
+    bias = _as_float_array(bias, "bias")
+    if bias.shape != (out_channels,):
+        raise ValueError(
+            f"bias must have shape (out_channels,) = ({out_channels},), got {bias.shape}"
+        )
+    dtype = jnp.result_type(dtype, bias)
+    return bias.astype(dtype), dtype
+
+
+def _conv_nd(
+    n: int,
+    input: Any,
+    weight: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    layout: Any,
+    impl: Any,
+    precision: Any,
 ) -> Array:
-    """2-D convolution layer (cross-correlation), as ``torch.nn.functional.conv2d``.
-
-    Args:
-      x: (N, C, H, W) or unbatched (C, H, W); NHWC: (N, H, W, C) or (H, W, C); CHWN:
-        (C, H, W, N), batched only.
-      w: OIHW kernel (O, C // groups, kh, kw); NHWC and CHWN: HWIO (kh, kw, C // groups, O).
-      b: optional bias of shape (O,), added to every position of output channel o.
-      stride: int or (sh, sw), >= 1.
-      padding: int, (ph, pw) (each side), ((top, bottom), (left, right)), ``"valid"`` (none)
-        or ``"same"`` (stride 1 only; output size = input size; PyTorch's split, the odd
-        extra row/column at the bottom/right). Zero padding.
-      dilation: int or (dh, dw), >= 1; the kernel's taps are ``d`` apart.
-      groups: input and output channels are split into ``groups`` blocks; block g of the
-        output sees only block g of the input. Must divide C and O.
-      layout: ``"NCHW"`` (the chapter's, with OIHW kernels), ``"NHWC"`` (HWIO kernels) or
-        ``"CHWN"`` (HWIO kernels; batch last: XLA:CPU's fastest for LeNet, see
-        :mod:`jaxconv.kernels.dispatch`).
-      impl: a key of :data:`IMPLEMENTATIONS`, all the same function: ``"auto"`` (default:
-        the fastest measured path for the backend and geometry, see
-        :func:`~jaxconv.kernels.dispatch.select_impl`),
-        ``"lax"`` (``lax.conv_general_dilated``), ``"patches"`` (strided slices into
-        patches, then one matrix product) or ``"vjp"`` (gradients that stay fast inside
-        loops; stride 1, dilation 1, groups 1, lax otherwise). With NaN/inf weights, lax
-        skips zero padding while patches and the one-channel vjp path multiply it.
-      precision: ``lax.Precision`` or None (JAX's default), passed to the conv / product.
-
-    Returns:
-      (N, O, oh, ow) (unbatched: (O, oh, ow); NHWC: channels last; CHWN: (O, oh, ow, N)) in
-      the promoted dtype of x, w and b, where per axis
-      ``o = floor((n + p_total - d*(k-1) - 1 + s) / s)``, see
-      :func:`jaxconv.shapes.conv_output_shape`.
-
-    Raises:
-      TypeError: non-floating x, w or b; non-int geometry; forward-mode differentiation of
-        the CHWN ``vjp`` path (traced inside this call).
-      ValueError: bad rank, channel/groups mismatch, non-positive stride/dilation/groups,
-        negative padding, unknown padding string, layout or impl, kernel larger than the
-        padded input, bias not of shape (O,).
-    """
-    _check_impl(impl, tuple(IMPLEMENTATIONS))
-    layout = check_layout(layout)
-    x, w = _as_float_array(x, "x"), _as_float_array(w, "w")
+    """The one convolution behind conv1d/2d/3d, over ``n`` spatial axes."""
+    name = f"conv{n}d"
+    if impl not in _IMPLS_BY_NDIM[n]:
+        only = "" if n == 2 else " (the 'patches' and 'vjp' paths are 2-D only)"
+        raise ValueError(f"impl must be one of {_IMPLS_BY_NDIM[n]} for {name}{only}, got {impl!r}")
+    layout = check_layout(layout, LAYOUTS_BY_NDIM[n])
+    x, w = _as_float_array(input, "input"), _as_float_array(weight, "weight")
     geom = conv_geometry(
         x.shape,
         w.shape,
@@ -336,24 +325,16 @@ def conv2d(
         groups=groups,
         layout=layout,
     )
-    dtype = jnp.result_type(x, w)
-    if b is not None:
-        b = _as_float_array(b, "b")
-        if b.shape != (geom.out_channels,):
-            raise ValueError(
-                f"b must have shape (out_channels,) = ({geom.out_channels},), got {b.shape}"
-            )
-        dtype = jnp.result_type(dtype, b)
-        b = b.astype(dtype)
+    b, dtype = _check_bias(bias, geom.out_channels, jnp.result_type(x, w))
     if impl == "patches":
         cols = patch_count(x.shape, w.size, geom)
         if cols > MAX_PATCHES:  # past it XLA:CPU aborts instead of raising
             raise ValueError(
                 f"impl='patches' would build a patches matrix of {cols} elements (over 2**31; "
-                f"x shape {x.shape}, padding {padding!r}): use impl='lax'"
+                f"input shape {x.shape}, padding {padding!r}): use impl='lax'"
             )
     try:
-        return _conv2d_apply(x.astype(dtype), w.astype(dtype), b, geom, impl, precision)
+        return _conv_apply(x.astype(dtype), w.astype(dtype), b, geom, impl, precision)
     except TypeError as err:  # JAX's words for jvp of a custom_vjp, made specific
         if geom.layout == "CHWN" and "forward-mode" in str(err):
             raise TypeError(
@@ -362,3 +343,148 @@ def conv2d(
                 "layout='NHWC'"
             ) from None
         raise
+
+
+_CONV_ARGS = """
+    Args:
+      input: {x_shapes}
+      weight: {w_shapes}
+      bias: optional bias of shape (O,), added to every position of output channel o.
+      stride: int or a sequence of one or {n} ints (one is repeated, as in PyTorch), >= 1.
+      padding: int, one or {n} ints (each side), {n} ``(before, after)`` pairs (per side; an
+        extension of PyTorch's), ``"valid"`` (none) or ``"same"`` (stride 1 only; output
+        size = input size; PyTorch's split, the odd extra element after). Zero padding.
+      dilation: like stride; the kernel's taps are ``d`` apart.
+      groups: input and output channels are split into ``groups`` blocks; block g of the
+        output sees only block g of the input. Must divide C and O.
+      layout: {layouts}
+      impl: {impls}
+      precision: ``lax.Precision`` or None (JAX's default), passed to the conv / product.
+
+    Returns:
+      {out_shapes},
+      in the promoted dtype of input, weight and bias, where per axis
+      ``o = floor((n + p_total - d*(k-1) - 1 + s) / s)``, see
+      :func:`jaxconv.shapes.conv_output_size`.
+
+    Raises:
+      TypeError: non-floating input, weight or bias; non-int geometry.
+      ValueError: bad rank, channel/groups mismatch, non-positive stride/dilation/groups,
+        negative padding, unknown padding string, layout or impl, kernel larger than the
+        padded input, bias not of shape (O,).
+"""
+
+_LAX_ONLY = (
+    '``"auto"`` or ``"lax"`` (both ``lax.conv_general_dilated``; the 2-D speed paths '
+    "of :mod:`jaxconv.kernels` do not apply)."
+)
+
+
+def conv1d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    layout: str = "NCL",
+    impl: str = "auto",
+    precision: Any = None,
+) -> Array:
+    return _conv_nd(
+        1, input, weight, bias, stride, padding, dilation, groups, layout, impl, precision
+    )
+
+
+def conv2d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    layout: str = "NCHW",
+    impl: str = "auto",
+    precision: Any = None,
+) -> Array:
+    return _conv_nd(
+        2, input, weight, bias, stride, padding, dilation, groups, layout, impl, precision
+    )
+
+
+def conv3d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    layout: str = "NCDHW",
+    impl: str = "auto",
+    precision: Any = None,
+) -> Array:
+    return _conv_nd(
+        3, input, weight, bias, stride, padding, dilation, groups, layout, impl, precision
+    )
+
+
+conv1d.__doc__ = (
+    "1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d``.\n"
+    + _CONV_ARGS.format(
+        n=1,
+        x_shapes="(N, C, L) or unbatched (C, L); NLC: (N, L, C) or (L, C).",
+        w_shapes="OIL kernel (O, C // groups, k); NLC: LIO (k, C // groups, O).",
+        layouts='``"NCL"`` (PyTorch\'s, OIL kernels) or ``"NLC"`` (LIO kernels).',
+        impls=_LAX_ONLY,
+        out_shapes="(N, O, ol) (unbatched: (O, ol); NLC: channels last)",
+    )
+)
+conv2d.__doc__ = (
+    "2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.\n"
+    + _CONV_ARGS.format(
+        n=2,
+        x_shapes=(
+            "(N, C, H, W) or unbatched (C, H, W); NHWC: (N, H, W, C) or (H, W, C); CHWN:\n"
+            "        (C, H, W, N), batched only."
+        ),
+        w_shapes=(
+            "OIHW kernel (O, C // groups, kh, kw); NHWC and CHWN: HWIO\n"
+            "        (kh, kw, C // groups, O)."
+        ),
+        layouts=(
+            '``"NCHW"`` (the chapter\'s, with OIHW kernels), ``"NHWC"`` (HWIO kernels) or\n'
+            '        ``"CHWN"`` (HWIO kernels; batch last: XLA:CPU\'s fastest for LeNet, see\n'
+            "        :mod:`jaxconv.kernels.dispatch`)."
+        ),
+        impls=(
+            'a key of :data:`IMPLEMENTATIONS`, all the same function: ``"auto"`` (default:\n'
+            "        the fastest measured path for the backend and geometry, see\n"
+            '        :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
+            '        (``lax.conv_general_dilated``), ``"patches"`` (strided slices into patches,\n'
+            '        then one matrix product) or ``"vjp"`` (gradients that stay fast inside\n'
+            "        loops; stride 1, dilation 1, groups 1, lax otherwise). With NaN/inf weights,\n"
+            "        lax skips zero padding while patches and the one-channel vjp path multiply\n"
+            "        it. The CHWN ``vjp`` path differentiates in reverse mode only (TypeError)."
+        ),
+        out_shapes=(
+            "(N, O, oh, ow) (unbatched: (O, oh, ow); NHWC: channels last; CHWN: (O, oh, ow, N))"
+        ),
+    )
+)
+conv3d.__doc__ = (
+    "3-D convolution (cross-correlation), as ``torch.nn.functional.conv3d``.\n"
+    + _CONV_ARGS.format(
+        n=3,
+        x_shapes="(N, C, D, H, W) or unbatched (C, D, H, W); NDHWC: channels last.",
+        w_shapes="OIDHW kernel (O, C // groups, kd, kh, kw); NDHWC: DHWIO.",
+        layouts='``"NCDHW"`` (PyTorch\'s, OIDHW kernels) or ``"NDHWC"`` (DHWIO kernels).',
+        impls=_LAX_ONLY,
+        out_shapes="(N, O, od, oh, ow) (unbatched: (O, od, oh, ow); NDHWC: channels last)",
+    )
+)

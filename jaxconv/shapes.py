@@ -98,6 +98,27 @@ def conv_output_size(size: Ints, kernel: Ints, stride: Ints, pads: Pads, dilatio
     return tuple(out)
 
 
+def conv_transpose_output_size(
+    size: Ints, kernel: Ints, stride: Ints, pads: Pads, dilation: Ints, output_padding: Ints
+) -> Ints:
+    """Per-axis transposed-conv output on normalised tuples, PyTorch's formula
+    ``(n - 1) * s - (lo + hi) + d * (k - 1) + output_padding + 1``; ValueError where it is
+    below 1 (padding crops more than the transposed conv produces)."""
+    out = []
+    for axis, name in enumerate(AXIS_NAMES[len(size)]):
+        span = (size[axis] - 1) * stride[axis] + effective_kernel(kernel[axis], dilation[axis])
+        o = span - sum(pads[axis]) + output_padding[axis]
+        if o < 1:
+            raise ValueError(
+                f"padding {pads[axis][0]} crops the whole output along {name}: "
+                f"({size[axis]} - 1) * stride {stride[axis]} + dilation {dilation[axis]} * "
+                f"(kernel {kernel[axis]} - 1) + output_padding {output_padding[axis]} + 1 - "
+                f"2 * padding = {o} (must be >= 1)"
+            )
+        out.append(o)
+    return tuple(out)
+
+
 def conv_output_shape(
     input_size: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1
 ) -> Pair:

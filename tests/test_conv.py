@@ -431,12 +431,24 @@ X4 = np.zeros((2, 4, 8, 8), np.float32)  # NCHW, 4 channels
 W4 = np.zeros((6, 4, 3, 3), np.float32)  # OIHW
 
 BAD_CONV2D = {
-    "x-rank": (dict(x=np.zeros((4, 8), np.float32)), ValueError, r"^x must have rank 3"),
-    "x-rank5": (dict(x=np.zeros((1, 2, 4, 8, 8), np.float32)), ValueError, r"^x must have rank"),
-    "w-rank": (dict(w=np.zeros((6, 4, 3), np.float32)), ValueError, r"^w must have rank 4"),
-    "w-empty": (dict(w=np.zeros((0, 4, 3, 3), np.float32)), ValueError, r"^w must have no empty"),
-    "channels": (dict(w=np.zeros((6, 3, 3, 3), np.float32)), ValueError, r"x has 4 channels"),
-    "channels-groups": (dict(groups=2), ValueError, r"x has 4 channels but w expects 4 \* groups"),
+    "x-rank": (dict(x=np.zeros((4, 8), np.float32)), ValueError, r"^input must have rank 3"),
+    "x-rank5": (
+        dict(x=np.zeros((1, 2, 4, 8, 8), np.float32)),
+        ValueError,
+        r"^input must have rank",
+    ),
+    "w-rank": (dict(w=np.zeros((6, 4, 3), np.float32)), ValueError, r"^weight must have rank 4"),
+    "w-empty": (
+        dict(w=np.zeros((0, 4, 3, 3), np.float32)),
+        ValueError,
+        r"^weight must have no empty",
+    ),
+    "channels": (dict(w=np.zeros((6, 3, 3, 3), np.float32)), ValueError, r"input has 4 channels"),
+    "channels-groups": (
+        dict(groups=2),
+        ValueError,
+        r"input has 4 channels but weight expects 4 \* groups",
+    ),
     "out-groups": (
         dict(w=np.zeros((5, 2, 3, 3), np.float32), groups=2),
         ValueError,
@@ -461,18 +473,30 @@ BAD_CONV2D = {
     "kernel-too-large": (
         dict(w=np.zeros((6, 4, 9, 3), np.float32)),
         ValueError,
-        r"^w is too large for x .*kernel_size",
+        r"^weight is too large for input .*kernel_size",
     ),
-    "dilated-too-large": (dict(dilation=4), ValueError, r"^w is too large for x"),
+    "dilated-too-large": (dict(dilation=4), ValueError, r"^weight is too large for input"),
     "layout": (dict(layout="NWHC"), ValueError, r"^layout must be one of"),
     "impl": (dict(impl="fft"), ValueError, r"^impl must be one of \('lax', 'patches'"),
-    "x-int": (dict(x=np.zeros((2, 4, 8, 8), np.int32)), TypeError, r"^x must have a real float"),
-    "x-complex": (dict(x=np.zeros((2, 4, 8, 8), np.complex64)), TypeError, r"^x must have a real"),
-    "w-int": (dict(w=np.zeros((6, 4, 3, 3), np.int8)), TypeError, r"^w must have a real float"),
-    "b-int": (dict(b=np.zeros(6, np.int32)), TypeError, r"^b must have a real float"),
-    "b-shape": (dict(b=np.zeros(4, np.float32)), ValueError, r"^b must have shape .*\(6,\)"),
-    "b-rank": (dict(b=np.zeros((6, 1), np.float32)), ValueError, r"^b must have shape"),
-    "nhwc-channels": (dict(layout="NHWC"), ValueError, r"x has 8 channels"),
+    "x-int": (
+        dict(x=np.zeros((2, 4, 8, 8), np.int32)),
+        TypeError,
+        r"^input must have a real float",
+    ),
+    "x-complex": (
+        dict(x=np.zeros((2, 4, 8, 8), np.complex64)),
+        TypeError,
+        r"^input must have a real",
+    ),
+    "w-int": (
+        dict(w=np.zeros((6, 4, 3, 3), np.int8)),
+        TypeError,
+        r"^weight must have a real float",
+    ),
+    "b-int": (dict(b=np.zeros(6, np.int32)), TypeError, r"^bias must have a real float"),
+    "b-shape": (dict(b=np.zeros(4, np.float32)), ValueError, r"^bias must have shape .*\(6,\)"),
+    "b-rank": (dict(b=np.zeros((6, 1), np.float32)), ValueError, r"^bias must have shape"),
+    "nhwc-channels": (dict(layout="NHWC"), ValueError, r"input has 8 channels"),
 }
 
 
@@ -715,7 +739,7 @@ def test_chwn_large_patches_take_the_nhwc_path(monkeypatch):
 def test_chwn_rank_and_channels_are_checked():
     with pytest.raises(ValueError, match=r"rank 4 \(batched CHWN"):
         conv2d(np.ones((3, 8, 8), np.float32), np.ones((3, 3, 3, 2), np.float32), layout="CHWN")
-    with pytest.raises(ValueError, match="x has 3 channels but w expects 2"):
+    with pytest.raises(ValueError, match="input has 3 channels but weight expects 2"):
         conv2d(np.ones((3, 8, 8, 2), np.float32), np.ones((3, 3, 2, 4), np.float32),
                layout="CHWN")  # fmt: skip
 

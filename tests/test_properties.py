@@ -697,11 +697,12 @@ def assert_refused(call: Callable[[], Any], names: tuple[str, ...]) -> None:
     raise AssertionError(f"accepted invalid input (expected an error naming {names})")
 
 
+# (1,) is not here: a one-element sequence is repeated, as PyTorch does (issue 14)
 BAD_POSITIVE = [0, -1, -5, (1, 0), (0, 2), (2, -1), 2.0, 1.5, np.float32(2.0), True, False,
-                "2", b"2", (1,), (1, 2, 3), [1, "a"], {1: 2}, float("nan"), float("inf"),
+                "2", b"2", (1, 2, 3), [1, "a"], {1: 2}, float("nan"), float("inf"),
                 1 + 0j, (2, float("nan")), ((1, 1), (1, 1))]  # fmt: skip
 BAD_PADDING = [-1, (-1, 0), (0, -2), ((0, -1), (0, 0)), ((0, 0), (-3, 0)), 1.0, float("nan"),
-               float("inf"), True, (1,), (1, 2, 3), ((1,), (1, 1)), ((1, 2), 3), "SAME",
+               float("inf"), True, (1, 2, 3), ((1,), (1, 1)), ((1, 2), 3), "SAME",
                "full", b"same", {}]  # fmt: skip
 BAD_LAYOUT = ["nchw", "NCWH", "HWC", "", None, 1, ("NCHW",)]
 BAD_BOOL = [1, 0, "yes", "", None, 1.0, np.int64(1)]
@@ -733,7 +734,8 @@ def invalid_conv2d_calls(draw: Any) -> tuple[str, tuple[str, ...], Callable[[], 
     kwargs = conv2d_geometry(case) | {"impl": case["impl"]}
     target = draw(st.sampled_from(["stride", "padding", "dilation", "groups", "layout", "impl",
                                    "x", "w", "b", "fit", "channels"]))  # fmt: skip
-    names: tuple[str, ...] = (target,)
+    # conv2d's array arguments are torch's input, weight, bias
+    names: tuple[str, ...] = ({"x": "input", "w": "weight", "b": "bias"}.get(target, target),)
     if target in ("stride", "dilation"):
         kwargs[target] = draw(st.sampled_from(BAD_POSITIVE))
     elif target == "padding":
@@ -757,7 +759,7 @@ def invalid_conv2d_calls(draw: Any) -> tuple[str, tuple[str, ...], Callable[[], 
         b = draw(st.sampled_from([b.astype(np.int32), b.astype(np.complex64), b[None],
                                   np.zeros(case["o"] + 1, x.dtype), b[:0]]))  # fmt: skip
     elif target == "fit":  # oversize kernel: larger than the padded input
-        names = ("w", "kernel_size")
+        names = ("weight", "kernel_size")
         kwargs["padding"] = 0
         big = max(case["h"], case["w"]) + draw(st.integers(1, 3))
         shape = list(k.shape)
@@ -767,7 +769,7 @@ def invalid_conv2d_calls(draw: Any) -> tuple[str, tuple[str, ...], Callable[[], 
             shape[0] = big
         k = np.ones(shape, x.dtype)
     else:  # channels: x's channels do not match w's
-        names = ("x", "w")
+        names = ("input", "weight")
         axis = -3 if case["layout"] == "NCHW" else -1
         x = np.take(x, range(x.shape[axis] + 1), axis=axis, mode="wrap")  # one channel more
     event(f"conv2d {target}")
@@ -930,7 +932,8 @@ def invalid_shape_calls(draw: Any) -> tuple[str, tuple[str, ...], Callable[[], A
     target = draw(st.sampled_from(list(args) + ["oversize"]))
     names = (target,)
     if target == "input_size":
-        args[target] = draw(st.sampled_from([2.0, "8", None, (8,), (8, 8, 8), True, (8, 8.0)]))
+        # (8,) means (8, 8), as every int-or-tuple argument does (issue 14)
+        args[target] = draw(st.sampled_from([2.0, "8", None, (8, 8, 8), True, (8, 8.0)]))
     elif target == "padding":
         extra = [(2, 0), ((0, 2), (0, 0)), "same"] if fn == "pool_output_shape" else []
         args[target] = draw(st.sampled_from(BAD_PADDING + extra))
@@ -1058,7 +1061,7 @@ def test_conv2d_refuses_empty_spatial_input_as_torch_and_pooling_do():
         F.conv2d(torch_t(x), torch.ones(1, 1, 1, 1), padding=1)
     with pytest.raises(ValueError, match=r"\bx\b"):
         jaxconv.max_pool2d(x, 1, padding=0)
-    with pytest.raises(ValueError, match=r"\bx\b"):
+    with pytest.raises(ValueError, match=r"\binput\b"):
         jaxconv.conv2d(x, np.ones((1, 1, 1, 1), np.float32), padding=1)
 
 
@@ -1087,7 +1090,7 @@ def test_ragged_nested_lists_are_refused_naming_the_argument(op):
         "max_pool2d": lambda: jaxconv.max_pool2d(ragged, 1),
         "corr2d": lambda: jaxconv.corr2d(ragged[0], np.ones((1, 1), np.float32)),
     }[op]
-    assert_refused(call, ("x", "X"))
+    assert_refused(call, ("x", "X", "input"))
 
 
 # --------------------------------------------------------------------------- NaN and inf

@@ -45,8 +45,8 @@ def current_backend(backend: str | None = None) -> str:
 
 
 def vjp_applies(geom: ConvGeometry) -> bool:
-    """Whether ``impl="vjp"`` has its own rule for this geometry: stride 1, dilation 1 and
-    groups 1 (any padding); for other geometries it computes through lax."""
+    """Whether ``impl="vjp"`` has its own rule for this geometry: 2-D, stride 1, dilation 1
+    and groups 1 (any padding); for other geometries it computes through lax."""
     return geom.stride == (1, 1) and geom.dilation == (1, 1) and geom.groups == 1
 
 

@@ -24,7 +24,14 @@ from jaxconv.reference.chapter import (
     corr2d_vmap,
     pool2d,
 )
-from jaxconv.reference.conv import conv2d
+from jaxconv.reference.conv import (
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
 from jaxconv.reference.fold import (
     fold,
     max_unpool1d,
@@ -43,7 +50,12 @@ __all__ = [
     "corr2d_multi_in_out",
     "conv1x1",
     "convolve2d",
+    "conv1d",
     "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
     "max_pool2d",
     "avg_pool2d",
     "pool2d",
