@@ -37,6 +37,13 @@ LAYOUT_KERNELS: dict[str, str] = {
 #: The layouts the 2-D ops accept, in the order their error messages list them.
 LAYOUTS = ("NCHW", "NHWC", "CHWN")
 
+#: The layouts an op with 1, 2 or 3 spatial axes accepts; the first is its default.
+LAYOUTS_BY_DIMS: dict[int, tuple[str, ...]] = {
+    1: ("NCL", "NLC"),
+    2: LAYOUTS,
+    3: ("NCDHW", "NDHWC"),
+}
+
 
 def layout_axes(layout: str, batched: bool = True) -> tuple[int, Ints]:
     """``(channel axis, spatial axes)`` of an array in ``layout``; unbatched arrays have no N."""
@@ -71,12 +78,16 @@ def as_int(value: Any, name: str) -> int:
 
 
 def as_tuple(value: Any, n: int, name: str) -> Ints:
-    """Normalise an int or a length-``n`` sequence of ints to an ``n``-tuple of ints."""
+    """Normalise an int, a 1-sequence (every axis, as PyTorch) or a length-``n`` sequence of
+    ints to an ``n``-tuple of ints."""
     if _is_int(value):
         return (int(value),) * n
+    if _is_seq(value, 1) and _is_int(value[0]):
+        return (int(value[0]),) * n
     if _is_seq(value, n):
         return tuple(as_int(v, f"{name}[{i}]") for i, v in enumerate(value))
     want = "a pair of ints (h, w)" if n == 2 else f"a sequence of {n} ints"
+    want += " (or one int in a 1-sequence)" if n > 1 else ""
     raise TypeError(f"{name} must be an int or {want}, got {value!r}")
 
 
@@ -102,13 +113,16 @@ def padding_sides(value: Any, n: int, name: str = "padding") -> Pads:
     """Normalise numeric padding to one ``(before, after)`` pair per axis, all >= 0 and at
     most :data:`MAX_GEOMETRY`.
 
-    Accepts ``p`` (every side), ``n`` ints (symmetric per axis) and ``n`` pairs (per side; in
-    2-D ``((top, bottom), (left, right))``). Strings are handled by the caller.
+    Accepts ``p`` (every side), ``(p,)`` (every side, as PyTorch), ``n`` ints (symmetric per
+    axis) and ``n`` pairs (per side; in 2-D ``((top, bottom), (left, right))``). Strings are
+    handled by the caller.
     """
     if n == 2:
         want = "an int, (ph, pw) or ((top, bottom), (left, right))"
     else:
         want = f"an int, {n} ints or {n} (before, after) pairs"
+    if _is_seq(value, 1) and _is_int(value[0]):
+        value = value[0]
     if _is_int(value):
         pads = ((int(value), int(value)),) * n
     elif _is_seq(value, n) and all(_is_int(v) for v in value):

@@ -104,9 +104,9 @@ def tiles(geom: WindowGeometry) -> bool:
 
 
 def use_tiled_max_pool(geom: WindowGeometry) -> bool:
-    """Whether max pooling's derivative takes the tiled rule: tiling windows on XLA:CPU,
-    where it stays fast inside a training loop."""
-    return tiles(geom) and current_backend() == "cpu"
+    """Whether max pooling's derivative takes the tiled rule: tiling 2-D windows on XLA:CPU,
+    where it stays fast inside a training loop (the rule is written for two spatial axes)."""
+    return len(geom.kernel) == 2 and tiles(geom) and current_backend() == "cpu"
 
 
 def default_layout(backend: str | None = None) -> str:

@@ -16,7 +16,17 @@ from jaxconv.reference.chapter import (
     pool2d,
 )
 from jaxconv.reference.conv import conv2d
-from jaxconv.reference.pool import avg_pool2d, max_pool2d
+from jaxconv.reference.pool import (
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+)
 
 __all__ = [
     "corr2d",
@@ -26,7 +36,14 @@ __all__ = [
     "conv1x1",
     "convolve2d",
     "conv2d",
+    "max_pool1d",
     "max_pool2d",
+    "max_pool3d",
+    "avg_pool1d",
     "avg_pool2d",
+    "avg_pool3d",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
     "pool2d",
 ]
