@@ -931,7 +931,7 @@ def invalid_shape_calls(draw: Any) -> tuple[str, tuple[str, ...], Callable[[], A
     target = draw(st.sampled_from(list(args) + ["oversize"]))
     names = (target,)
     if target == "input_size":
-        args[target] = draw(st.sampled_from([2.0, "8", None, (8,), (8, 8, 8), True, (8, 8.0)]))
+        args[target] = draw(st.sampled_from([2.0, "8", None, (), (8, 8, 8), True, (8, 8.0)]))
     elif target == "padding":
         extra = [(2, 0), ((0, 2), (0, 0)), "same"] if fn == "pool_output_shape" else []
         args[target] = draw(st.sampled_from(BAD_PADDING + extra))

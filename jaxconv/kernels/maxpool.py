@@ -182,6 +182,13 @@ def _max_pool_tiled_jvp(
     shape = [1] * ndim
     shape[ah], shape[aw] = hp, wp
     taps = (np.arange(hp)[:, None] % kh) * kw + np.arange(wp)[None, :] % kw  # (hp, wp)
+    # Padding (and ceil-mode overhang) is never PyTorch's choice, not even in a window whose
+    # input elements are all -inf: its tap is kh*kw, as an element below the maximum. A
+    # constant, so this costs nothing (and without padding changes nothing).
+    ((top, _), (left, _)), (H, W) = geom.padding, geom.in_size
+    rows, cols = np.arange(hp) - top, np.arange(wp) - left
+    inside = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+    taps = np.where(inside, taps, kh * kw)
     tap = jnp.asarray(taps.reshape(shape), jnp.int32)
     # key: the tap of an element equal to the maximum, kh*kw (never chosen) otherwise; a
     # NaN's key is -1 - tap, below every other key, counting backwards so that the minimum
