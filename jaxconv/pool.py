@@ -312,7 +312,10 @@ def _lp_pool_nd(
 def _lp_pool(x: jax.Array, geom: WindowGeometry, p: float) -> jax.Array:
     """PyTorch's formula, step by step (its gradients too: zero where a window's sum is 0)."""
     mean = _avg_pool(x**p, geom, True, None)  # XLA's pow, as C's: (-2.0) ** 2.0 is 4
-    scaled = jnp.sign(mean) * jax.nn.relu(jnp.abs(mean)) * math.prod(geom.kernel)
+    # relu as torch's, whose backward passes a NaN gradient on (jax.nn.relu's zeroes it)
+    magnitude = jnp.abs(mean)
+    relu = jnp.where(magnitude <= 0, jnp.zeros_like(magnitude), magnitude)
+    scaled = jnp.sign(mean) * relu * math.prod(geom.kernel)
     return scaled ** (1.0 / p)
 
 
