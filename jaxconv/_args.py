@@ -58,7 +58,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_seq(value: Any, n: int) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == n
+    # bytes are a sequence of ints: b"2" is not a stride of 50
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) == n
 
 
 #: Geometry beyond int32 cannot index any array XLA will build; refuse it before tracing.

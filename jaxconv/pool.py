@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import textwrap
 from functools import partial, reduce
 from typing import Any
 
@@ -99,14 +100,16 @@ _MAX_DOC = """{n}-D max pooling, as ``torch.nn.functional.max_pool{n}d``.
       kernel_size: window ``k``, ``(k,)`` or {tuple}.
       stride: int, 1-tuple or {n}-tuple; None (default) or an empty sequence means stride =
         kernel_size.
-      padding: int, 1-tuple, {n}-tuple, or per side {sides}; each side at most half the window
-        (``p <= k // 2``). Padding is -inf, so it never wins.
+      padding: int, 1-tuple, {n}-tuple, or per side {sides};
+        each side at most half the window (``p <= k // 2``). Padding is -inf, so it never
+        wins.
       dilation: spacing between window taps (int, 1-tuple or {n}-tuple).
       ceil_mode: round the output size up; the extra last window must start inside the input
         or the left padding (a window that would start in the right padding is dropped), and
         its overhang is -inf.
-      return_indices: also return, per output element, the flat index {flat} of the maximum
-        in the unpadded input plane (int32), as PyTorch's ``return_indices``.
+      return_indices: also return, per output element, the flat index
+        {flat} of the maximum in the unpadded input plane (int32), as PyTorch's
+        ``return_indices``.
       layout: keyword-only; {layouts}.
 
     Returns:
@@ -134,10 +137,22 @@ _SHAPES = {
 }  # fmt: skip
 
 
+def _wrapped(doc: str, width: int = 96) -> str:
+    """``doc`` with each over-long line wrapped, its continuation indented two more spaces
+    (an Args entry), so the filled-in templates read like the hand-written docstrings."""
+    lines = []
+    for line in doc.split("\n"):
+        indent = " " * (len(line) - len(line.lstrip()))
+        more = indent + ("  " if line.lstrip()[:1].isalpha() and ":" in line else "")
+        lines += textwrap.wrap(line, width, initial_indent="", subsequent_indent=more) or [""]
+    return "\n".join(lines)
+
+
 def _max_doc(n: int) -> str:
     shapes, tup, sides, flat, layouts = _SHAPES[n]
-    return _MAX_DOC.format(n=n, shapes=shapes, tuple=tup, sides=sides, flat=flat,
-                           layouts=layouts)  # fmt: skip
+    doc = _MAX_DOC.format(n=n, shapes=shapes, tuple=tup, sides=sides, flat=flat,
+                          layouts=layouts)  # fmt: skip
+    return _wrapped(doc)
 
 
 def max_pool1d(
@@ -270,7 +285,7 @@ def avg_pool3d(
 
 
 avg_pool1d.__doc__, avg_pool2d.__doc__, avg_pool3d.__doc__ = (
-    _AVG_DOC.format(n=n, shapes=_SHAPES[n][0], override="" if n == 1 else _OVERRIDE)
+    _wrapped(_AVG_DOC.format(n=n, shapes=_SHAPES[n][0], override="" if n == 1 else _OVERRIDE))
     for n in (1, 2, 3)
 )
 
@@ -368,7 +383,7 @@ def lp_pool3d(
 
 
 lp_pool1d.__doc__, lp_pool2d.__doc__, lp_pool3d.__doc__ = (
-    _LP_DOC.format(n=n, shapes=_SHAPES[n][0], tuple=_SHAPES[n][1], layouts=_SHAPES[n][4])
+    _wrapped(_LP_DOC.format(n=n, shapes=_SHAPES[n][0], tuple=_SHAPES[n][1], layouts=_SHAPES[n][4]))
     for n in (1, 2, 3)
 )
 

@@ -124,7 +124,7 @@ def test_lp_pool_nan_and_zero_windows_as_torch(n, torch):
         np.testing.assert_allclose(grad, want_grad, rtol=1e-11, atol=1e-12)
 
 
-@pytest.mark.parametrize(("n", "p"), [(1, 2), (2, 3), (3, 1.5)])
+@pytest.mark.parametrize(("n", "p"), [(1, 2), (3, 1.5)])
 def test_lp_pool_check_grads(n, p):
     """Reverse and forward mode, second order, by finite differences (positive input)."""
     rng = np.random.default_rng(n)

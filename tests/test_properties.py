@@ -1057,7 +1057,7 @@ def test_conv2d_refuses_empty_spatial_input_as_torch_and_pooling_do():
     x = np.zeros((1, 1, 0, 3), np.float32)
     with pytest.raises(RuntimeError):
         F.conv2d(torch_t(x), torch.ones(1, 1, 1, 1), padding=1)
-    with pytest.raises(ValueError, match=r"\bx\b"):
+    with pytest.raises(ValueError, match=r"\binput\b"):
         jaxconv.max_pool2d(x, 1, padding=0)
     with pytest.raises(ValueError, match=r"\bx\b"):
         jaxconv.conv2d(x, np.ones((1, 1, 1, 1), np.float32), padding=1)
@@ -1088,7 +1088,7 @@ def test_ragged_nested_lists_are_refused_naming_the_argument(op):
         "max_pool2d": lambda: jaxconv.max_pool2d(ragged, 1),
         "corr2d": lambda: jaxconv.corr2d(ragged[0], np.ones((1, 1), np.float32)),
     }[op]
-    assert_refused(call, ("x", "X"))
+    assert_refused(call, ("x", "X", "input"))
 
 
 # --------------------------------------------------------------------------- NaN and inf
