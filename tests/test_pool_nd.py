@@ -177,12 +177,7 @@ def test_max_pool_values_indices_gradients_vs_torch(case, torch):
 
     t = rng.standard_normal(x.shape)
     _, tangent = jax.jit(lambda x, t: jax.jvp(values, (x,), (t,)))(x, t)
-    t_cf = to_cf(t, layout, batched)
-    t_cf = t_cf.reshape(*t_cf.shape[: t_cf.ndim - n], -1)  # flat planes, torch's indices
-    i_cf = to_cf(np.asarray(want_idx), layout, batched)
-    i_cf = i_cf.reshape(*i_cf.shape[: i_cf.ndim - n], -1)
-    gathered = np.take_along_axis(t_cf, i_cf, axis=-1).reshape(to_cf(want_y, layout, batched).shape)
-    np.testing.assert_array_equal(tangent, from_cf(gathered, layout, batched))
+    np.testing.assert_array_equal(tangent, _at_indices(t, want_idx, layout, batched, n))
 
 
 @pytest.mark.parametrize("case", AVG_CASES, ids=_id)
@@ -216,29 +211,34 @@ TIE_CASES = [
 ]
 
 
+def _at_indices(t: np.ndarray, idx: np.ndarray, layout: str, batched: bool, n: int) -> np.ndarray:
+    """``t``'s entries at torch's flat per-plane indices ``idx`` (both in ``layout``): the
+    tangent of the element torch selects."""
+    t_cf, i_cf = to_cf(t, layout, batched), to_cf(np.asarray(idx), layout, batched)
+    flat = lambda a: a.reshape(*a.shape[: a.ndim - n], -1)  # noqa: E731
+    picked = np.take_along_axis(flat(t_cf), flat(i_cf), axis=-1).reshape(i_cf.shape)
+    return from_cf(picked, layout, batched)
+
+
 @pytest.mark.parametrize(("n", "shape", "kw"), TIE_CASES)
-@pytest.mark.parametrize("fill", ["equal", "repeated"])
-def test_max_pool_ties_route_to_torchs_index(n, shape, kw, fill, torch):
+def test_max_pool_ties_route_to_torchs_index(n, shape, kw, torch):
     """All-equal windows and repeated maxima: the gradient lands where torch's does (its first
-    maximum in scan order), reverse mode and forward mode."""
+    maximum in scan order), in reverse mode; forward mode gives the tangent at torch's index."""
     rng = np.random.default_rng(n)
-    if fill == "equal":
-        x = np.full(shape, 1.5)
-    else:
-        x = rng.integers(0, 2, size=shape).astype(np.float64)
-    layout = LAYOUTS[n][0]
+    layout, batched = LAYOUTS[n][0], len(shape) == n + 2
     op = getattr(jaxconv, f"max_pool{n}d")
-    y, idx = op(x, return_indices=True, **kw)
-    g = rng.standard_normal(y.shape)
-    _, want_idx, want_grad = _torch(torch, f"max_pool{n}d", x, g, layout, len(shape) == n + 2,
-                                    return_indices=True, **kw)  # fmt: skip
-    np.testing.assert_array_equal(idx, want_idx)
-    grad = jax.jit(jax.grad(lambda x: jnp.vdot(op(x, **kw), g)))(x)
-    np.testing.assert_array_equal(grad, want_grad)
-    # forward mode, the transpose of the same linear map: <jvp(t), g> = <t, grad>
-    t = rng.standard_normal(x.shape)
-    _, tangent = jax.jit(lambda x, t: jax.jvp(lambda x: op(x, **kw), (x,), (t,)))(x, t)
-    np.testing.assert_allclose(jnp.vdot(tangent, g), jnp.vdot(t, want_grad), rtol=1e-12)
+    grad_fn = jax.jit(jax.grad(lambda x, g: jnp.vdot(op(x, **kw), g)))
+    jvp_fn = jax.jit(lambda x, t: jax.jvp(lambda x: op(x, **kw), (x,), (t,))[1])
+    for x in (np.full(shape, 1.5), rng.integers(0, 2, size=shape).astype(np.float64)):
+        y, idx = op(x, return_indices=True, **kw)
+        g = rng.standard_normal(y.shape)
+        _, want_idx, want_grad = _torch(torch, f"max_pool{n}d", x, g, layout, batched,
+                                        return_indices=True, **kw)  # fmt: skip
+        np.testing.assert_array_equal(idx, want_idx)
+        np.testing.assert_array_equal(grad_fn(x, g), want_grad)
+        t = rng.standard_normal(x.shape)
+        want_t = _at_indices(t, want_idx, layout, batched, n)
+        np.testing.assert_array_equal(jvp_fn(x, t), want_t)
 
 
 DILATED = [
@@ -285,6 +285,7 @@ def test_max_pool_nan_inf_as_torch(n, shape, kw, torch):
     layout = LAYOUTS[n][0]
     batched = len(shape) == n + 2
     op = getattr(jaxconv, f"max_pool{n}d")
+    grad_fn = jax.jit(jax.grad(lambda x, g: jnp.vdot(op(x, **kw), g)))
     for xs in (x, np.full(shape, -np.inf)):
         y, idx = op(xs, return_indices=True, **kw)
         g = rng.standard_normal(y.shape)
@@ -292,8 +293,7 @@ def test_max_pool_nan_inf_as_torch(n, shape, kw, torch):
                                              return_indices=True, **kw)  # fmt: skip
         np.testing.assert_array_equal(y, want_y)
         np.testing.assert_array_equal(idx, want_idx)
-        grad = jax.jit(jax.grad(lambda x, g=g: jnp.vdot(op(x, **kw), g)))(xs)
-        np.testing.assert_array_equal(grad, want_grad)
+        np.testing.assert_array_equal(grad_fn(xs, g), want_grad)
         ref_y, ref_idx = getattr(reference, f"max_pool{n}d")(xs, return_indices=True, **kw)
         np.testing.assert_array_equal(ref_y, want_y)
         np.testing.assert_array_equal(ref_idx, want_idx)
