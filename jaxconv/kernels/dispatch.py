@@ -14,7 +14,7 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   back, and XLA folds the transposes into neighbouring fusions), or for CHWN input with few
   channels the batch-last rule (:mod:`~jaxconv.kernels.batch_last`; wide CHWN layers take the
   NHWC rule between transposes); lax for geometries it does not cover.
-- Max pooling on CPU takes the tiled derivative for windows that tile the input
+- 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`).
 - Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`).
 """
