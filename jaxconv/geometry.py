@@ -341,13 +341,15 @@ def pool_geometry(
     """Validate a pooling window's arguments for an input of ``x_shape`` in ``layout``
     (batched or not; its rank is checked by the caller) and return the geometry.
 
-    ``stride=None`` means stride = kernel_size; padding is per axis or per side, at most half
-    the window on each side; ``ceil_mode`` rounds the output size up, as in PyTorch.
+    ``stride=None`` or an empty sequence means stride = kernel_size (as PyTorch); padding is
+    per axis or per side, at most half the window on each side; ``ceil_mode`` rounds the output
+    size up, as in PyTorch.
     """
     axes = layout_axes(layout, len(x_shape) == len(layout))[1]
     n = len(axes)
     kernel = positive_tuple(kernel_size, n, "kernel_size")
-    strides = kernel if stride is None else positive_tuple(stride, n, "stride")
+    empty = isinstance(stride, list | tuple) and len(stride) == 0
+    strides = kernel if stride is None or empty else positive_tuple(stride, n, "stride")
     dil = positive_tuple(dilation, n, "dilation")
     pads = padding_sides(padding, n, "padding")
     size = tuple(int(x_shape[a]) for a in axes)

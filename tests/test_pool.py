@@ -597,7 +597,7 @@ def test_empty_output(torch, kw):
 @pytest.mark.parametrize("shape", [(5, 5), (1, 1, 1, 5, 5)])
 def test_wrong_rank(torch, shape):
     for op in (pool.max_pool2d, pool.avg_pool2d):
-        with pytest.raises(ValueError, match="x must have rank 3 or 4"):
+        with pytest.raises(ValueError, match="input must have rank 3 or 4"):
             op(np.zeros(shape, np.float32), 2)
     _torch_refuses(torch, lambda F: F.max_pool2d(torch.zeros(shape), 2))
     _torch_refuses(torch, lambda F: F.avg_pool2d(torch.zeros(shape), 2))
@@ -620,7 +620,7 @@ def test_unknown_layout():
 def test_complex_dtype(torch):
     xc = X4.astype(np.complex64)
     for op in (pool.max_pool2d, pool.avg_pool2d):
-        with pytest.raises(TypeError, match="x must have a real floating dtype"):
+        with pytest.raises(TypeError, match="input must have a real floating dtype"):
             op(xc, 2)
     _torch_refuses(torch, lambda F: F.max_pool2d(torch.tensor(xc), 2))
     _torch_refuses(torch, lambda F: F.avg_pool2d(torch.tensor(xc), 2))
@@ -631,7 +631,7 @@ def test_integer_dtype_is_refused(torch):
     pads with -inf, and an integer mean would silently truncate)."""
     xi = X4.astype(np.int32)
     for op in (pool.max_pool2d, pool.avg_pool2d):
-        with pytest.raises(TypeError, match="x must have a real floating dtype"):
+        with pytest.raises(TypeError, match="input must have a real floating dtype"):
             op(xi, 2)
     with pytest.raises(TypeError, match="X must have a real floating dtype"):
         pool.pool2d(np.zeros((3, 3), np.int32), 2)

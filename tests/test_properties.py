@@ -699,10 +699,10 @@ def assert_refused(call: Callable[[], Any], names: tuple[str, ...]) -> None:
 
 # (1,) is not here: a one-element sequence is repeated, as PyTorch does (issue 14)
 BAD_POSITIVE = [0, -1, -5, (1, 0), (0, 2), (2, -1), 2.0, 1.5, np.float32(2.0), True, False,
-                "2", b"2", (1, 2, 3), [1, "a"], {1: 2}, float("nan"), float("inf"),
+                "2", b"2", (0,), (1, 2, 3), [1, "a"], {1: 2}, float("nan"), float("inf"),
                 1 + 0j, (2, float("nan")), ((1, 1), (1, 1))]  # fmt: skip
 BAD_PADDING = [-1, (-1, 0), (0, -2), ((0, -1), (0, 0)), ((0, 0), (-3, 0)), 1.0, float("nan"),
-               float("inf"), True, (1, 2, 3), ((1,), (1, 1)), ((1, 2), 3), "SAME",
+               float("inf"), True, (-1,), (1, 2, 3), ((1,), (1, 1)), ((1, 2), 3), "SAME",
                "full", b"same", {}]  # fmt: skip
 BAD_LAYOUT = ["nchw", "NCWH", "HWC", "", None, 1, ("NCHW",)]
 BAD_BOOL = [1, 0, "yes", "", None, 1.0, np.int64(1)]
@@ -817,10 +817,11 @@ def invalid_pool_calls(draw: Any, kind: str) -> tuple[str, tuple[str, ...], Call
     elif target == "divisor_override":
         kwargs[target] = draw(st.sampled_from([0, 2.0, "2", True, float("nan"), (2, 2)]))
     elif target == "x":
+        names = ("input",)  # torch's name of the pools' first argument
         how, x = bad_array(draw, x, (3, 4))
         event(f"{kind} x {how}")
     else:  # oversize: a window that does not fit the input
-        names = ("kernel_size", "x", "pool_size")
+        names = ("kernel_size", "input", "pool_size")
         kh, kw = as_pair(case["kernel_size"])
         kwargs.update(padding=0, stride=None, ceil_mode=False)  # ceil: k = n + 1 is valid
         if kind == "max":
@@ -933,7 +934,7 @@ def invalid_shape_calls(draw: Any) -> tuple[str, tuple[str, ...], Callable[[], A
     names = (target,)
     if target == "input_size":
         # (8,) means (8, 8), as every int-or-tuple argument does (issue 14)
-        args[target] = draw(st.sampled_from([2.0, "8", None, (8, 8, 8), True, (8, 8.0)]))
+        args[target] = draw(st.sampled_from([2.0, "8", None, (), (8, 8, 8), True, (8, 8.0)]))
     elif target == "padding":
         extra = [(2, 0), ((0, 2), (0, 0)), "same"] if fn == "pool_output_shape" else []
         args[target] = draw(st.sampled_from(BAD_PADDING + extra))
@@ -1059,7 +1060,7 @@ def test_conv2d_refuses_empty_spatial_input_as_torch_and_pooling_do():
     x = np.zeros((1, 1, 0, 3), np.float32)
     with pytest.raises(RuntimeError):
         F.conv2d(torch_t(x), torch.ones(1, 1, 1, 1), padding=1)
-    with pytest.raises(ValueError, match=r"\bx\b"):
+    with pytest.raises(ValueError, match=r"\binput\b"):
         jaxconv.max_pool2d(x, 1, padding=0)
     with pytest.raises(ValueError, match=r"\binput\b"):
         jaxconv.conv2d(x, np.ones((1, 1, 1, 1), np.float32), padding=1)

@@ -11,7 +11,7 @@ One job per module:
 - :mod:`~jaxconv.kernels.nhwc`: the NHWC ``custom_jvp`` rule of ``impl="vjp"``.
 - :mod:`~jaxconv.kernels.batch_last`: the CHWN ``custom_vjp`` rule (patch matrices, col2im,
   row blocks).
-- :mod:`~jaxconv.kernels.maxpool`: max pooling's values, derivative (general and tiled) and
+- :mod:`~jaxconv.kernels.maxpool`: max pooling's values, derivative (N-D, and tiled 2-D) and
   indices.
 
 Measurements behind the choices are in docs/BENCHMARKS.md.

@@ -14,7 +14,7 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   back, and XLA folds the transposes into neighbouring fusions), or for CHWN input with few
   channels the batch-last rule (:mod:`~jaxconv.kernels.batch_last`; wide CHWN layers take the
   NHWC rule between transposes); lax for geometries it does not cover.
-- Max pooling on CPU takes the tiled derivative for windows that tile the input
+- 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`).
 - Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`).
 """
@@ -104,9 +104,9 @@ def tiles(geom: WindowGeometry) -> bool:
 
 
 def use_tiled_max_pool(geom: WindowGeometry) -> bool:
-    """Whether max pooling's derivative takes the tiled rule: tiling windows on XLA:CPU,
-    where it stays fast inside a training loop."""
-    return tiles(geom) and current_backend() == "cpu"
+    """Whether max pooling's derivative takes the tiled rule: tiling 2-D windows on XLA:CPU,
+    where it stays fast inside a training loop (the rule is written for two spatial axes)."""
+    return len(geom.kernel) == 2 and tiles(geom) and current_backend() == "cpu"
 
 
 def default_layout(backend: str | None = None) -> str:

@@ -5,10 +5,11 @@ for ``reduce_window`` max cannot take window dilation (``select_and_gather_add``
 NotImplementedError) and its select_and_scatter backward is slow on XLA:CPU. The rule is a
 running ``where`` over the strided taps of the padded input
 (:func:`~jaxconv.kernels.windows.strided_taps`), which selects PyTorch's element (the first
-maximum in scan order, ties included), so gradients match PyTorch's index-based backward, in
-forward and reverse mode. ``return_indices`` scans the same way. On XLA:CPU, windows that tile
-the input (stride = kernel, no dilation: LeNet's 2x2 pools) pick the same element with
-reduce_windows instead, which stays fast inside a training loop (``_max_pool_tiled_jvp``).
+maximum in scan order among the taps inside the input, ties included), so gradients match
+PyTorch's index-based backward, in forward and reverse mode, in any number of spatial axes.
+``return_indices`` scans the same way. On XLA:CPU, 2-D windows that tile the input (stride =
+kernel, no dilation: LeNet's 2x2 pools) pick the same element with reduce_windows instead,
+which stays fast inside a training loop (``_max_pool_tiled_jvp``).
 """
 
 from __future__ import annotations
@@ -62,28 +63,88 @@ def _max_pool(x: Array, geom: WindowGeometry) -> Array:
     )
 
 
+def _tap_positions(geom: WindowGeometry) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per kernel tap (row-major, PyTorch's scan order): ``(inside, flat)``, NumPy arrays of
+    the output's spatial shape: whether each window's tap lies in the input (not in padding
+    or a ceil-mode overhang), and its flat index ``(d * H + h) * W + w`` into the input plane.
+    """
+    starts = [np.arange(o) * s - lo for o, s, (lo, _) in
+              zip(geom.out_size, geom.stride, geom.padding, strict=True)]  # fmt: skip
+    plane = [int(np.prod(geom.in_size[a + 1 :])) for a in range(len(geom.in_size))]
+    out = []
+    for tap in itertools.product(*(range(k) for k in geom.kernel)):
+        coords = np.ix_(*(st + t * d for st, t, d in zip(starts, tap, geom.dilation, strict=True)))
+        inside = np.ones(geom.out_size, bool)
+        flat = np.zeros(geom.out_size, np.int64)
+        for c, n, p in zip(coords, geom.in_size, plane, strict=True):
+            inside = inside & (c >= 0) & (c < n)
+            flat = flat + c * p
+        out.append((inside, flat))
+    return out
+
+
+def _first_index(geom: WindowGeometry) -> np.ndarray:
+    """PyTorch's starting index of each window: per axis the first tap at or past 0 (the
+    window's start moved forward by whole dilations), flattened. Kept when no tap beats -inf,
+    and for a window with no tap inside the input (then it lies past the input, as there)."""
+    flat = np.zeros(geom.out_size, np.int64)
+    for a, (o, s, (lo, _), d) in enumerate(
+        zip(geom.out_size, geom.stride, geom.padding, geom.dilation, strict=True)
+    ):
+        start = np.arange(o) * s - lo
+        first = start + d * np.maximum(0, -(start // d))  # ceil(-start / d) taps forward
+        shape = [1] * len(geom.out_size)
+        shape[a] = o
+        flat = flat + first.reshape(shape) * int(np.prod(geom.in_size[a + 1 :]))
+    return flat
+
+
+def _select(
+    geom: WindowGeometry, x_taps: list[Array], riders: list[list[Array]], ndim: int
+) -> tuple[Array, list[Array]]:
+    """PyTorch's choice of element in every window, as a running ``where`` over the taps.
+
+    PyTorch's kernel: only taps inside the input take part; the first of them starts the
+    window; a later tap replaces the current one if it is strictly larger or NaN (so ties keep
+    the first maximum in scan order, and a window with NaN selects its last NaN). Returns the
+    selected values and, for each rider (one array per tap: the tangent, or the flat index),
+    its selected entries. Where every tap lies inside the input (no padding reached) this is
+    the plain chain ``take = (tap > best) | isnan(tap)``; the static masks cost nothing there.
+    """
+    positions = _tap_positions(geom)
+    best, chosen = x_taps[0], [r[0] for r in riders]
+    seen = positions[0][0].copy()
+    for i in range(1, len(x_taps)):
+        inside = positions[i][0]
+        if not inside.any():
+            continue
+        first = inside & ~seen  # windows whose first in-input tap is this one
+        seen |= inside
+        take = (x_taps[i] > best) | jnp.isnan(x_taps[i])
+        if first.any():
+            take = take | spatial_constant(geom, first, ndim, bool)
+        if not inside.all():
+            take = take & spatial_constant(geom, inside, ndim, bool)
+        best = jnp.where(take, x_taps[i], best)
+        chosen = [jnp.where(take, r[i], c) for r, c in zip(riders, chosen, strict=True)]
+    return best, chosen
+
+
 @_max_pool.defjvp
 def _max_pool_jvp(
     geom: WindowGeometry, primals: tuple[Array], tangents: tuple[Array]
 ) -> tuple[Array, Array]:
-    """Tangent of the element PyTorch selects: the first strict maximum in scan order.
+    """Tangent of the element PyTorch selects (:func:`_select`): the first maximum in scan
+    order among the taps inside the input; a NaN tap always takes over, so NaN propagates.
 
-    A running ``where`` over the taps; a NaN tap always takes over, as in PyTorch, so NaN
-    propagates. Its transpose (the backward pass) is a few fused pads, faster on XLA:CPU than
-    JAX's own select_and_scatter rule, which also cannot take window dilation. (Only a window
-    whose every input element is -inf differs from PyTorch: the tangent is then the
-    padding's, zero.)
+    Linear in the tangent (a chain of ``where`` on fixed masks), so JAX transposes it for the
+    backward pass: a few fused pads, faster on XLA:CPU than JAX's own select_and_scatter
+    rule, which also cannot take window dilation. Differentiable again (second order).
     """
     if use_tiled_max_pool(geom):
         return _max_pool_tiled_jvp(geom, primals, tangents)
     (x,), (t,) = primals, tangents
-    x_taps = _taps(x, geom, -np.inf)
-    t_taps = _taps(t, geom, 0)
-    best, t_best = x_taps[0], t_taps[0]
-    for x_tap, t_tap in zip(x_taps[1:], t_taps[1:], strict=True):
-        take = (x_tap > best) | jnp.isnan(x_tap)
-        best = jnp.where(take, x_tap, best)
-        t_best = jnp.where(take, t_tap, t_best)
+    best, (t_best,) = _select(geom, _taps(x, geom, -np.inf), [_taps(t, geom, 0)], x.ndim)
     return best, t_best
 
 
@@ -121,6 +182,13 @@ def _max_pool_tiled_jvp(
     shape = [1] * ndim
     shape[ah], shape[aw] = hp, wp
     taps = (np.arange(hp)[:, None] % kh) * kw + np.arange(wp)[None, :] % kw  # (hp, wp)
+    # Padding (and ceil-mode overhang) is never PyTorch's choice, not even in a window whose
+    # input elements are all -inf: its tap is kh*kw, as an element below the maximum. A
+    # constant, so this costs nothing (and without padding changes nothing).
+    ((top, _), (left, _)), (H, W) = geom.padding, geom.in_size
+    rows, cols = np.arange(hp) - top, np.arange(wp) - left
+    inside = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+    taps = np.where(inside, taps, kh * kw)
     tap = jnp.asarray(taps.reshape(shape), jnp.int32)
     # key: the tap of an element equal to the maximum, kh*kw (never chosen) otherwise; a
     # NaN's key is -1 - tap, below every other key, counting backwards so that the minimum
@@ -142,35 +210,16 @@ max_pool = jax.jit(_max_pool, static_argnums=1)
 
 @partial(jax.jit, static_argnums=1)
 def max_pool_with_indices(x: Array, geom: WindowGeometry) -> tuple[Array, Array]:
-    """Values and PyTorch's indices (flat ``h * W + w`` into the input plane, int32).
+    """Values and PyTorch's indices (flat ``(d * H + h) * W + w`` into the input plane, int32).
 
-    PyTorch's kernel exactly: only in-input taps take part; a tap replaces the current maximum
-    if it is strictly larger or NaN; the index starts at the first in-input row and column of
-    the window (kept when every value is -inf). Differentiable through the ``where`` chain.
+    The selection of :func:`_select`, with the index riding along; windows whose first tap
+    lies in padding start from PyTorch's first in-input index. Differentiable through the
+    ``where`` chain (same element as the derivative of :data:`max_pool`).
     """
-    (top, _), (left, _) = geom.padding
-    H, W = geom.in_size
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    ndim = x.ndim
-    rows0 = np.arange(geom.out_size[0]) * sh - top  # first input row of each window, (OH,)
-    cols0 = np.arange(geom.out_size[1]) * sw - left  # (OW,)
-    r_first = rows0 + dh * np.maximum(0, -(rows0 // dh))  # ceil(-r / d) taps past the top
-    q_first = cols0 + dw * np.maximum(0, -(cols0 // dw))
-
-    taps = _taps(x, geom, -np.inf)
-    best = jnp.full(taps[0].shape, -np.inf, dtype=x.dtype)
-    first = spatial_constant(geom, r_first[:, None] * W + q_first[None, :], ndim, jnp.int32)
-    index = jnp.broadcast_to(first, best.shape)
-    ab = itertools.product(range(geom.kernel[0]), range(geom.kernel[1]))
-    for (a, b), tap in zip(ab, taps, strict=True):
-        r, q = rows0 + a * dh, cols0 + b * dw  # this tap's input row / column per window
-        inside = ((r >= 0) & (r < H))[:, None] & ((q >= 0) & (q < W))[None, :]  # (OH, OW)
-        if not inside.any():
-            continue
-        take = (tap > best) | jnp.isnan(tap)
-        if not inside.all():
-            take = take & spatial_constant(geom, inside, ndim, bool)
-        best = jnp.where(take, tap, best)
-        flat = spatial_constant(geom, r[:, None] * W + q[None, :], ndim, jnp.int32)
-        index = jnp.where(take, flat, index)
-    return best, index
+    ndim, positions = x.ndim, _tap_positions(geom)
+    inside0, flat0 = positions[0]
+    start = np.where(inside0, flat0, _first_index(geom))
+    index_taps = [spatial_constant(geom, start, ndim, jnp.int32)]
+    index_taps += [spatial_constant(geom, flat, ndim, jnp.int32) for _, flat in positions[1:]]
+    best, (index,) = _select(geom, _taps(x, geom, -np.inf), [index_taps], ndim)
+    return best, jnp.broadcast_to(index, best.shape)

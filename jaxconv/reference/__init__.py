@@ -41,7 +41,17 @@ from jaxconv.reference.fold import (
     pixel_unshuffle,
     unfold,
 )
-from jaxconv.reference.pool import avg_pool2d, max_pool2d
+from jaxconv.reference.pool import (
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+)
 
 __all__ = [
     "corr2d",
@@ -56,8 +66,15 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
+    "max_pool1d",
     "max_pool2d",
+    "max_pool3d",
+    "avg_pool1d",
     "avg_pool2d",
+    "avg_pool3d",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
     "pool2d",
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",

@@ -42,6 +42,8 @@ def to_channels_first(x: Any, layout: str, n: int) -> tuple[np.ndarray, bool]:
         x = x[None]
     if layout in CHANNELS_LAST:
         x = np.moveaxis(x, -1, 1)
+    elif layout == "CHWN":  # batch last (batched only)
+        x = np.moveaxis(x, -1, 0)
     return x, unbatched
 
 
@@ -49,6 +51,8 @@ def from_channels_first(y: np.ndarray, layout: str, unbatched: bool) -> np.ndarr
     """Inverse of :func:`to_channels_first`."""
     if layout in CHANNELS_LAST:
         y = np.moveaxis(y, 1, -1)
+    elif layout == "CHWN":
+        y = np.moveaxis(y, 0, -1)
     return y[0] if unbatched else y
 
 
