@@ -60,25 +60,9 @@ DTYPES = tuple(PER_DTYPE)
 #: Tolerances against torch, per dtype (torch's float32 kernels sum in another order).
 TOLERANCE = {"float64": 1e-10, "float32": 2e-5}
 
-_ONE_TUPLE = (
-    "avg_pool2d refuses the 1-tuple padding=(p,) with TypeError; torch takes it and issue 14 "
-    "requires 1-tuples"
-)
-_EMPTY_STRIDE = (
-    "avg_pool2d refuses stride=() (TypeError 'stride must be an int or a pair'); torch reads an "
-    "empty stride as kernel_size and issue 14 requires it"
-)
-#: Known failures of ops owned elsewhere, by test id: the reason. Delete an entry once the op
-#: is fixed (strict: an entry that passes fails the run).
-XFAIL: dict[str, str] = {
-    # (2, 3, 9, 9), args ((3, 3), (1, 1), (1,), True, False, 2)
-    "avg_pool2d-float64-0003": _ONE_TUPLE,
-    # (1, 1, 4, 4), args ((2, 2), (), (0,), False, True, -2)
-    "avg_pool2d-float64-0004": f"{_EMPTY_STRIDE}; also {_ONE_TUPLE}",
-    "avg_pool2d-float32-0004": f"{_EMPTY_STRIDE}; also {_ONE_TUPLE}",
-    # (1, 2, 6, 6), args ((4, 4), (2, 2), (2,), True, True, None)
-    "avg_pool2d-float64-0005": _ONE_TUPLE,
-}
+#: Known failures, by test id: the reason. Delete an entry once the op is fixed (strict: an
+#: entry that passes fails the run).
+XFAIL: dict[str, str] = {}
 
 
 # --- torch's samples, generated once per process ----------------------------------------------
