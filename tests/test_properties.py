@@ -697,7 +697,7 @@ def assert_refused(call: Callable[[], Any], names: tuple[str, ...]) -> None:
     raise AssertionError(f"accepted invalid input (expected an error naming {names})")
 
 
-# (1,) is not here: a one-element sequence is repeated, as PyTorch does (issue 14)
+# (1,) is not here: a one-element sequence is repeated, as PyTorch does
 BAD_POSITIVE = [0, -1, -5, (1, 0), (0, 2), (2, -1), 2.0, 1.5, np.float32(2.0), True, False,
                 "2", b"2", (0,), (1, 2, 3), [1, "a"], {1: 2}, float("nan"), float("inf"),
                 1 + 0j, (2, float("nan")), ((1, 1), (1, 1))]  # fmt: skip
@@ -933,7 +933,7 @@ def invalid_shape_calls(draw: Any) -> tuple[str, tuple[str, ...], Callable[[], A
     target = draw(st.sampled_from(list(args) + ["oversize"]))
     names = (target,)
     if target == "input_size":
-        # (8,) means (8, 8), as every int-or-tuple argument does (issue 14)
+        # (8,) means (8, 8), as every int-or-tuple argument does
         args[target] = draw(st.sampled_from([2.0, "8", None, (), (8, 8, 8), True, (8, 8.0)]))
     elif target == "padding":
         extra = [(2, 0), ((0, 2), (0, 0)), "same"] if fn == "pool_output_shape" else []

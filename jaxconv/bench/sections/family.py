@@ -1,5 +1,5 @@
 """Section ``family``: the convolutions past LeNet, where plain JAX on CPU is far behind
-PyTorch: transposed, depthwise, a wide 3x3 layer, 1-D and 3-D (the rows of issue 16).
+PyTorch: transposed, depthwise, a wide 3x3 layer, 1-D and 3-D.
 
 Each row times, forward and forward+backward (gradients of input and weight), channels
 first: PyTorch, plain ``lax.conv_general_dilated`` (what a JAX user writes without jaxconv)
@@ -85,7 +85,7 @@ class FamilyCase:
 
 
 def family_cases(quick: bool) -> list[FamilyCase]:
-    """Issue 16's rows (a UNet's transposed conv, MobileNet's depthwise 3x3, ResNet-18's
+    """The family's rows (a UNet's transposed conv, MobileNet's depthwise 3x3, ResNet-18's
     64 -> 64 at 96 px, an audio conv1d, a video/medical conv3d); tiny ones under ``quick``."""
     if quick:
         return [
