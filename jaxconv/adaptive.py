@@ -28,7 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._args import as_array, as_int, check_bool, check_floating
+from jaxconv._args import (
+    LAYOUTS_BY_NDIM,
+    as_array,
+    as_int,
+    check_bool,
+    check_floating,
+    check_layout,
+)
 
 __all__ = [
     "adaptive_avg_pool1d",
@@ -81,16 +88,19 @@ def _output_size(output_size: Any, spatial: tuple[int, ...], op: str) -> tuple[i
     return tuple(sizes)
 
 
-#: Layout names per number of spatial axes: (channels first, channels last).
-LAYOUTS = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+#: The layouts adaptive pooling takes per number of spatial axes, read off the shared table
+#: :data:`jaxconv._args.LAYOUTS_BY_NDIM`: (channels first, channels last), batch first. The
+#: batch-last "CHWN" is not taken: its gather tables assume the batch leads.
+LAYOUTS: dict[int, tuple[str, str]] = {
+    nd: tuple(name for name in names if name[0] == "N")  # type: ignore[misc]
+    for nd, names in LAYOUTS_BY_NDIM.items()
+}
 
 
 def _channels_last(layout: Any, nd: int) -> bool:
-    """Whether ``layout`` is the channels-last name for ``nd`` spatial axes (ValueError unless
-    it is one of the two names of :data:`LAYOUTS`)."""
-    if layout not in LAYOUTS[nd]:
-        raise ValueError(f"layout must be one of {LAYOUTS[nd]}, got {layout!r}")
-    return layout == LAYOUTS[nd][1]
+    """Whether ``layout`` is the channels-last name for ``nd`` spatial axes (ValueError, listing
+    the two names of :data:`LAYOUTS`, unless it is one of them)."""
+    return check_layout(layout, LAYOUTS[nd]) == LAYOUTS[nd][1]
 
 
 def _check_input(x: Any, nd: int, op: str, empty_channels_ok: bool, last: bool) -> Array:

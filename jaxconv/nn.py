@@ -8,9 +8,9 @@ layouts under torch's names (a conv's ``weight`` OIHW and ``bias``; a linear's `
 as torch does by default, so that a network's variables and its torch ``state_dict`` are the
 same tree under the same keys (see :mod:`jaxconv.convert`).
 
-Layers compute through jaxconv's functional ops (``conv2d``, ``max_pool2d``, ``avg_pool2d``,
-the adaptive pools). A layer's dimension is a class attribute and its op another, so the 1-D
-and 3-D layers are a subclass each once their ops exist::
+Layers compute through jaxconv's functional ops (the conv, transposed conv, pooling,
+unpooling, adaptive pooling, fold and pixel-shuffle families). A layer's dimension is a class
+attribute and its op another, so the 1-D, 2-D and 3-D layers are a subclass each::
 
     class Conv1d(_ConvNd):
         _nd = 1
@@ -36,10 +36,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv import adaptive
-from jaxconv._args import as_int
-from jaxconv.conv import conv2d
-from jaxconv.pool import avg_pool2d, max_pool2d
+from jaxconv import adaptive, folding, unpool
+from jaxconv._args import as_int, as_tuple
+from jaxconv.conv import conv1d, conv2d, conv3d
+from jaxconv.conv_transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
+from jaxconv.pool import (
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+)
 
 __all__ = [
     "AdaptiveAvgPool1d",
@@ -48,20 +59,39 @@ __all__ = [
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
     "AdaptiveMaxPool3d",
+    "AvgPool1d",
     "AvgPool2d",
+    "AvgPool3d",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "Conv1d",
     "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
     "Dropout",
     "Flatten",
+    "Fold",
     "Identity",
+    "LPPool1d",
+    "LPPool2d",
+    "LPPool3d",
     "Linear",
+    "MaxPool1d",
     "MaxPool2d",
+    "MaxPool3d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
+    "MaxUnpool3d",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "ReLU",
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "Unfold",
     "count_params",
     "takes_train",
     "torch_bias_init",
@@ -95,12 +125,9 @@ def torch_bias_init(fan_in: int) -> Callable[..., Array]:
 
 
 def _ntuple(value: Any, n: int, name: str) -> tuple[int, ...]:
-    """An int or a sequence of ``n`` ints -> an n-tuple of ints (TypeError naming ``name``)."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != n:
-            raise TypeError(f"{name} must be an int or {n} ints, got {value!r}")
-        return tuple(as_int(v, f"{name}[{i}]") for i, v in enumerate(value))
-    return (as_int(value, name),) * n
+    """An int, a 1-sequence (repeated, as torch's ops do) or a sequence of ``n`` ints -> an
+    n-tuple of ints (TypeError naming ``name``)."""
+    return as_tuple(value, n, name)
 
 
 def _positive(value: Any, n: int, name: str) -> tuple[int, ...]:
@@ -243,6 +270,160 @@ class Conv2d(_ConvNd):
     _op = staticmethod(conv2d)
 
 
+class Conv1d(_ConvNd):
+    """torch.nn.Conv1d: input (N, C_in, L) or (C_in, L); weight (C_out, C_in // groups, k)."""
+
+    _nd = 1
+    _op = staticmethod(conv1d)
+
+
+class Conv3d(_ConvNd):
+    """torch.nn.Conv3d: input (N, C_in, D, H, W) or (C_in, D, H, W); weight OIDHW."""
+
+    _nd = 3
+    _op = staticmethod(conv3d)
+
+
+class _ConvTransposeNd(nn.Module):
+    """torch.nn.ConvTransposeNd on jaxconv's functional transposed conv (the gradient of the
+    forward conv with respect to its input). Input (N, C_in, *spatial) or unbatched (C_in,
+    *spatial); output (N, C_out, *out) with per axis ``out = (n - 1) * stride - 2 * padding +
+    dilation * (k - 1) + output_padding + 1``.
+
+    Parameters as torch's: ``weight`` (C_in, C_out // groups, *kernel_size) (the forward
+    conv's layout, this layer's input channels first) and ``bias`` (C_out,). torch draws them
+    with the fan computed from weight axis 1, so ``fan_in = C_out // groups * prod(kernel)``
+    here (not C_in): both bounds are ``1 / sqrt(fan_in)`` of that.
+
+    ``__call__(x, output_size=None)`` is torch's ``forward(input, output_size=None)``: an
+    ``output_size`` of ``n`` spatial sizes (or the whole shape, batch and channels included)
+    picks the output_padding that gives it, in place of ``output_padding``; each size must lie
+    in ``[out_0, out_0 + stride - 1]`` (``out_0`` the size without output_padding), else
+    ValueError. Only ``padding_mode="zeros"`` exists, as in torch.
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: Any
+    stride: Any = 1
+    padding: Any = 0
+    output_padding: Any = 0
+    groups: int = 1
+    bias: bool = True
+    dilation: Any = 1
+    padding_mode: str = "zeros"
+    dtype: Any = jnp.float32
+
+    _nd: ClassVar[int]
+    _op: ClassVar[Callable[..., Array]]
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for arg in ("in_channels", "out_channels", "groups"):
+            if as_int(getattr(self, arg), arg) < 1:
+                raise ValueError(f"{name}: {arg} must be >= 1, got {getattr(self, arg)}")
+        for arg in ("in_channels", "out_channels"):
+            if getattr(self, arg) % self.groups:
+                raise ValueError(
+                    f"{name}: {arg} ({getattr(self, arg)}) must be divisible by groups "
+                    f"({self.groups})"
+                )
+        _positive(self.kernel_size, self._nd, "kernel_size")
+        _positive(self.stride, self._nd, "stride")
+        _positive(self.dilation, self._nd, "dilation")
+        if self.padding_mode != "zeros":
+            raise ValueError(
+                f'{name}: only padding_mode="zeros" is supported, got {self.padding_mode!r}'
+            )
+        for arg in ("padding", "output_padding"):
+            if isinstance(getattr(self, arg), str):
+                raise TypeError(f"{name}: {arg} must be an int or ints, got a string")
+            if min(_ntuple(getattr(self, arg), self._nd, arg)) < 0:
+                raise ValueError(f"{name}: {arg} must be non-negative, got {getattr(self, arg)!r}")
+        super().__post_init__()
+
+    def _output_padding(self, shape: tuple[int, ...], output_size: Any) -> tuple[int, ...]:
+        """torch's ``_output_padding``: ``output_padding``, or the one that gives
+        ``output_size`` (validated against the input's spatial sizes)."""
+        n, name = self._nd, type(self).__name__
+        if output_size is None:
+            return _ntuple(self.output_padding, n, "output_padding")
+        if isinstance(output_size, str) or not isinstance(output_size, Sequence):
+            raise TypeError(f"{name}: output_size must be a sequence of ints, got {output_size!r}")
+        lead = len(shape) - n  # 2 batched, 1 unbatched
+        sizes = list(output_size)
+        if len(sizes) == lead + n:
+            sizes = sizes[lead:]
+        if len(sizes) != n:
+            raise ValueError(
+                f"{name}: for {len(shape)}-D input, output_size must have {n} or {lead + n} "
+                f"elements, got {output_size!r}"
+            )
+        sizes = [as_int(v, f"output_size[{i}]") for i, v in enumerate(sizes)]
+        k = _ntuple(self.kernel_size, n, "kernel_size")
+        s = _ntuple(self.stride, n, "stride")
+        p = _ntuple(self.padding, n, "padding")
+        d = _ntuple(self.dilation, n, "dilation")
+        low = [(shape[lead + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1 for i in range(n)]
+        high = [lo + si - 1 for lo, si in zip(low, s, strict=True)]
+        if any(not lo <= v <= hi for v, lo, hi in zip(sizes, low, high, strict=True)):
+            raise ValueError(
+                f"{name}: requested an output_size of {tuple(sizes)}, but valid sizes range "
+                f"from {tuple(low)} to {tuple(high)} (for an input of {shape[lead:]})"
+            )
+        return tuple(v - lo for v, lo in zip(sizes, low, strict=True))
+
+    @nn.compact
+    def __call__(self, x: Any, output_size: Any = None) -> Array:
+        k = _ntuple(self.kernel_size, self._nd, "kernel_size")
+        c_out = self.out_channels // self.groups
+        w_shape = (self.in_channels, c_out) + k
+        # torch_weight_init reads fan_in off axis 1: C_out // groups here, torch's rule.
+        weight = self.param("weight", torch_weight_init, w_shape, self.dtype)
+        bias = (
+            self.param(
+                "bias", torch_bias_init(c_out * math.prod(k)), (self.out_channels,), self.dtype
+            )
+            if self.bias
+            else None
+        )
+        x = jnp.asarray(x)
+        return type(self)._op(
+            x,
+            weight,
+            bias,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self._output_padding(x.shape, output_size),
+            groups=self.groups,
+            dilation=self.dilation,
+        )
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """torch.nn.ConvTranspose1d: input (N, C_in, L) or (C_in, L); weight (C_in, C_out //
+    groups, k)."""
+
+    _nd = 1
+    _op = staticmethod(conv_transpose1d)
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """torch.nn.ConvTranspose2d: input (N, C_in, H, W) or (C_in, H, W); weight (C_in, C_out //
+    groups, kh, kw)."""
+
+    _nd = 2
+    _op = staticmethod(conv_transpose2d)
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """torch.nn.ConvTranspose3d: input (N, C_in, D, H, W) or (C_in, D, H, W); weight (C_in,
+    C_out // groups, kd, kh, kw)."""
+
+    _nd = 3
+    _op = staticmethod(conv_transpose3d)
+
+
 # --- pooling ---------------------------------------------------------------------------------
 
 
@@ -271,10 +452,22 @@ class _MaxPoolNd(nn.Module):
         )
 
 
+class MaxPool1d(_MaxPoolNd):
+    """torch.nn.MaxPool1d on :func:`jaxconv.max_pool1d`: (N, C, L) or (C, L)."""
+
+    _op = staticmethod(max_pool1d)
+
+
 class MaxPool2d(_MaxPoolNd):
     """torch.nn.MaxPool2d on :func:`jaxconv.max_pool2d`."""
 
     _op = staticmethod(max_pool2d)
+
+
+class MaxPool3d(_MaxPoolNd):
+    """torch.nn.MaxPool3d on :func:`jaxconv.max_pool3d`: (N, C, D, H, W) or (C, D, H, W)."""
+
+    _op = staticmethod(max_pool3d)
 
 
 class _AvgPoolNd(nn.Module):
@@ -285,9 +478,12 @@ class _AvgPoolNd(nn.Module):
     padding: Any = 0
     ceil_mode: bool = False
     count_include_pad: bool = True
-    divisor_override: int | None = None
 
     _op: ClassVar[Callable[..., Array]]
+
+    def _options(self) -> dict[str, Any]:
+        """Keyword arguments the op takes beyond those of every dimension."""
+        return {}
 
     def __call__(self, x: Any) -> Array:
         return type(self)._op(
@@ -297,14 +493,109 @@ class _AvgPoolNd(nn.Module):
             padding=self.padding,
             ceil_mode=self.ceil_mode,
             count_include_pad=self.count_include_pad,
-            divisor_override=self.divisor_override,
+            **self._options(),
         )
 
 
-class AvgPool2d(_AvgPoolNd):
+class _AvgPoolOverrideNd(_AvgPoolNd):
+    """AvgPool2d/3d: torch's ``divisor_override`` (not in AvgPool1d)."""
+
+    divisor_override: int | None = None
+
+    def _options(self) -> dict[str, Any]:
+        return {"divisor_override": self.divisor_override}
+
+
+class AvgPool1d(_AvgPoolNd):
+    """torch.nn.AvgPool1d on :func:`jaxconv.avg_pool1d`: (N, C, L) or (C, L); no
+    ``divisor_override``, as torch's."""
+
+    _op = staticmethod(avg_pool1d)
+
+
+class AvgPool2d(_AvgPoolOverrideNd):
     """torch.nn.AvgPool2d on :func:`jaxconv.avg_pool2d`."""
 
     _op = staticmethod(avg_pool2d)
+
+
+class AvgPool3d(_AvgPoolOverrideNd):
+    """torch.nn.AvgPool3d on :func:`jaxconv.avg_pool3d`: (N, C, D, H, W) or (C, D, H, W)."""
+
+    _op = staticmethod(avg_pool3d)
+
+
+class _LPPoolNd(nn.Module):
+    """torch.nn.LPPoolNd: ``(sum of x**p over each window) ** (1/p)`` (``p = norm_type``; no
+    padding, as torch's); ``stride=None`` means the kernel size."""
+
+    norm_type: float
+    kernel_size: Any
+    stride: Any = None
+    ceil_mode: bool = False
+
+    _op: ClassVar[Callable[..., Array]]
+
+    def __call__(self, x: Any) -> Array:
+        return type(self)._op(
+            x, self.norm_type, self.kernel_size, stride=self.stride, ceil_mode=self.ceil_mode
+        )
+
+
+class LPPool1d(_LPPoolNd):
+    """torch.nn.LPPool1d on :func:`jaxconv.lp_pool1d`: (N, C, L) or (C, L)."""
+
+    _op = staticmethod(lp_pool1d)
+
+
+class LPPool2d(_LPPoolNd):
+    """torch.nn.LPPool2d on :func:`jaxconv.lp_pool2d`: (N, C, H, W) or (C, H, W)."""
+
+    _op = staticmethod(lp_pool2d)
+
+
+class LPPool3d(_LPPoolNd):
+    """torch.nn.LPPool3d on :func:`jaxconv.lp_pool3d`: (N, C, D, H, W) or (C, D, H, W)."""
+
+    _op = staticmethod(lp_pool3d)
+
+
+class _MaxUnpoolNd(nn.Module):
+    """torch.nn.MaxUnpoolNd: the partial inverse of MaxPoolNd. ``__call__(x, indices,
+    output_size=None)`` as torch's ``forward``: each value goes to its flat index (as
+    ``MaxPoolNd(..., return_indices=True)`` gives it) in a zero output of the default size
+    ``(n - 1) * stride - 2 * padding + kernel_size`` per axis, or of ``output_size``;
+    ``stride=None`` means the kernel size."""
+
+    kernel_size: Any
+    stride: Any = None
+    padding: Any = 0
+
+    _op: ClassVar[Callable[..., Array]]
+
+    def __call__(self, x: Any, indices: Any, output_size: Any = None) -> Array:
+        return type(self)._op(
+            x, indices, self.kernel_size, self.stride, self.padding, output_size=output_size
+        )
+
+
+class MaxUnpool1d(_MaxUnpoolNd):
+    """torch.nn.MaxUnpool1d on :func:`jaxconv.max_unpool1d`: (N, C, L) or (C, L)."""
+
+    _op = staticmethod(unpool.max_unpool1d)
+
+
+class MaxUnpool2d(_MaxUnpoolNd):
+    """torch.nn.MaxUnpool2d on :func:`jaxconv.max_unpool2d`: (N, C, H, W) or (C, H, W)."""
+
+    _op = staticmethod(unpool.max_unpool2d)
+
+
+class MaxUnpool3d(_MaxUnpoolNd):
+    """torch.nn.MaxUnpool3d on :func:`jaxconv.max_unpool3d`: (N, C, D, H, W) or (C, D, H,
+    W)."""
+
+    _op = staticmethod(unpool.max_unpool3d)
 
 
 class _AdaptiveAvgPoolNd(nn.Module):
@@ -475,6 +766,57 @@ class Linear(nn.Module):
             init = torch_bias_init(self.in_features)
             y = y + self.param("bias", init, (self.out_features,), self.dtype)
         return y
+
+
+class Unfold(nn.Module):
+    """torch.nn.Unfold on :func:`jaxconv.unfold` (im2col): (N, C, H, W) or (C, H, W) ->
+    (N, C * prod(kernel_size), L) or (C * prod(kernel_size), L), ``L`` the number of
+    windows."""
+
+    kernel_size: Any
+    dilation: Any = 1
+    padding: Any = 0
+    stride: Any = 1
+
+    def __call__(self, x: Any) -> Array:
+        return folding.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+
+
+class Fold(nn.Module):
+    """torch.nn.Fold on :func:`jaxconv.fold` (col2im, overlapping windows summed):
+    (N, C * prod(kernel_size), L) or (C * prod(kernel_size), L) -> (N, C, *output_size) or
+    (C, *output_size)."""
+
+    output_size: Any
+    kernel_size: Any
+    dilation: Any = 1
+    padding: Any = 0
+    stride: Any = 1
+
+    def __call__(self, x: Any) -> Array:
+        return folding.fold(
+            x, self.output_size, self.kernel_size, self.dilation, self.padding, self.stride
+        )
+
+
+class PixelShuffle(nn.Module):
+    """torch.nn.PixelShuffle on :func:`jaxconv.pixel_shuffle`: (*, C * r**2, H, W) ->
+    (*, C, H * r, W * r), ``r = upscale_factor``."""
+
+    upscale_factor: int
+
+    def __call__(self, x: Any) -> Array:
+        return folding.pixel_shuffle(x, self.upscale_factor)
+
+
+class PixelUnshuffle(nn.Module):
+    """torch.nn.PixelUnshuffle on :func:`jaxconv.pixel_unshuffle`: (*, C, H * r, W * r) ->
+    (*, C * r**2, H, W), ``r = downscale_factor``."""
+
+    downscale_factor: int
+
+    def __call__(self, x: Any) -> Array:
+        return folding.pixel_unshuffle(x, self.downscale_factor)
 
 
 class Flatten(nn.Module):

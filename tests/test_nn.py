@@ -33,33 +33,36 @@ def _conv_variables(tconv) -> dict:
 # --- initialisation ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "make, fan_in",
-    [
-        (lambda: jnn.Conv2d(16, 32, 3), 16 * 9),
-        (lambda: jnn.Conv2d(12, 24, (5, 3), groups=3), 4 * 15),
-        (lambda: jnn.Linear(300, 200), 300),
-    ],
-)
-def test_init_follows_torch_rule(torch, make, fan_in):
+INIT_CASES = [
+    # (layer, torch arguments, input shape, fan_in torch's rule gives)
+    ("Conv2d", (16, 32, 3), (1, 16, 8, 8), 16 * 9),
+    ("Conv2d", (12, 24, (5, 3), 1, 0, 1, 3), (1, 12, 8, 8), 4 * 15),
+    ("Conv1d", (16, 32, 5), (1, 16, 9), 16 * 5),
+    ("Conv3d", (4, 8, (3, 2, 3), 1, 0, 1, 2), (1, 4, 4, 4, 4), 2 * 18),
+    # transposed convs: torch's fan comes from weight axis 1, (C_out // groups) * prod(k), so
+    # C_in != C_out // groups here tells the two rules apart (bounds differ by 2x and more).
+    ("ConvTranspose1d", (20, 10, 5), (1, 20, 6), 10 * 5),
+    ("ConvTranspose2d", (8, 32, 3, 1, 0, 0, 2), (1, 8, 5, 5), 16 * 9),
+    ("ConvTranspose3d", (6, 12, 3, 1, 0, 0, 3), (1, 6, 3, 3, 3), 4 * 27),
+    ("Linear", (300, 200), (300,), 300),
+]
+
+
+@pytest.mark.parametrize("cls, args, shape, fan_in", INIT_CASES, ids=lambda v: str(v))
+def test_init_follows_torch_rule(torch, cls, args, shape, fan_in):
     """Weights and biases uniform in +-1/sqrt(fan_in) (torch's kaiming_uniform(a=sqrt(5)) and
     bias rule): inside the bound, reaching close to it, with a uniform's spread; torch's
     own layer of the same shape has the same spread."""
-    layer = make()
-    x = jnp.ones((1, layer.in_channels, 8, 8)) if isinstance(layer, jnn.Conv2d) else jnp.ones(300)
-    params = layer.init(jax.random.key(0), x)["params"]
+    layer = getattr(jnn, cls)(*args)
+    params = layer.init(jax.random.key(0), jnp.ones(shape))["params"]
     bound = 1 / np.sqrt(fan_in)
-    if isinstance(layer, jnn.Conv2d):
-        tlayer = torch.nn.Conv2d(
-            layer.in_channels, layer.out_channels, layer.kernel_size, groups=layer.groups
-        )
-    else:
-        tlayer = torch.nn.Linear(300, 200)
+    tlayer = getattr(torch.nn, cls)(*args)
     for name in ("weight", "bias"):
         w = np.asarray(params[name])
         tw = getattr(tlayer, name).detach().numpy()
         assert w.shape == tw.shape
         assert np.abs(w).max() <= bound
+        assert np.abs(tw).max() <= bound  # the oracle follows the rule the test states
         assert np.abs(w).max() > 0.9 * bound or w.size < 50
         if w.size >= 200:  # a uniform on [-b, b] has std b / sqrt(3)
             np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.15)
@@ -179,6 +182,284 @@ def test_adaptive_1d_3d_layers_equal_torch(torch):
     for ours, theirs, x in pairs:
         want = theirs(torch.tensor(x)).numpy()
         np.testing.assert_allclose(ours.apply({}, x), want, rtol=1e-6, atol=1e-6)
+
+
+def _ids(kw: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in kw.items())
+
+
+def _check_layer(torch, tlayer, layer, x, *call_args, rtol=1e-5, atol=1e-5, **call_kw):
+    """``layer`` (eager and jitted) with ``tlayer``'s parameters equals ``tlayer`` on ``x``;
+    the variables have the shapes ``layer.init`` makes."""
+    variables = {"params": {k: _t2j(v) for k, v in tlayer.named_parameters()}}
+    if not variables["params"]:
+        variables = {}
+    init = layer.init(jax.random.key(0), x, *call_args, **call_kw)
+    shapes = jax.tree_util.tree_map(jnp.shape, variables)
+    assert shapes == jax.tree_util.tree_map(jnp.shape, dict(init))
+    t_args = [torch.tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in call_args]
+    want = tlayer(torch.tensor(x), *t_args, **call_kw)
+    want = want if isinstance(want, tuple) else (want,)
+
+    def run(v, x, *a):
+        return layer.apply(v, x, *a, **call_kw)
+
+    for f in (run, jax.jit(run)):
+        got = f(variables, x, *call_args)
+        got = got if isinstance(got, tuple) else (got,)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == tuple(w.shape)
+            np.testing.assert_allclose(g, w.detach().numpy(), rtol=rtol, atol=atol)
+
+
+CONV_ND_CASES = [
+    ("Conv1d", dict(in_channels=3, out_channels=4, kernel_size=3)),
+    ("Conv1d", dict(in_channels=4, out_channels=6, kernel_size=4, stride=2, padding=2, groups=2)),
+    ("Conv1d", dict(in_channels=2, out_channels=3, kernel_size=3, padding="same", dilation=2)),
+    (
+        "Conv1d",
+        dict(in_channels=2, out_channels=4, kernel_size=3, padding=2, padding_mode="reflect"),
+    ),
+    ("Conv3d", dict(in_channels=2, out_channels=4, kernel_size=(3, 2, 3), bias=False)),
+    (
+        "Conv3d",
+        dict(in_channels=4, out_channels=4, kernel_size=3, stride=(1, 2, 2), padding=1, groups=4),
+    ),  # fmt: skip
+    (
+        "Conv3d",
+        dict(in_channels=2, out_channels=3, kernel_size=2, padding="same", padding_mode="circular"),
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kw", CONV_ND_CASES, ids=lambda v: v if isinstance(v, str) else _ids(v)
+)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv1d_conv3d_equal_torch(torch, cls, kw, batched):
+    rng = np.random.default_rng(5)
+    spatial = (9,) if cls == "Conv1d" else (5, 6, 7)
+    shape = ((2,) if batched else ()) + (kw["in_channels"],) + spatial
+    x = rng.standard_normal(shape).astype(np.float32)
+    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x)
+
+
+CONV_T_CASES = [
+    ("ConvTranspose1d", dict(in_channels=3, out_channels=4, kernel_size=3)),
+    (
+        "ConvTranspose1d",
+        dict(
+            in_channels=4,
+            out_channels=6,
+            kernel_size=4,
+            stride=3,
+            padding=1,
+            output_padding=2,
+            groups=2,
+            dilation=2,
+        ),
+    ),  # fmt: skip
+    (
+        "ConvTranspose2d",
+        dict(
+            in_channels=3,
+            out_channels=2,
+            kernel_size=(3, 2),
+            stride=2,
+            padding=(1, 0),
+            output_padding=(1, 0),
+        ),
+    ),  # fmt: skip
+    (
+        "ConvTranspose2d",
+        dict(
+            in_channels=4,
+            out_channels=6,
+            kernel_size=3,
+            stride=(2, 1),
+            groups=2,
+            dilation=(1, 3),
+            bias=False,
+        ),
+    ),  # fmt: skip
+    ("ConvTranspose2d", dict(in_channels=2, out_channels=2, kernel_size=2, stride=2)),
+    (
+        "ConvTranspose3d",
+        dict(
+            in_channels=2,
+            out_channels=3,
+            kernel_size=(2, 3, 2),
+            stride=2,
+            padding=1,
+            output_padding=1,
+        ),
+    ),  # fmt: skip
+    (
+        "ConvTranspose3d",
+        dict(
+            in_channels=6,
+            out_channels=3,
+            kernel_size=2,
+            groups=3,
+            dilation=2,
+            output_padding=1,
+            stride=(1, 2, 1),
+        ),
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kw", CONV_T_CASES, ids=lambda v: v if isinstance(v, str) else _ids(v)
+)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv_transpose_equals_torch(torch, cls, kw, batched):
+    rng = np.random.default_rng(6)
+    spatial = {"ConvTranspose1d": (7,), "ConvTranspose2d": (5, 4), "ConvTranspose3d": (3, 4, 3)}
+    shape = ((2,) if batched else ()) + (kw["in_channels"],) + spatial[cls]
+    x = rng.standard_normal(shape).astype(np.float32)
+    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv_transpose_output_size_equals_torch(torch, batched):
+    """forward(input, output_size): every size torch accepts (spatial sizes or the whole
+    shape) picks the output_padding torch picks; ``output_padding`` is then ignored."""
+    rng = np.random.default_rng(7)
+    kw = dict(in_channels=2, out_channels=4, kernel_size=3, stride=(3, 2), padding=1,
+              output_padding=1, groups=2)  # fmt: skip
+    tlayer, layer = torch.nn.ConvTranspose2d(**kw), jnn.ConvTranspose2d(**kw)
+    x = rng.standard_normal(((2,) if batched else ()) + (2, 4, 5)).astype(np.float32)
+    lead = x.shape[:-2][:1] + (4,) if batched else (4,)
+    for size in [(10, 9), (11, 10), (12, 9), [12, 10]]:
+        _check_layer(torch, tlayer, layer, x, output_size=size)
+    _check_layer(torch, tlayer, layer, x, output_size=lead + (11, 10))
+    t1, l1 = torch.nn.ConvTranspose1d(3, 2, 2, stride=4), jnn.ConvTranspose1d(3, 2, 2, stride=4)
+    x1 = rng.standard_normal(((2,) if batched else ()) + (3, 5)).astype(np.float32)
+    for size in [(18,), (21,)]:
+        _check_layer(torch, t1, l1, x1, output_size=size)
+    t3 = torch.nn.ConvTranspose3d(2, 2, 2, stride=(2, 3, 1))
+    l3 = jnn.ConvTranspose3d(2, 2, 2, stride=(2, 3, 1))
+    x3 = rng.standard_normal(((2,) if batched else ()) + (2, 2, 3, 2)).astype(np.float32)
+    _check_layer(torch, t3, l3, x3, output_size=(5, 9, 3))
+
+
+@pytest.mark.parametrize(
+    "size, match",
+    [((9, 9), r"valid sizes range from \(10, 9\) to \(12, 10\)"), ((13, 9), "valid sizes"),
+     ((10, 11), "valid sizes"),
+     ((9,), "must have 2 or 4 elements"), (9, "sequence")],
+)  # fmt: skip
+def test_conv_transpose_output_size_errors(torch, size, match):
+    layer = jnn.ConvTranspose2d(2, 4, 3, stride=(3, 2), padding=1)
+    x = jnp.ones((2, 2, 4, 5))
+    variables = layer.init(jax.random.key(0), x)
+    with pytest.raises((ValueError, TypeError), match=match):
+        layer.apply(variables, x, output_size=size)
+    if not isinstance(size, int):  # torch refuses the same sizes
+        with pytest.raises(ValueError):
+            torch.nn.ConvTranspose2d(2, 4, 3, stride=(3, 2), padding=1)(
+                torch.ones(2, 2, 4, 5), output_size=list(size)
+            )
+
+
+POOL_CASES = [
+    ("MaxPool1d(3, 2, 1)", (9,)),
+    ("MaxPool1d(2, ceil_mode=True, dilation=2, return_indices=True)", (10,)),
+    ("MaxPool3d(2)", (4, 5, 6)),
+    (
+        "MaxPool3d((3, 2, 2), (1, 2, 1), (1, 0, 1), dilation=(1, 2, 1), return_indices=True)",
+        (5, 6, 4),
+    ),  # fmt: skip
+    ("MaxPool3d(2, ceil_mode=True)", (3, 5, 4)),
+    ("AvgPool1d(3, 2, 1)", (9,)),
+    ("AvgPool1d(3, 2, 1, ceil_mode=True, count_include_pad=False)", (10,)),
+    ("AvgPool3d(2)", (4, 5, 6)),
+    ("AvgPool3d(3, 2, 1, ceil_mode=True, count_include_pad=False)", (5, 6, 4)),
+    ("AvgPool3d((2, 3, 2), divisor_override=5)", (4, 6, 4)),
+    ("LPPool1d(2, 3)", (10,)),
+    ("LPPool1d(1.5, 3, 2, ceil_mode=True)", (10,)),
+    ("LPPool2d(2, 2)", (6, 7)),
+    ("LPPool2d(3, (3, 2), (2, 1), ceil_mode=True)", (7, 6)),
+    ("LPPool3d(2, 2)", (4, 4, 5)),
+    ("LPPool3d(1, (2, 3, 2), 2, ceil_mode=True)", (5, 6, 5)),
+]
+
+
+@pytest.mark.parametrize("expr, spatial", POOL_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("batched", [True, False])
+def test_pool_nd_layers_equal_torch(torch, expr, spatial, batched):
+    """Tie-free values (a permutation), positive where LPPool's fractional powers need it."""
+    shape = ((2,) if batched else ()) + (3,) + spatial
+    x = np.random.default_rng(8).permutation(np.prod(shape)).astype(np.float32).reshape(shape)
+    x = x / x.size + (0.1 if expr.startswith("LP") else -0.5)
+    ours = eval(f"jnn.{expr}")  # noqa: S307 (fixed strings above)
+    theirs = eval(f"torch.nn.{expr}")  # noqa: S307
+    _check_layer(torch, theirs, ours, x, rtol=1e-5, atol=1e-6)
+
+
+UNPOOL_CASES = [
+    ("1d", dict(kernel_size=2), (8,), None),
+    ("1d", dict(kernel_size=3, stride=2, padding=1), (9,), (10,)),
+    ("2d", dict(kernel_size=2), (6, 5), (6, 5)),
+    ("2d", dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0)), (7, 5), None),
+    ("3d", dict(kernel_size=2), (4, 6, 4), None),
+    ("3d", dict(kernel_size=(2, 3, 2), stride=2, padding=(0, 1, 1)), (4, 6, 5), (4, 6, 5)),
+]
+
+
+@pytest.mark.parametrize("nd, kw, spatial, output_size", UNPOOL_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("batched", [True, False])
+def test_max_unpool_layers_equal_torch(torch, nd, kw, spatial, output_size, batched):
+    """MaxUnpool of torch's MaxPool (values and indices): torch's output, sizes default or
+    given."""
+    shape = ((2,) if batched else ()) + (3,) + spatial
+    x = np.random.default_rng(9).permutation(np.prod(shape)).astype(np.float32).reshape(shape)
+    pooled, indices = getattr(torch.nn, f"MaxPool{nd}")(**kw, return_indices=True)(torch.tensor(x))
+    tlayer = getattr(torch.nn, f"MaxUnpool{nd}")(**kw)
+    layer = getattr(jnn, f"MaxUnpool{nd}")(**kw)
+    _check_layer(
+        torch, tlayer, layer, pooled.numpy(), indices.numpy(), output_size=output_size, atol=0
+    )
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_fold_unfold_pixel_shuffle_layers_equal_torch(torch, batched):
+    rng = np.random.default_rng(10)
+    lead = (2,) if batched else ()
+    x = rng.standard_normal(lead + (3, 7, 6)).astype(np.float32)
+    for kw in [dict(kernel_size=2), dict(kernel_size=(3, 2), dilation=(1, 2), padding=1, stride=2)]:
+        _check_layer(torch, torch.nn.Unfold(**kw), jnn.Unfold(**kw), x)
+    cols = rng.standard_normal(lead + (3 * 6, 8)).astype(np.float32)
+    # overlapping windows (stride 1 < kernel): the sums of the overlaps
+    kw = dict(output_size=(4, 5), kernel_size=(3, 2), padding=(1, 0), stride=(1, 2))
+    _check_layer(torch, torch.nn.Fold(**kw), jnn.Fold(**kw), cols)
+    y = rng.standard_normal(lead + (8, 3, 2)).astype(np.float32)
+    _check_layer(torch, torch.nn.PixelShuffle(2), jnn.PixelShuffle(2), y, atol=0)
+    _check_layer(torch, torch.nn.PixelUnshuffle(3), jnn.PixelUnshuffle(3), x[..., :6, :6], atol=0)
+
+
+def test_new_layers_convert_with_torch_keys(torch):
+    """A torch Sequential of the new parameterised layers: its state_dict converts under its
+    own keys, gives torch's output, and converts back to a strict load."""
+    from jaxconv import convert
+
+    tnet = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.ConvTranspose1d(4, 6, 3, stride=2, groups=2),
+        torch.nn.MaxPool1d(2),
+    )
+    net = jnn.Sequential(
+        (jnn.Conv1d(2, 4, 3), jnn.ReLU(), jnn.ConvTranspose1d(4, 6, 3, stride=2, groups=2),
+         jnn.MaxPool1d(2)),
+        example_input_shape=(2, 2, 9),
+    )  # fmt: skip
+    x = np.random.default_rng(11).standard_normal((2, 2, 9)).astype(np.float32)
+    variables = convert.from_torch(net, tnet.state_dict())
+    want = tnet(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(net.apply(variables, x), want, rtol=1e-5, atol=1e-5)
+    tnet.load_state_dict(convert.to_torch(net, variables), strict=True)
 
 
 # --- batch norm --------------------------------------------------------------------------
@@ -332,6 +613,14 @@ def test_sequential_names_layers_by_position():
         (lambda: jnn.Conv2d(4, 6, 0), ValueError, "kernel_size"),
         (lambda: jnn.Conv2d(4, 6, 3, stride=1.5), TypeError, "stride"),
         (lambda: jnn.Dropout(1.5), ValueError, "p"),
+        (lambda: jnn.Conv1d(4, 6, (3, 3)), TypeError, "kernel_size"),
+        (lambda: jnn.Conv3d(4, 6, 3, stride=(2, 1, 1), padding="same"), ValueError, "same"),
+        (lambda: jnn.ConvTranspose2d(3, 4, 3, groups=2), ValueError, "in_channels"),
+        (lambda: jnn.ConvTranspose2d(4, 6, 3, groups=4), ValueError, "out_channels"),
+        (lambda: jnn.ConvTranspose2d(4, 6, 3, padding_mode="reflect"), ValueError, "zeros"),
+        (lambda: jnn.ConvTranspose2d(4, 6, 3, padding="same"), TypeError, "padding"),
+        (lambda: jnn.ConvTranspose1d(4, 6, 3, output_padding=-1), ValueError, "output_padding"),
+        (lambda: jnn.ConvTranspose3d(4, 6, 3, dilation=0), ValueError, "dilation"),
     ],
 )
 def test_construction_errors(make, error, match):
