@@ -117,7 +117,7 @@ def case_arrays(case: OpCase, rng: np.random.Generator) -> tuple[list[np.ndarray
         src = rng.standard_normal(case.unpool_from).astype(np.float32)
         pool = getattr(jaxconv, f"max_pool{case.rank}d")
         values, indices = pool(src, case.args[0], return_indices=True)
-        return [np.asarray(values)], [np.asarray(indices).astype(np.int64)]
+        return [np.array(values)], [np.asarray(indices).astype(np.int64)]  # writable copies
     floats = [rng.standard_normal(s).astype(np.float32) for s in case.inputs]
     if case.op.startswith("conv"):
         floats[1] /= np.float32(math.sqrt(math.prod(case.inputs[1][1:])))
