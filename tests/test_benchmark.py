@@ -1,7 +1,8 @@
 """jaxconv.bench (``jaxconv bench``, ``python -m jaxconv.bench``, experiments/benchmark.py):
 the quick mode produces every table with finite numbers; the report's ratios and words are
-right for known inputs; PyTorch is optional; the family section's plain-JAX contender
-computes PyTorch's function; the GPU sweep's subprocess machinery works (here on the CPU).
+right for known inputs; PyTorch is optional; the family and opset sections' plain-JAX
+contenders (and the opset's jaxconv calls) compute PyTorch's function; the GPU sweep's
+subprocess machinery works (here on the CPU).
 
 No timing is asserted: these only check that the benchmark runs and reports what it measured.
 """
@@ -22,7 +23,7 @@ from jaxconv.bench import _engine, report, timing
 from jaxconv.bench.cli import parse_args
 from jaxconv.bench.contenders import Setup, load_torch
 from jaxconv.bench.report import Row
-from jaxconv.bench.sections import epoch, family, sweep
+from jaxconv.bench.sections import epoch, family, opset, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "experiments" / "benchmark.py"
@@ -130,6 +131,49 @@ def test_family_section_through_the_module_entry_point(tmp_path):
                 assert math.isnan(ours["seconds"]) and ours["note"] == "not in this jaxconv"
 
 
+def test_opset_section_times_every_op_of_the_family(tmp_path):
+    """``--quick --section opset``: every op in 1-D, 2-D and 3-D, fwd and fwd+bwd, PyTorch as
+    the baseline, jaxconv, and plain JAX where it has the op; finite times; one line per op and
+    pass in the printed table."""
+    pytest.importorskip("torch")
+    import jaxconv
+
+    out = tmp_path / "rows.json"
+    cmd = [sys.executable, "-m", "jaxconv.bench", "--quick", "--section", "opset"]
+    proc = subprocess.run(
+        [*cmd, "--json", str(out)], capture_output=True, text=True, timeout=600, env=_env()
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"### {report.TABLES['opset'][0]}" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["table"] for r in rows} == {"opset"}
+    cases = opset.opset_cases(quick=True)
+    ops = {c.op for c in cases}
+    for d in "123":
+        for stem in ("conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool"):
+            assert f"{stem}{d}d" in ops
+        for stem in ("adaptive_avg_pool", "adaptive_max_pool", "max_unpool"):
+            assert f"{stem}{d}d" in ops
+    assert {"unfold", "fold", "pixel_shuffle", "pixel_unshuffle"} <= ops
+    assert all(hasattr(jaxconv, op) for op in ops)
+    for case in cases:
+        plain = opset.plain_fn(case)
+        want = {"torch", f"jaxconv.{case.op}"} | ({plain[0]} if plain else set())
+        for passes in ("fwd", "fwd+bwd"):
+            got = {
+                r["contender"]: r
+                for r in rows
+                if r["case"] == case.label() and r["passes"] == passes
+            }
+            assert set(got) == want, (case.label(), passes, got)
+            assert got["torch"]["ratio"] == 1.0
+            for r in got.values():
+                assert math.isfinite(r["seconds"]) and r["ratio"] > 0, r
+                assert r["note"] in ("", opset.SLOW_NOTE), r
+            line = f"| {case.label()} | {passes} | "
+            assert sum(x.startswith(line) for x in proc.stdout.splitlines()) == 1, line
+
+
 def test_bench_subcommand_as_the_jaxconv_cli_adds_it(tmp_path):
     """The two lines jaxconv.cli adds (``add_parser(subparsers)``, then ``args.func(args)``)
     give a working ``jaxconv bench``."""
@@ -224,6 +268,7 @@ def test_every_option_of_the_old_script_parses():
     )
     assert parse_args(["--device", "gpu"]).steps is None  # a whole epoch on GPU
     assert parse_args(["--section", "family"]).section == "family"
+    assert parse_args(["--section", "opset"]).section == "opset"
     with pytest.raises(SystemExit):
         parse_args(["--section", "resnet18"])
 
@@ -358,6 +403,67 @@ def test_family_plain_contender_equals_torch(torch):
             np.testing.assert_allclose(
                 np.asarray(f(x, w)), want, rtol=1e-4, atol=1e-4, err_msg=case.label()
             )
+
+
+def _opset_values(case, rng):
+    import jax
+
+    floats, consts = opset.case_arrays(case, rng)
+    jc = [jax.numpy.asarray(a.astype(np.int32)) for a in consts]
+    return floats, consts, jc
+
+
+def test_opset_contenders_compute_torchs_function(torch):
+    """Every opset case at the quick sizes and a second seeded draw: jaxconv's call and plain
+    JAX's twin (eager and jitted) equal PyTorch's output, and their input gradients of the
+    benchmark's loss equal PyTorch's autograd."""
+    import jax
+
+    from jaxconv.bench.contenders import grad_fn
+
+    rng = np.random.default_rng(11)
+    for case in opset.opset_cases(quick=True):
+        floats, consts, jc = _opset_values(case, rng)
+        tf = [torch.from_numpy(a).requires_grad_(True) for a in floats]
+        y = opset.torch_fn(torch, case)(*tf, *(torch.from_numpy(a) for a in consts))
+        target = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+        y.backward(y.detach() - torch.from_numpy(target))
+        want, want_grads = y.detach().numpy(), [t.grad.numpy() for t in tf]
+        fns = {"jaxconv": opset.jaxconv_fn(case)}
+        if (plain := opset.plain_fn(case)) is not None:
+            fns[plain[0]] = plain[1]
+        for name, f in fns.items():
+            msg = f"{case.label()}: {name}"
+            for g in (f, jax.jit(f)):
+                np.testing.assert_allclose(
+                    np.asarray(g(*floats, *jc)), want, rtol=1e-4, atol=1e-5, err_msg=msg
+                )
+            grads = jax.jit(grad_fn(f, tuple(range(len(floats)))))(*floats, *jc, target)
+            for got, exp in zip(grads, want_grads, strict=True):
+                np.testing.assert_allclose(np.asarray(got), exp, rtol=1e-4, atol=1e-4, err_msg=msg)
+
+
+def test_opset_report_flags_slow_jaxconv_rows_only():
+    fast = Row("opset", "op c", "fwd", "jaxconv.op", 0.004, 4.0, "torch")
+    slow = Row("opset", "op c", "fwd+bwd", "jaxconv.op", 0.006, 6.0, "torch")
+    plain_slow = Row("opset", "op c", "fwd+bwd", opset.REDUCE_WINDOW, 0.009, 9.0, "torch")
+    assert opset._flag(fast).note == "" and opset._flag(plain_slow).note == ""
+    assert opset._flag(slow).note == opset.SLOW_NOTE
+    rows = [
+        fast,
+        Row("opset", "op c", "fwd", "torch", 0.001, 1.0, "torch"),
+        opset._flag(slow),
+        Row("opset", "op c", "fwd+bwd", "torch", 0.001, 1.0, "torch"),
+        plain_slow,
+        Row("opset", "op d", "fwd", "jaxconv.op", math.nan, note="FAILED: E: x"),
+    ]
+    lines = report.render(rows, {}).splitlines()
+    assert "| op c | fwd | 1.00 ms | 4.00 ms | 4.00x (4.00x slower) |  |  |  |" in lines
+    assert (
+        "| op c | fwd+bwd | 1.00 ms | 6.00 ms | 6.00x (6.00x slower) | 9.00 ms "
+        f"({opset.REDUCE_WINDOW}) | 9.00x (9.00x slower) | {opset.SLOW_NOTE} |"
+    ) in lines
+    assert "| op d | fwd |  | FAILED |  |  |  | FAILED: E: x |" in lines
 
 
 # --- the GPU sweep's machinery ----------------------------------------------------------------

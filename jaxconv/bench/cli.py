@@ -5,18 +5,20 @@ jaxconv against PyTorch eager and plain JAX/Flax, per op and per LeNet epoch.
     jaxconv bench --quick                          # tiny sizes, a smoke test (pytest)
     jaxconv bench --section epoch --json out.json
     jaxconv bench --section family                 # transposed, depthwise, wide, 1-D, 3-D convs
+    jaxconv bench --section opset                  # every op of the conv/pool family, 1-D to 3-D
     jaxconv bench --device gpu --profile --gpu-sweep   # the whole GPU benchmark, one command
 
 Sections: ``ops`` (conv2d and pooling, fwd and fwd+bwd, per jaxconv path, against PyTorch;
 conv fwd+bwd inside lax.scan; the chapter's manual paths against lax), ``epoch`` (a modern
 LeNet epoch: PyTorch's book loop, plain Flax per step and in lax.scan, jaxconv's
 train_epoch; and the floor the machine's peaks put under it), ``all`` (ops and epoch: the
-default run) and ``family`` (the conv family past LeNet, apart). Every contender is compiled
-first (compile time apart); the contenders of a row take turns in a rotating order; a time is
-the median over rounds, a ratio the median over rounds of contender / baseline. The load
-average before and after is printed: above the core count, read the ratios only. Without
-PyTorch its rows are skipped (and said so). Tables are printed last; ``--json`` writes every
-number.
+default run), ``family`` (the conv family past LeNet, apart) and ``opset`` (every conv,
+pooling, unpooling, fold and pixel-shuffle op in 1-D, 2-D and 3-D, apart). Every contender
+is compiled first (compile time apart); the contenders of a row take turns in a rotating
+order; a time is the median over rounds, a ratio the median over rounds of contender /
+baseline. The load average before and after is printed: above the core count, read the
+ratios only. Without PyTorch its rows are skipped (and said so). Tables are printed last;
+``--json`` writes every number.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from jaxconv.bench.contenders import EPOCH_ROWS
 from jaxconv.bench.sections.sweep import GPU_SWEEP_BUDGET_S
 
-SECTIONS = ("ops", "epoch", "all", "family")
+SECTIONS = ("ops", "epoch", "all", "family", "opset")
 CPU_EPOCH_STEPS = 40  # timed per epoch round on CPU, scaled to a full epoch
 QUICK_BATCH = 32
 
@@ -42,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--section",
         choices=SECTIONS,
         default="all",
-        help="all: ops and epoch (default); family: the conv family past LeNet",
+        help="all: ops and epoch (default); family: the conv family past LeNet; "
+        "opset: every conv/pool/fold op of torch.nn.functional's family, 1-D to 3-D",
     )
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument(

@@ -85,37 +85,48 @@ def scan_fn(f: Callable[..., Any], length: int) -> Callable[..., Any]:
 
 
 def jax_pass(
-    f: Callable[..., Any], inputs: Sequence[Any], target: Any, passes: str
+    f: Callable[..., Any],
+    inputs: Sequence[Any],
+    target: Any,
+    passes: str,
+    constants: Sequence[Any] = (),
 ) -> tuple[Callable[[], Any], float]:
-    """A warmed-up runner of ``f(*inputs)`` ("fwd") or of the gradients of every input
-    ("fwd+bwd", see :func:`grad_fn`), compiled apart, and its compile seconds."""
+    """A warmed-up runner of ``f(*inputs, *constants)`` ("fwd") or of the gradients of every
+    input ("fwd+bwd", see :func:`grad_fn`; ``constants``, e.g. integer indices, are passed
+    but not differentiated), compiled apart, and its compile seconds."""
     if passes == "fwd":
-        fn, args = f, tuple(inputs)
+        fn, args = f, (*inputs, *constants)
     else:
-        fn, args = grad_fn(f, tuple(range(len(inputs)))), (*inputs, target)
+        fn, args = grad_fn(f, tuple(range(len(inputs)))), (*inputs, *constants, target)
     exe, seconds = compiled(fn, *args)
     return jax_runner(exe, *args), seconds
 
 
 def torch_passes(
-    setup: Setup, f: Callable[..., Any], inputs: Sequence[np.ndarray], target: np.ndarray
+    setup: Setup,
+    f: Callable[..., Any],
+    inputs: Sequence[np.ndarray],
+    target: np.ndarray,
+    constants: Sequence[np.ndarray] = (),
 ) -> dict[str, Callable[[], None]]:
-    """PyTorch's ``{"fwd": ..., "fwd+bwd": ...}`` runners of ``f(*tensors)`` on its device,
-    warmed up once; fwd+bwd takes the gradients of every input, as :func:`grad_fn`."""
+    """PyTorch's ``{"fwd": ..., "fwd+bwd": ...}`` runners of ``f(*tensors, *constants)`` on
+    its device, warmed up once; fwd+bwd takes the gradients of every input (not of the
+    ``constants``), as :func:`grad_fn`."""
     torch, sync = setup.torch, torch_sync(setup.torch, setup.tdev)
     plain = [torch.from_numpy(a).to(setup.tdev) for a in inputs]
+    consts = [torch.from_numpy(a).to(setup.tdev) for a in constants]
     tct = torch.from_numpy(target).to(setup.tdev)
     grads = [t.clone().requires_grad_(True) for t in plain]
 
     def fwd() -> None:
         with torch.no_grad():
-            f(*plain)
+            f(*plain, *consts)
         sync()
 
     def fwd_bwd() -> None:
         for t in grads:
             t.grad = None
-        y = f(*grads)
+        y = f(*grads, *consts)
         y.backward(y.detach() - tct)  # the gradient of 0.5 * |y - target|^2, as grad_fn
         sync()
 

@@ -24,7 +24,7 @@ SAME = 0.005
 class Row:
     """One timed contender of one benchmark line (what ``--json`` writes)."""
 
-    table: str  # "ops", "scan", "manual", "family", "epoch", "floor", "profile", "sweep"
+    table: str  # "ops", "scan", "manual", "family", "opset", "epoch", "floor", "profile", "sweep"
     case: str  # e.g. "conv LeNet conv2 256x6x14x14 -> 16, 5x5"
     passes: str  # "fwd", "fwd+bwd", "epoch"
     contender: str
@@ -50,6 +50,11 @@ TABLES: dict[str, tuple[str, str]] = {
     "family": (
         "The conv family beyond LeNet: PyTorch, plain lax.conv_general_dilated and "
         "jaxconv; ratio to PyTorch",
+        "speed",
+    ),
+    "opset": (
+        "torch.nn.functional's conv/pool family, every op in 1-D, 2-D and 3-D: PyTorch, "
+        "jaxconv and plain JAX where it has the op; ratio to PyTorch",
         "speed",
     ),
     "epoch": (
@@ -115,8 +120,55 @@ def _compile_cell(row: Row) -> str:
     return "" if row.compile_s is None else f"{row.compile_s:.1f} s"
 
 
+def _time_cell(row: Row | None) -> str:
+    if row is None:
+        return ""
+    return fmt_time(row.seconds) if math.isfinite(row.seconds) else "FAILED"
+
+
+def opset_body(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """(header, cells) of the ``opset`` table: one line per op and pass, PyTorch's time, then
+    jaxconv's and plain JAX's (any contender not named ``torch`` or ``jaxconv.*``) with their
+    ratios to PyTorch; notes (SLOW, FAILED) joined."""
+    header = [
+        "op",
+        "pass",
+        "PyTorch",
+        "jaxconv",
+        "jaxconv / PyTorch",
+        "plain JAX",
+        "plain / PyTorch",
+    ]
+    header.append("note")
+    lines: dict[tuple[str, str], dict[str, Row]] = {}
+    for r in rows:
+        lines.setdefault((r.case, r.passes), {})[r.contender] = r
+    cells = []
+    for (case, passes), got in lines.items():
+        ours = next((r for n, r in got.items() if n.startswith("jaxconv.")), None)
+        plain = next((r for n, r in got.items() if n != "torch" and r is not ours), None)
+        notes = [
+            r.note if r is ours else f"{r.contender}: {r.note}" for r in got.values() if r.note
+        ]
+        cells.append(
+            [
+                case,
+                passes,
+                _time_cell(got.get("torch")),
+                _time_cell(ours),
+                "" if ours is None else fmt_ratio(ours.ratio),
+                "" if plain is None else f"{_time_cell(plain)} ({plain.contender})",
+                "" if plain is None else fmt_ratio(plain.ratio),
+                "; ".join(notes),
+            ]
+        )
+    return header, cells
+
+
 def table_body(table: str, rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     """(header, cells) of one table's rows."""
+    if table == "opset":
+        return opset_body(rows)
     if TABLES[table][1] == "share":
         header = ["case", "what", "time", "share", "note"]
         return header, [

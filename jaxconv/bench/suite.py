@@ -60,7 +60,7 @@ def make_setup(args: Any) -> Setup:
 
 def run_sections(setup: Setup) -> list[Row]:
     """Every section ``setup.args`` asks for, in the order of the tables."""
-    from jaxconv.bench.sections import epoch, family, ops, profile, sweep
+    from jaxconv.bench.sections import epoch, family, ops, opset, profile, sweep
 
     args = setup.args
     rows: list[Row] = []
@@ -75,6 +75,10 @@ def run_sections(setup: Setup) -> list[Row]:
         log("family")
         for case in family.family_cases(args.quick):
             rows += guarded("family", case.label(), family.bench_case, case, setup)
+    if args.section == "opset":
+        log("opset")
+        for case in opset.opset_cases(args.quick):
+            rows += guarded("opset", case.label(), opset.bench_case, case, setup)
     if args.section in ("epoch", "all"):
         log("epoch")
         epoch_rows = guarded("epoch", "LeNet epoch", epoch.bench_epoch, setup)
