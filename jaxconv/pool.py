@@ -203,6 +203,17 @@ def _avg_divisor(geom: WindowGeometry, count_include_pad: bool) -> np.ndarray:
     return reduce(np.multiply.outer, counts).astype(np.float64)
 
 
+def _check_kernel_fits_input(geom: WindowGeometry) -> None:
+    """PyTorch's 3-D average pooling (and lp_pool3d, built on it) refuses an input shorter than
+    the kernel along any axis, before padding; its 1-D/2-D pools and max_pool3d do not."""
+    if any(n < k for n, k in zip(geom.in_size, geom.kernel, strict=True)):
+        raise ValueError(
+            f"input {geom.in_size} is smaller than kernel_size {geom.kernel} along a spatial "
+            "axis: 3-D average and power-average pooling need input >= kernel_size before "
+            "padding (as PyTorch)"
+        )
+
+
 def _avg_pool_nd(
     n: int, input: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any,
     count_include_pad: Any, divisor_override: Any, layout: Any,
@@ -210,6 +221,8 @@ def _avg_pool_nd(
     """Average pooling over the ``n`` spatial axes of ``input`` in ``layout``."""
     x = _check_input(input, layout, n)
     geom = pool_geometry(x.shape, layout, kernel_size, stride, padding, 1, ceil_mode)
+    if n == 3:
+        _check_kernel_fits_input(geom)
     include = check_bool(count_include_pad, "count_include_pad")
     if divisor_override is not None:
         divisor_override = as_int(divisor_override, "divisor_override")
@@ -315,11 +328,13 @@ def _lp_pool_nd(
     """Power-average pooling over the ``n`` spatial axes of ``input`` in ``layout``."""
     p = _check_norm_type(norm_type)
     x = _check_input(input, layout, n)
+    geom = pool_geometry(x.shape, layout, kernel_size, stride, 0, 1, ceil_mode)
+    if n == 3:
+        _check_kernel_fits_input(geom)
     if math.isinf(p):  # PyTorch's own special case: the max (or min) of |x|
         sign = 1 if p > 0 else -1
         return sign * _max_pool(n, sign * jnp.abs(x), kernel_size, stride, 0, 1, ceil_mode,
                                 False, layout)  # fmt: skip
-    geom = pool_geometry(x.shape, layout, kernel_size, stride, 0, 1, ceil_mode)
     return _lp_pool(x, geom, p)
 
 

@@ -72,13 +72,19 @@ METRICS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")
 # --------------------------------------------------------------------------- the runs
 
 
+#: fill_disk stops here even if no ENOSPC came: the 64 MiB tmpfs is full long before, and if
+#: that mount is gone (a run torn down mid-test) the filler must not fill the real disk.
+FILL_LIMIT = 256 << 20
+
+
 def fill_disk(directory: Path) -> int:
-    """Write zeros into ``directory/filler`` until the filesystem is full; bytes written."""
+    """Write zeros into ``directory/filler`` until the filesystem is full (at most
+    :data:`FILL_LIMIT` bytes); bytes written."""
     written, block = 0, b"\0" * (1 << 20)
     with open(directory / "filler", "wb", buffering=0) as f:
         for size in (1 << 20, 1 << 12, 1):
             chunk = block[:size]
-            while True:
+            while written < FILL_LIMIT:
                 try:
                     written += f.write(chunk)
                 except OSError:  # ENOSPC

@@ -219,6 +219,8 @@ def pool_cases(draw: Any, kind: str, nd: int | None = None) -> dict[str, Any]:
     d = draw_ints(draw, nd, 1, 2) if kind == "max" else (1,) * nd
     p = tuple(draw(st.integers(0, ki // 2)) for ki in k) if kind != "lp" else (0,) * nd
     lo = [max(1, d[a] * (k[a] - 1) + 1 - 2 * p[a]) for a in range(nd)]
+    if kind != "max" and nd == 3:  # torch's 3-D avg/lp pools need input >= kernel, unpadded
+        lo = [max(lo[a], k[a]) for a in range(nd)]
     spatial = tuple(draw(st.integers(lo[a], lo[a] + (2 if small else 3))) for a in range(nd))
     empty = [None, (), []] if kind != "lp" else [None]  # None or empty: the kernel, as torch
     stride = draw(st.sampled_from([*empty, "drawn", "drawn"]))
@@ -354,25 +356,29 @@ def test_shape_conv_transpose_nd_is_torchs_or_both_refuse(nd, data):
                                     groups, spell(draw, d), layout=layout),
                     x_shape(layout, batch, 2, size), w_shape)  # fmt: skip
     if want is not None and 0 in want[-nd:] and got is None:
-        event("torch's empty output, refused (test_conv_transpose_empty_output_is_torchs)")
+        event("torch's backend-dependent empty output (test_conv_transpose_empty_output_...)")
         return
     assert_same_shape(got and shape_to_first(got, layout, nd), want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch returns an empty (N, C_out, 0) output where (L - 1) * stride - 2 * padding "
-    "+ dilation * (k - 1) + output_padding + 1 is exactly 0; jaxconv raises ValueError",
-)
 @pytest.mark.parametrize("nd", [1, 2, 3])
-def test_conv_transpose_empty_output_is_torchs(nd):
+def test_conv_transpose_empty_output_is_refused(nd):
+    """Where (L - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 is 0,
+    torch's answer depends on its backend: a batch of one is refused ("Output size is too
+    small"), a batch of two gives an empty output. jaxconv refuses both, the same way."""
     count(f"shape/conv_transpose{nd}d")
-    x, w = np.zeros((2, 2) + (1,) * nd, np.float32), np.zeros((2, 2) + (1,) * nd, np.float32)
     geometry = dict(stride=2, padding=1, output_padding=1)  # (1 - 1) * 2 - 2 + 0 + 1 + 1 = 0
-    want = getattr(F, f"conv_transpose{nd}d")(torch_t(x), torch_t(w), **geometry)
-    assert tuple(want.shape) == (2, 2) + (0,) * nd
-    got = getattr(jaxconv, f"conv_transpose{nd}d")(x, w, **geometry)
-    assert got.shape == tuple(want.shape)
+    w = np.zeros((2, 2) + (1,) * nd, np.float32)
+    op = getattr(F, f"conv_transpose{nd}d")
+    with pytest.raises(RuntimeError, match="too small"):
+        op(torch_t(np.zeros((1, 2) + (1,) * nd, np.float32)), torch_t(w), **geometry)
+    assert (
+        op(torch_t(np.zeros((2, 2) + (1,) * nd, np.float32)), torch_t(w), **geometry).numel() == 0
+    )
+    for batch in (1, 2):
+        x = np.zeros((batch, 2) + (1,) * nd, np.float32)
+        with pytest.raises(ValueError, match="padding"):
+            getattr(jaxconv, f"conv_transpose{nd}d")(x, w, **geometry)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg", "lp"])
@@ -407,9 +413,6 @@ def test_shape_pool_nd_is_torchs_or_both_refuse(kind, nd, data):
     fn = getattr(jaxconv, f"{kind}_pool{nd}d")
     got = jax_shape(lambda x: fn(x, *lead, spell(draw, k), **j_kw, layout=layout),
                     x_shape(layout, batch, 2, size))  # fmt: skip
-    if kind != "max" and nd == 3 and min(np.subtract(size, k)) < 0 and want is None:
-        event("torch's avg_pool3d refuses, jaxconv not (test_avg_pool3d_refuses_...)")
-        return
     assert_same_shape(got and shape_to_first(got, layout, nd), want)
 
 
@@ -478,13 +481,6 @@ def test_max_unpool_empty_output_is_torchs(nd):
     assert got.shape == tuple(want.shape)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch's avg_pool3d (and lp_pool3d, built on it) refuses an input smaller than "
-    "the kernel along an axis, before padding ('input image (T: 1 H: 1 W: 1) smaller than "
-    "kernel size'), where its max_pool3d and avg_pool1d/2d give an output; jaxconv's "
-    "avg_pool3d and lp_pool3d give one too",
-)
 @pytest.mark.parametrize(
     "op, step, padding, ceil_mode",
     [("avg", 2, 0, True), ("avg", 1, 1, False), ("lp", 2, None, True)],
