@@ -5,14 +5,15 @@ index names in its (zero-filled) output channel plane; everything else is 0. The
 those ``max_pool*d(..., return_indices=True)`` gives: flat per channel plane of the *output*
 (``h * W + w`` in 2-D), whatever the layout.
 
-One jittable scatter, no loop over elements. Duplicate indices: torch's CPU kernel writes the
-plane's inputs in order, so the last one (in flat order over the input plane) wins; jaxconv
-keeps exactly that value, deterministically (a scatter-max of input positions picks the
-winner, then a gather). Derivatives are those of that function: forward mode equals torch's
-forward mode (the tangent unpooled the same way, the last duplicate winning); in reverse mode a
-duplicate that lost gets 0, where torch's backward (a gather of the output gradient at every
-index, not the adjoint of its own forward mode) gives each duplicate the gradient of the
-position they share. Without duplicates (e.g. max pooling with stride >= kernel) all agree.
+Jittable, no loop over elements. Duplicate indices: torch's CPU kernel writes the plane's
+inputs in order, so the last one (in flat order over the input plane) wins; jaxconv keeps
+exactly that value, deterministically (a scatter-max of input positions picks the winner; the
+losers are dropped and the values go out in one scatter with unique indices). Derivatives are
+those of that function: forward mode equals torch's forward mode (the tangent unpooled the same
+way, the last duplicate winning); reverse mode is one gather of the output gradient at the
+indices, where a duplicate that lost gets 0 and torch's backward (a gather at every index, not
+the adjoint of its own forward mode) gives each duplicate the gradient of the position they
+share. Without duplicates (e.g. max pooling with stride >= kernel) all agree.
 
 Out-of-range indices: torch raises at run time. jaxconv checks concrete indices and raises a
 ValueError; under ``jax.jit`` the indices are not known before tracing, so an out-of-range
@@ -154,23 +155,52 @@ def _max_unpool(
     return y if batched else y[0]
 
 
+#: The most elements an int32 position may count: above it, positions stay per plane.
+_INT32_POSITIONS = 2**31 - 1
+
+
 @partial(jax.jit, static_argnums=2)
 def _unpool_planes(x: Array, idx: Array, size: Ints) -> Array:
     """(N, C, *in) values and flat indices -> (N, C, *size): each plane's values at their
     indices, the last of equal indices winning, 0 elsewhere."""
     n, c = x.shape[:2]
-    plane = int(np.prod(size))
-    vals = x.reshape(n * c, int(np.prod(x.shape[2:])))  # (N*C, P_in)
-    where = idx.reshape(vals.shape).astype(jnp.int32)
-    where = jnp.where((where >= 0) & (where < plane), where, plane)  # out of range: dropped
-    order = jnp.broadcast_to(jnp.arange(vals.shape[1], dtype=jnp.int32), vals.shape)
-    rows = jnp.arange(vals.shape[0], dtype=jnp.int32)[:, None]
-    # the winner of each output position: the last input position that names it (-1: none)
-    winner = jnp.full((vals.shape[0], plane), -1, jnp.int32)
-    winner = winner.at[rows, where].max(order, mode="drop")
-    picked = jnp.take_along_axis(vals, jnp.maximum(winner, 0), axis=1)
-    out = jnp.where(winner >= 0, picked, jnp.zeros((), vals.dtype))
+    rows, p_in, plane = n * c, int(np.prod(x.shape[2:])), int(np.prod(size))
+    flat = max(rows * plane, rows * p_in) < _INT32_POSITIONS
+    out = _last_wins(x.reshape(rows, p_in), idx.reshape(rows, p_in), plane, flat)
     return out.reshape(n, c, *size)
+
+
+def _last_wins(vals: Array, idx: Array, plane: int, flat: bool) -> Array:
+    """(R, P_in) values and indices -> (R, plane): ``vals[r, i]`` at ``idx[r, i]``, the last
+    ``i`` of equal indices winning, 0 elsewhere; out-of-range indices write nowhere.
+
+    Two integer passes find the winners (a scatter-max of input positions, then a gather of
+    it back at every index); the losers' indices are then sent past the end and dropped, so
+    the values go out in one scatter with unique indices. That scatter is linear in the
+    values: its forward-mode derivative is the same scatter of the tangent (torch's forward
+    mode) and its transpose one gather of the cotangent at the indices, the losers getting 0.
+    ``flat``: index all planes as one vector (needs ``R * max(plane, P_in)`` to fit int32),
+    which XLA scatters faster than the (row, position) pairs used otherwise.
+    """
+    r, p_in = vals.shape
+    # out of range (checked before the cast, which could wrap a wide index): dropped
+    where = jnp.where((idx >= 0) & (idx < plane), idx, plane).astype(jnp.int32)
+    row = jnp.arange(r, dtype=jnp.int32)[:, None]
+    if flat:  # (R * P_in,) positions in the (R * plane,) output
+        shape = (r * plane,)
+        index: tuple[Array, ...] = (
+            jnp.where(where < plane, row * plane + where, r * plane).ravel(),
+        )
+        order, vals = jnp.arange(r * p_in, dtype=jnp.int32), vals.ravel()
+    else:  # (row, position) pairs in the (R, plane) output
+        shape = (r, plane)
+        index = (row, where)
+        order = jnp.broadcast_to(jnp.arange(p_in, dtype=jnp.int32), (r, p_in))
+    winner = jnp.full(shape, -1, jnp.int32).at[index].max(order, mode="drop")
+    won = winner.at[index].get(mode="fill", fill_value=-1) == order
+    index = (*index[:-1], jnp.where(won, index[-1], shape[-1]))  # losers: past the end
+    out = jnp.zeros(shape, vals.dtype).at[index].set(vals, mode="drop", unique_indices=True)
+    return out.reshape(r, plane)
 
 
 _DOC = """{n}-D max unpooling, as ``torch.nn.functional.max_unpool{n}d``.

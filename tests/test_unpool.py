@@ -15,7 +15,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxconv
-from jaxconv import reference
+from jaxconv import reference, unpool
 
 LAYOUTS = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 
@@ -243,3 +243,85 @@ def test_refuses_meaningless_geometry(kw, match):
     """torch runs these (and returns empty or arbitrary planes); jaxconv refuses them."""
     with pytest.raises(ValueError, match=match):
         jaxconv.max_unpool2d(V4, I4, **kw)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_gradient_matches_torch_at_scale(torch, n):
+    """Unique indices from 2/2 max pooling at a realistic size: jaxconv's gradient (one
+    gather of the output gradient) equals torch's backward exactly, eager and jitted."""
+    rng = np.random.default_rng(100 + n)
+    shape = {1: (4, 8, 512), 2: (4, 8, 32, 32), 3: (2, 8, 16, 16, 16)}[n]
+    F = torch.nn.functional
+    x = torch.tensor(rng.standard_normal(shape).astype(np.float32))
+    y, idx = getattr(F, f"max_pool{n}d")(x, 2, return_indices=True)
+    assert _unique_per_plane(idx.numpy(), n)
+    ty = y.detach().clone().requires_grad_(True)
+    tout = getattr(F, f"max_unpool{n}d")(ty, idx, 2)
+    g = rng.standard_normal(tout.shape).astype(np.float32)
+    tout.backward(torch.tensor(g))
+    op = getattr(jaxconv, f"max_unpool{n}d")
+
+    def loss(v, i):
+        return jnp.vdot(op(v, i, 2), g)
+
+    for fn in (jax.grad(loss), jax.jit(jax.grad(loss))):
+        np.testing.assert_array_equal(fn(y.detach().numpy(), idx.numpy()), ty.grad.numpy())
+
+
+def _last_wins_oracle(v: np.ndarray, idx: np.ndarray, plane: int) -> tuple[np.ndarray, ...]:
+    """Per row of (R, P): the unpooled (R, plane) and, for each input, whether it is the last
+    in its row with its (in-range) index."""
+    out, won = np.zeros((v.shape[0], plane), v.dtype), np.zeros(v.shape, bool)
+    for r in range(v.shape[0]):
+        last = {}
+        for i, k in enumerate(idx[r]):
+            if 0 <= k < plane:
+                last[int(k)] = i
+        for k, i in last.items():
+            out[r, k], won[r, i] = v[r, i], True
+    return out, won
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_duplicates_both_index_forms(flat):
+    """The planes one at a time, duplicate-heavy and with out-of-range indices, in both
+    index forms (one flat vector; (row, position) pairs, used when positions overflow
+    int32): values, forward mode (the tangent unpooled alike) and reverse mode (the output
+    gradient at the winners, 0 for the losers) against a loop oracle."""
+    rng = np.random.default_rng(7)
+    for r, p, plane in [(3, 40, 12), (5, 17, 30), (1, 64, 8)]:
+        v = rng.standard_normal((r, p))
+        idx = rng.integers(-2, plane + 2, size=(r, p))
+        t = rng.standard_normal((r, p))
+        g = rng.standard_normal((r, plane))
+        with jax.enable_x64(True):
+            f = jax.jit(lambda v, i: unpool._last_wins(v, i, plane, flat))  # noqa: B023
+            out, won = _last_wins_oracle(v, idx, plane)
+            np.testing.assert_array_equal(f(v, idx), out)
+            _, tan = jax.jvp(lambda v: f(v, idx), (v,), (t,))  # noqa: B023
+            np.testing.assert_array_equal(tan, _last_wins_oracle(t, idx, plane)[0])
+            grad = jax.grad(lambda v: jnp.vdot(f(v, idx), g))(v)  # noqa: B023
+            gathered = np.take_along_axis(g, np.clip(idx, 0, plane - 1), axis=1)
+            np.testing.assert_array_equal(grad, np.where(won, gathered, 0.0))
+
+
+def test_second_order_jvp_and_vmap_with_duplicates():
+    """Duplicates included: check_grads to second order in both modes, jax.jvp of the
+    linear map is the map of the tangent, and vmap over a leading axis equals the batch."""
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((2, 3, 4, 4))
+    idx = rng.integers(0, 64, size=(2, 3, 4, 4))  # output planes 8 x 8, many duplicates
+    with jax.enable_x64(True):
+
+        def f(v):
+            return jaxconv.max_unpool2d(v, idx, 2) ** 2
+
+        check_grads(f, (v,), 2, modes=("fwd", "rev"))
+        t = rng.standard_normal(v.shape)
+        out, tan = jax.jvp(lambda v: jaxconv.max_unpool2d(v, idx, 2), (v,), (t,))
+        np.testing.assert_array_equal(out, reference.max_unpool2d(v, idx, 2))
+        np.testing.assert_array_equal(tan, reference.max_unpool2d(t, idx, 2))
+        mapped = jax.vmap(lambda a, i: jaxconv.max_unpool2d(a, i, 2, layout="NHWC"))(
+            np.moveaxis(v, 1, -1), np.moveaxis(idx, 1, -1)
+        )
+        np.testing.assert_array_equal(np.moveaxis(mapped, -1, 1), out)
