@@ -67,7 +67,7 @@ def unpool_output_size(
 ) -> Ints:
     """torch's ``_unpool_output_size``: the default, or ``output_size`` (n or n + 2 entries,
     the leading two dropped) with each entry strictly between ``default - s`` and
-    ``default + s``; every size must be >= 1."""
+    ``default + s``; a size of 0 gives an empty axis, as in PyTorch."""
     n = len(kernel)
     default = default_output_size(in_size, kernel, stride, padding)
     if output_size is None:
@@ -93,9 +93,9 @@ def unpool_output_size(
                     f"output_size {size} is invalid: entry {d} must be strictly between "
                     f"{lo} and {hi} (the default {default[d]} -/+ stride {stride[d]})"
                 )
-    if min(size) < 1:
+    if min(size) < 0:
         raise ValueError(
-            f"max unpooling output would be empty: output size {size} (input {in_size}, "
+            f"max unpooling output size would be negative: {size} (input {in_size}, "
             f"kernel_size {kernel}, stride {stride}, padding {padding})"
         )
     return size
@@ -138,6 +138,12 @@ def _max_unpool(
     in_size = tuple(int(x.shape[a]) for a in axes)
     size = unpool_output_size(in_size, kernel, strides, tuple(lo for lo, _ in pads), output_size)
     plane = int(np.prod(size))
+    if plane == 0:  # an empty output plane, as torch gives it (no index can land)
+        x = jnp.asarray(x)
+        shape = list(x.shape)
+        for a, s in zip(axes, size, strict=True):
+            shape[a] = s
+        return jnp.zeros(shape, x.dtype)
     if not isinstance(idx, jax.core.Tracer):  # concrete indices: refuse what torch refuses
         values = np.asarray(idx)
         if values.size and (values.min() < 0 or values.max() >= plane):

@@ -460,17 +460,9 @@ def test_shape_max_unpool_nd_is_torchs_or_both_refuse(nd, data):
                                     spell(draw, p), out, layout=layout),
                     *(x_shape(layout, batch, 2, size),) * 2,
                     dtypes_=[jnp.float32, jnp.int32])  # fmt: skip
-    if want is not None and 0 in want[-nd:] and got is None:
-        event("torch's empty output, refused (test_max_unpool_empty_output_is_torchs)")
-        return
     assert_same_shape(got and shape_to_first(got, layout, nd), want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch returns an empty output where max unpooling's default size "
-    "(L - 1) * stride - 2 * padding + kernel_size is 0; jaxconv raises ValueError",
-)
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_max_unpool_empty_output_is_torchs(nd):
     count(f"shape/max_unpool{nd}d")

@@ -235,12 +235,12 @@ def test_refuses_what_torch_refuses(torch, name):
         ({"kernel_size": 0}, "kernel_size must be positive"),
         ({"kernel_size": 2, "stride": 0}, "stride must be positive"),
         ({"kernel_size": 2, "padding": -1}, "padding must be non-negative"),
-        ({"kernel_size": 2, "padding": 2}, "output would be empty"),
+        ({"kernel_size": 2, "padding": 3}, "output size would be negative"),
         ({"kernel_size": 2, "layout": "NCL"}, "layout must be one of"),
     ],
 )
 def test_refuses_meaningless_geometry(kw, match):
-    """torch runs these (and returns empty or arbitrary planes); jaxconv refuses them."""
+    """torch runs these (and returns arbitrary planes); jaxconv refuses them."""
     with pytest.raises(ValueError, match=match):
         jaxconv.max_unpool2d(V4, I4, **kw)
 
@@ -325,3 +325,17 @@ def test_second_order_jvp_and_vmap_with_duplicates():
             np.moveaxis(v, 1, -1), np.moveaxis(idx, 1, -1)
         )
         np.testing.assert_array_equal(np.moveaxis(mapped, -1, 1), out)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_empty_output_is_torchs(torch, n):
+    """Where the default size (L - 1) * stride - 2 * padding + kernel_size is 0, torch gives
+    an empty output (no index can land), and so does jaxconv, with a zero gradient."""
+    x, idx = np.ones((2,) + (1,) * n, np.float32), np.zeros((2,) + (1,) * n, np.int64)
+    want = getattr(torch.nn.functional, f"max_unpool{n}d")(
+        torch.from_numpy(x), torch.from_numpy(idx), 2, padding=1
+    )
+    op = getattr(jaxconv, f"max_unpool{n}d")
+    assert op(x, idx, 2, padding=1).shape == tuple(want.shape) == (2,) + (0,) * n
+    assert jax.jit(lambda x: op(x, idx, 2, padding=1))(x).shape == tuple(want.shape)
+    np.testing.assert_array_equal(jax.grad(lambda x: op(x, idx, 2, padding=1).sum())(x), 0 * x)
