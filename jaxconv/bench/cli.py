@@ -77,6 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=GPU_SWEEP_BUDGET_S,
         help="start no sweep process later than this into the run",
     )
+    p.add_argument(
+        "--ops",
+        default=None,
+        help="opset section: only the ops whose name starts with one of these (comma-separated, "
+        "e.g. adaptive,max_unpool)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write every row and the metadata here")
     p.add_argument(
         "--profile", action="store_true", help="also profile a jaxconv epoch: time per step by op"

@@ -77,7 +77,10 @@ def run_sections(setup: Setup) -> list[Row]:
             rows += guarded("family", case.label(), family.bench_case, case, setup)
     if args.section == "opset":
         log("opset")
+        prefixes = tuple(args.ops.split(",")) if getattr(args, "ops", None) else ("",)
         for case in opset.opset_cases(args.quick):
+            if not case.op.startswith(prefixes):
+                continue
             rows += guarded("opset", case.label(), opset.bench_case, case, setup)
     if args.section in ("epoch", "all"):
         log("epoch")
