@@ -121,82 +121,156 @@ def _check_input(x: Any, nd: int, op: str, empty_channels_ok: bool, last: bool) 
     return jnp.asarray(x)
 
 
+def _divides(length: int, out: int) -> bool:
+    """Whether the bins of ``length`` into ``out`` tile the axis (a reshape splits it)."""
+    return out > 0 and length % out == 0
+
+
 @functools.lru_cache(maxsize=256)
-def _tables(spatial: tuple[int, ...], out: tuple[int, ...]) -> tuple:
-    """Gather tables for one geometry (cached: they depend on static ints only).
-
-    Returns ``(axis_taps, mask, flat, counts)``: per axis an (out_j, k_j) int array of input
-    positions (clipped into range); the (prod(out), K) tap mask; the (prod(out), K) flat index
-    of each tap in the input plane (row-major, as torch's indices); and the (prod(out),) number
-    of real taps per output (the average's divisor).
-    """
-    axis_taps, axis_masks = [], []
-    for n, o in zip(spatial, out, strict=True):
-        start, end = adaptive_bins(n, o)
-        k = int((end - start).max()) if o else 1
-        taps = start[:, None] + np.arange(k)[None, :]
-        axis_masks.append(taps < end[:, None])
-        axis_taps.append(np.minimum(taps, n - 1))
-    nd = len(spatial)
-    # (o0, k0, o1, k1, ...) -> (o0, o1, ..., k0, k1, ...) -> (prod(out), K)
-    order = [2 * j for j in range(nd)] + [2 * j + 1 for j in range(nd)]
-    mask = functools.reduce(np.multiply.outer, axis_masks).transpose(order)
-    strides = np.cumprod((1,) + spatial[:0:-1])[::-1]  # row-major strides of the plane
-    flat = functools.reduce(
-        np.add.outer, [t * s for t, s in zip(axis_taps, strides, strict=True)]
-    ).transpose(order)
-    n_out, n_taps = int(np.prod(out)), int(np.prod([t.shape[1] for t in axis_taps]))
-    mask = mask.reshape(n_out, n_taps)
-    return tuple(axis_taps), mask, flat.reshape(n_out, n_taps), mask.sum(axis=1)
+def _avg_matrix(length: int, out: int) -> np.ndarray:
+    """(out, length) float64 averaging matrix: row ``i`` is ``1 / count`` inside bin ``i``."""
+    start, end = adaptive_bins(length, out)
+    pos = np.arange(length)
+    inside = (pos >= start[:, None]) & (pos < end[:, None])
+    return inside / (end - start)[:, None]
 
 
-def _windows(x: Array, spatial: tuple[int, ...], out: tuple[int, ...]) -> Array:
-    """(N, C, *spatial) -> (N, C, prod(out), K): each output's window as a last axis."""
-    axis_taps, mask, _, _ = _tables(spatial, out)
-    for j, taps in enumerate(axis_taps):
-        axis = 2 + 2 * j  # earlier axes are already split into (out, taps)
-        if not np.array_equal(taps.reshape(-1), np.arange(x.shape[axis])):
-            # Overlapping or uneven bins: gather. (When out divides the length, the bins tile
-            # the axis and a reshape alone splits it, with no gather or scatter-add in the
-            # gradient: global pooling and the networks' pools take that path.)
-            x = jnp.take(x, taps.reshape(-1), axis=axis, mode="clip")  # tables are in range
-        x = x.reshape(x.shape[:axis] + taps.shape + x.shape[axis + 1 :])
-    nd = len(spatial)
-    order = [0, 1] + [2 + 2 * j for j in range(nd)] + [3 + 2 * j for j in range(nd)]
-    return x.transpose(order).reshape(x.shape[:2] + mask.shape)
+def _pool_axis_avg(x: Array, length: int, out: int) -> Array:
+    """Average the bins of axis 2 of ``x`` (length ``length``) and move the result last.
+
+    A tiled axis is split by a reshape and averaged; any other is one product with the static
+    :func:`_avg_matrix` (its transpose is the backward: no gather or scatter-add). HIGHEST
+    precision keeps float32 products at float32 rounding."""
+    if _divides(length, out):
+        k = length // out
+        x = x.reshape(x.shape[:2] + (out, k) + x.shape[3:]).mean(axis=3)
+        return jnp.moveaxis(x, 2, -1)
+    a = jnp.asarray(_avg_matrix(length, out), x.dtype)
+    return jnp.tensordot(x, a, axes=([2], [1]), precision=jax.lax.Precision.HIGHEST)
+
+
+def _separable_avg(x: Array, out: tuple[int, ...]) -> Array:
+    """(N, C, *spatial) -> (N, C, *out): one averaging per spatial axis. Each call pools the
+    leading spatial axis and appends its result last, so after all axes the order is back."""
+    for length, o in zip(x.shape[2:], out, strict=True):
+        x = _pool_axis_avg(x, length, o)
+    return x
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _avg_products(x: Array, out: tuple[int, ...]) -> Array:
+    """Separable average with torch's non-finite values: a bin holding a NaN, or both
+    infinities, is NaN; one holding one infinity is that infinity (a product alone would turn
+    ``0 * inf`` outside the bin into NaN). The finite part and the per-bin counts of
+    ``+inf or NaN`` and ``-inf or NaN`` go through the same products, stacked on the batch
+    axis."""
+    finite = jnp.isfinite(x)
+    nan = jnp.isnan(x)
+    hi = (jnp.isposinf(x) | nan).astype(x.dtype)
+    lo = (jnp.isneginf(x) | nan).astype(x.dtype)
+    n = x.shape[0]
+    pooled = _separable_avg(jnp.concatenate([jnp.where(finite, x, 0), hi, lo]), out)
+    y, has_hi, has_lo = pooled[:n], pooled[n : 2 * n] > 0, pooled[2 * n :] > 0
+    y = jnp.where(has_hi, jnp.inf, jnp.where(has_lo, -jnp.inf, y))
+    return jnp.where(has_hi & has_lo, jnp.nan, y)
+
+
+@_avg_products.defjvp
+def _avg_products_jvp(out: tuple[int, ...], primals: tuple, tangents: tuple) -> tuple:
+    # The average is linear: its derivative is the plain products on the tangent.
+    (x,), (dx,) = primals, tangents
+    return _avg_products(x, out), _separable_avg(dx, out)
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _avg(x: Array, out: tuple[int, ...]) -> Array:
-    spatial = x.shape[2:]
-    _, mask, _, counts = _tables(spatial, out)
     acc = jnp.promote_types(x.dtype, jnp.float32)  # float16/bfloat16 sum in float32
-    w = _windows(x.astype(acc), spatial, out)  # (N, C, prod(out), K)
-    sums = jnp.where(mask, w, 0).sum(axis=-1)
-    y = sums / counts.astype(acc)
-    return y.astype(x.dtype).reshape(x.shape[:2] + out)
+    xa = x.astype(acc)
+    if all(_divides(n, o) for n, o in zip(x.shape[2:], out, strict=True)):
+        y = _separable_avg(xa, out)  # reshapes only: sums propagate inf and NaN as torch's
+    elif 0 in out or xa.size == 0:
+        y = jnp.zeros(x.shape[:2] + out, acc)
+    else:
+        y = _avg_products(xa, out)
+    return y.astype(x.dtype)
+
+
+def _taps(v: Array, axis: int, length: int, out: int, k: int) -> list[Array]:
+    """The ``k`` taps of axis ``axis`` as static slices: tap ``t`` holds, per window start,
+    the element ``t`` places further. Tiled bins: windows at the bin starts, split by a
+    reshape. Otherwise: a window at every start (the axis padded by ``k - 1`` trailing
+    ``-inf``, never taken, as torch's scan takes only a greater value or a NaN)."""
+    if _divides(length, out):
+        v = v.reshape(v.shape[:axis] + (out, k) + v.shape[axis + 1 :])
+        return [jax.lax.index_in_dim(v, t, axis + 1, keepdims=False) for t in range(k)]
+    pad = [(0, 0, 0)] * v.ndim
+    pad[axis] = (0, k - 1, 0)
+    fill = -jnp.inf if jnp.issubdtype(v.dtype, jnp.floating) else 0
+    v = jax.lax.pad(v, jnp.asarray(fill, v.dtype), pad)
+    return [jax.lax.slice_in_dim(v, t, t + length, axis=axis) for t in range(k)]
+
+
+def _argmax_axis(v: Array, idx: Array, axis: int, out: int) -> tuple[Array, Array]:
+    """Per bin of ``axis``: the value and flat index torch's scan takes (a greater value or a
+    NaN replaces the best so far: the first maximum, or the last NaN).
+
+    Scanning the taps of a window in order reproduces that rule on one axis; the width-``w``
+    result is the scan after ``w`` taps, so bins of every width (at most two per axis) come
+    from one pass, read at their starts."""
+    length = v.shape[axis]
+    start, end = adaptive_bins(length, out)
+    widths = end - start
+    k = int(widths.max())
+    v_taps, i_taps = _taps(v, axis, length, out, k), _taps(idx, axis, length, out, k)
+    best, best_i = v_taps[0], i_taps[0]
+    states = {}
+    for t in range(k):
+        if t:
+            take = (v_taps[t] > best) | jnp.isnan(v_taps[t])
+            best, best_i = jnp.where(take, v_taps[t], best), jnp.where(take, i_taps[t], best_i)
+        states[t + 1] = (best, best_i)
+    if _divides(length, out):
+        return best, best_i
+    res_v = res_i = None
+    for w in np.unique(widths):
+        # The states at the bin starts: a forward-only gather of ``out`` rows (the index pass
+        # is not differentiated).
+        s_v, s_i = states[int(w)]
+        g_v = jnp.take(s_v, start, axis=axis, mode="clip")  # static starts, all in range
+        g_i = jnp.take(s_i, start, axis=axis, mode="clip")
+        if res_v is None:
+            res_v, res_i = g_v, g_i
+            continue
+        sel = jnp.asarray(widths == w).reshape((-1,) + (1,) * (v.ndim - axis - 1))
+        res_v, res_i = jnp.where(sel, g_v, res_v), jnp.where(sel, g_i, res_i)
+    return res_v, res_i
+
+
+def _max_index(x: Array, out: tuple[int, ...]) -> Array:
+    """(N, C, *spatial) -> (N, C, *out) int32 flat index (row-major in the channel plane) of
+    the element torch takes. Separable: reducing the last axis first, then each earlier one,
+    picks the row-major first maximum (first row holding the maximum, first in that row) or
+    the row-major last NaN, torch's scan over the whole box."""
+    spatial = x.shape[2:]
+    flat = jnp.arange(int(np.prod(spatial)), dtype=jnp.int32).reshape(spatial)
+    v, idx = x, jnp.broadcast_to(flat, x.shape)
+    for j in reversed(range(len(spatial))):
+        v, idx = _argmax_axis(v, idx, 2 + j, out[j])
+    return idx
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _max(x: Array, out: tuple[int, ...]) -> tuple[Array, Array]:
-    spatial = x.shape[2:]
-    _, mask, flat, _ = _tables(spatial, out)
-    w = _windows(x, spatial, out)  # (N, C, prod(out), K)
-    w_masked = jnp.where(mask, w, -jnp.inf)
-    # torch's scan: take a tap if it is greater than the best so far or NaN. So a window with a
-    # NaN picks its last NaN, any other its first maximum (only real taps; an all -inf window
-    # its first tap).
-    is_nan = jnp.isnan(w_masked)
-    last_nan = mask.shape[1] - 1 - jnp.argmax(is_nan[..., ::-1], axis=-1)
-    best = jnp.max(jnp.where(is_nan, -jnp.inf, w_masked), axis=-1, keepdims=True)
-    first_max = jnp.argmax((w_masked == best) & mask, axis=-1)
-    tap = jnp.where(is_nan.any(axis=-1), last_nan, first_max)  # (N, C, prod(out))
-    # Read the value back through the tap: its gradient goes to that element only.
-    y = jnp.take_along_axis(w, tap[..., None], axis=-1)[..., 0]
-    flat_b = jnp.broadcast_to(jnp.asarray(flat, dtype=jnp.int32), w.shape)
-    index = jnp.take_along_axis(flat_b, tap[..., None], axis=-1)[..., 0]
     shape = x.shape[:2] + out
-    return y.reshape(shape), index.reshape(shape)
+    if 0 in out:
+        return jnp.zeros(shape, x.dtype), jnp.zeros(shape, jnp.int32)
+    index = _max_index(jax.lax.stop_gradient(x), out)
+    # Read the value back through the index: its gradient goes to that element only, as
+    # torch's index-based backward, and the scatter-add of the backward is one per output.
+    planes = x.reshape(x.shape[:2] + (int(np.prod(x.shape[2:])),))  # (N, C, prod(spatial))
+    flat_index = index.reshape(x.shape[:2] + (int(np.prod(out)),))  # (N, C, prod(out))
+    y = jnp.take_along_axis(planes, flat_index, axis=-1, mode="clip")  # indices in range
+    return y.reshape(shape), index
 
 
 def _adaptive(
