@@ -157,22 +157,32 @@ def _separable_avg(x: Array, out: tuple[int, ...]) -> Array:
     return x
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _avg_products(x: Array, out: tuple[int, ...]) -> Array:
+def _nonfinite_avg(x: Array, out: tuple[int, ...]) -> Array:
     """Separable average with torch's non-finite values: a bin holding a NaN, or both
-    infinities, is NaN; one holding one infinity is that infinity (a product alone would turn
-    ``0 * inf`` outside the bin into NaN). The finite part and the per-bin counts of
+    infinities, is NaN; one holding one infinity is that infinity (the products alone would
+    turn ``0 * inf`` outside a bin into NaN). The finite part and the per-bin counts of
     ``+inf or NaN`` and ``-inf or NaN`` go through the same products, stacked on the batch
     axis."""
-    finite = jnp.isfinite(x)
     nan = jnp.isnan(x)
     hi = (jnp.isposinf(x) | nan).astype(x.dtype)
     lo = (jnp.isneginf(x) | nan).astype(x.dtype)
     n = x.shape[0]
-    pooled = _separable_avg(jnp.concatenate([jnp.where(finite, x, 0), hi, lo]), out)
+    pooled = _separable_avg(jnp.concatenate([jnp.where(jnp.isfinite(x), x, 0), hi, lo]), out)
     y, has_hi, has_lo = pooled[:n], pooled[n : 2 * n] > 0, pooled[2 * n :] > 0
     y = jnp.where(has_hi, jnp.inf, jnp.where(has_lo, -jnp.inf, y))
     return jnp.where(has_hi & has_lo, jnp.nan, y)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _avg_products(x: Array, out: tuple[int, ...]) -> Array:
+    """Separable average by products, with the non-finite handling of :func:`_nonfinite_avg`
+    only when the input holds a non-finite value (three times the work otherwise)."""
+    return jax.lax.cond(
+        jnp.isfinite(x).all(),
+        lambda a: _separable_avg(a, out),
+        lambda a: _nonfinite_avg(a, out),
+        x,
+    )
 
 
 @_avg_products.defjvp
