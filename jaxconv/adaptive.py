@@ -5,14 +5,18 @@ spatial axis of input length ``L`` and output length ``out``: output ``i`` pools
 ``[floor(i * L / out), ceil((i + 1) * L / out))``. Bins overlap when ``out`` does not divide
 ``L`` and repeat elements when ``out > L``; an ``out`` of 0 gives an empty axis.
 
-Everything geometric (the bins, the gather tables, the divisors, the flat indices) is NumPy on
-static ints, computed before tracing. The traced program gathers each output's window into a
-last axis of ``K`` taps (``K`` the product of the largest bin per axis; taps past a short bin
-are masked), then reduces it. Max pooling picks its element as PyTorch's CPU kernel does
-(scanning the window in row-major order, it takes a value greater than the best so far or a
-NaN: so the first maximum, or the last NaN) and reads the value back with a gather, so the
-gradient reaches exactly that element, in reverse and forward mode, as PyTorch's index-based
-backward does.
+Everything geometric (the bins, the averaging matrices, the bin starts and widths) is NumPy on
+static ints, computed before tracing. The bins are a Cartesian product of per-axis bins, so
+both poolings are separable and run one spatial axis at a time, with no gather of windows (a
+gather's backward is a scatter-add, slow on CPU). A tiled axis (``out`` divides ``L``) is split
+by a reshape. The average multiplies any other axis by a static ``(out, L)`` matrix (its
+backward is the transposed product), with torch's NaN and infinities restored when the input
+holds any. Max pooling picks its element as PyTorch's CPU kernel does (scanning the window in
+row-major order, it takes a value greater than the best so far or a NaN: so the first maximum,
+or the last NaN): per axis, last axis first, the window's taps are static slices scanned in
+order, and a bin reads the scan at its start after as many taps as it is wide. The value is
+read back through the resulting index with one gather per output, so the gradient reaches
+exactly that element, in reverse and forward mode, as PyTorch's index-based backward does.
 
 Inputs are channels-first by default, ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``;
 ``layout="NLC"``, ``"NHWC"`` or ``"NDHWC"`` takes and returns channels last.
@@ -90,7 +94,7 @@ def _output_size(output_size: Any, spatial: tuple[int, ...], op: str) -> tuple[i
 
 #: The layouts adaptive pooling takes per number of spatial axes, read off the shared table
 #: :data:`jaxconv._args.LAYOUTS_BY_NDIM`: (channels first, channels last), batch first. The
-#: batch-last "CHWN" is not taken: its gather tables assume the batch leads.
+#: batch-last "CHWN" is not taken: the pooling assumes the batch leads.
 LAYOUTS: dict[int, tuple[str, str]] = {
     nd: tuple(name for name in names if name[0] == "N")  # type: ignore[misc]
     for nd, names in LAYOUTS_BY_NDIM.items()
