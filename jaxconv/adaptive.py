@@ -5,18 +5,19 @@ spatial axis of input length ``L`` and output length ``out``: output ``i`` pools
 ``[floor(i * L / out), ceil((i + 1) * L / out))``. Bins overlap when ``out`` does not divide
 ``L`` and repeat elements when ``out > L``; an ``out`` of 0 gives an empty axis.
 
-Everything geometric (the bins, the averaging matrices, the bin starts and widths) is NumPy on
-static ints, computed before tracing. The bins are a Cartesian product of per-axis bins, so
-both poolings are separable and run one spatial axis at a time, with no gather of windows (a
-gather's backward is a scatter-add, slow on CPU). A tiled axis (``out`` divides ``L``) is split
-by a reshape. The average multiplies any other axis by a static ``(out, L)`` matrix (its
-backward is the transposed product), with torch's NaN and infinities restored when the input
-holds any. Max pooling picks its element as PyTorch's CPU kernel does (scanning the window in
-row-major order, it takes a value greater than the best so far or a NaN: so the first maximum,
-or the last NaN): per axis, last axis first, the window's taps are static slices scanned in
-order, and a bin reads the scan at its start after as many taps as it is wide. The value is
-read back through the resulting index with one gather per output, so the gradient reaches
-exactly that element, in reverse and forward mode, as PyTorch's index-based backward does.
+Everything geometric (the bins, their starts and widths) is NumPy on static ints, computed
+before tracing. The bins are a Cartesian product of per-axis bins, so both poolings are
+separable and run one spatial axis at a time, with no gather of windows (a gather's backward
+is a scatter-add, slow on CPU). Per axis, the taps of a window are static slices (a tiled axis,
+``out`` dividing ``L``, is split by a reshape instead), scanned in order for every window start;
+a bin reads the scan at its start after as many taps as it is wide (widths take at most two
+values per axis). The average sums the taps, as torch's loop does, so NaN and infinities stay
+inside their bins, and divides by the width. Max pooling picks its element as PyTorch's CPU
+kernel does (scanning the window in row-major order, it takes a value greater than the best so
+far or a NaN: so the first maximum, or the last NaN); scanning the last axis first and each
+earlier axis after gives that element's flat index. The value is read back through the index
+with one gather per output, so the gradient reaches exactly that element, in reverse and
+forward mode, as PyTorch's index-based backward does.
 
 Inputs are channels-first by default, ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``;
 ``layout="NLC"``, ``"NHWC"`` or ``"NDHWC"`` takes and returns channels last.
@@ -130,134 +131,100 @@ def _divides(length: int, out: int) -> bool:
     return out > 0 and length % out == 0
 
 
-@functools.lru_cache(maxsize=256)
-def _avg_matrix(length: int, out: int) -> np.ndarray:
-    """(out, length) float64 averaging matrix: row ``i`` is ``1 / count`` inside bin ``i``."""
+def _bin_widths(length: int, out: int) -> np.ndarray:
+    """(out,) widths of the bins of an axis of ``length``."""
     start, end = adaptive_bins(length, out)
-    pos = np.arange(length)
-    inside = (pos >= start[:, None]) & (pos < end[:, None])
-    return inside / (end - start)[:, None]
+    return end - start
 
 
-def _pool_axis_avg(x: Array, length: int, out: int) -> Array:
-    """Average the bins of axis 2 of ``x`` (length ``length``) and move the result last.
-
-    A tiled axis is split by a reshape and averaged; any other is one product with the static
-    :func:`_avg_matrix` (its transpose is the backward: no gather or scatter-add). HIGHEST
-    precision keeps float32 products at float32 rounding."""
-    if _divides(length, out):
-        k = length // out
-        x = x.reshape(x.shape[:2] + (out, k) + x.shape[3:]).mean(axis=3)
-        return jnp.moveaxis(x, 2, -1)
-    a = jnp.asarray(_avg_matrix(length, out), x.dtype)
-    return jnp.tensordot(x, a, axes=([2], [1]), precision=jax.lax.Precision.HIGHEST)
-
-
-def _separable_avg(x: Array, out: tuple[int, ...]) -> Array:
-    """(N, C, *spatial) -> (N, C, *out): one averaging per spatial axis. Each call pools the
-    leading spatial axis and appends its result last, so after all axes the order is back."""
-    for length, o in zip(x.shape[2:], out, strict=True):
-        x = _pool_axis_avg(x, length, o)
-    return x
-
-
-def _nonfinite_avg(x: Array, out: tuple[int, ...]) -> Array:
-    """Separable average with torch's non-finite values: a bin holding a NaN, or both
-    infinities, is NaN; one holding one infinity is that infinity (the products alone would
-    turn ``0 * inf`` outside a bin into NaN). The finite part and the per-bin counts of
-    ``+inf or NaN`` and ``-inf or NaN`` go through the same products, stacked on the batch
-    axis."""
-    nan = jnp.isnan(x)
-    hi = (jnp.isposinf(x) | nan).astype(x.dtype)
-    lo = (jnp.isneginf(x) | nan).astype(x.dtype)
-    n = x.shape[0]
-    pooled = _separable_avg(jnp.concatenate([jnp.where(jnp.isfinite(x), x, 0), hi, lo]), out)
-    y, has_hi, has_lo = pooled[:n], pooled[n : 2 * n] > 0, pooled[2 * n :] > 0
-    y = jnp.where(has_hi, jnp.inf, jnp.where(has_lo, -jnp.inf, y))
-    return jnp.where(has_hi & has_lo, jnp.nan, y)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _avg_products(x: Array, out: tuple[int, ...]) -> Array:
-    """Separable average by products, with the non-finite handling of :func:`_nonfinite_avg`
-    only when the input holds a non-finite value (three times the work otherwise)."""
-    return jax.lax.cond(
-        jnp.isfinite(x).all(),
-        lambda a: _separable_avg(a, out),
-        lambda a: _nonfinite_avg(a, out),
-        x,
-    )
-
-
-@_avg_products.defjvp
-def _avg_products_jvp(out: tuple[int, ...], primals: tuple, tangents: tuple) -> tuple:
-    # The average is linear: its derivative is the plain products on the tangent.
-    (x,), (dx,) = primals, tangents
-    return _avg_products(x, out), _separable_avg(dx, out)
-
-
-@functools.partial(jax.jit, static_argnums=(1,))
-def _avg(x: Array, out: tuple[int, ...]) -> Array:
-    acc = jnp.promote_types(x.dtype, jnp.float32)  # float16/bfloat16 sum in float32
-    xa = x.astype(acc)
-    if all(_divides(n, o) for n, o in zip(x.shape[2:], out, strict=True)):
-        y = _separable_avg(xa, out)  # reshapes only: sums propagate inf and NaN as torch's
-    elif 0 in out or xa.size == 0:
-        y = jnp.zeros(x.shape[:2] + out, acc)
-    else:
-        y = _avg_products(xa, out)
-    return y.astype(x.dtype)
-
-
-def _taps(v: Array, axis: int, length: int, out: int, k: int) -> list[Array]:
+def _taps(v: Array, axis: int, out: int, k: int, fill: float) -> list[Array]:
     """The ``k`` taps of axis ``axis`` as static slices: tap ``t`` holds, per window start,
     the element ``t`` places further. Tiled bins: windows at the bin starts, split by a
-    reshape. Otherwise: a window at every start (the axis padded by ``k - 1`` trailing
-    ``-inf``, never taken, as torch's scan takes only a greater value or a NaN)."""
+    reshape. Otherwise: a window at every start, the axis padded by ``k - 1`` trailing
+    ``fill`` (read only by windows that start too late to be a bin's)."""
+    length = v.shape[axis]
     if _divides(length, out):
         v = v.reshape(v.shape[:axis] + (out, k) + v.shape[axis + 1 :])
         return [jax.lax.index_in_dim(v, t, axis + 1, keepdims=False) for t in range(k)]
     pad = [(0, 0, 0)] * v.ndim
     pad[axis] = (0, k - 1, 0)
-    fill = -jnp.inf if jnp.issubdtype(v.dtype, jnp.floating) else 0
     v = jax.lax.pad(v, jnp.asarray(fill, v.dtype), pad)
     return [jax.lax.slice_in_dim(v, t, t + length, axis=axis) for t in range(k)]
+
+
+def _read_bins(states: dict[int, Array], axis: int, length: int, out: int) -> Array:
+    """(..., length, ...) -> (..., out, ...): bin ``i`` of ``axis`` read at its start from
+    ``states[width_i]`` (a scan, per window start, after ``width_i`` taps). Widths take at
+    most two values per axis; each read is a gather of ``out`` rows at static starts."""
+    start, end = adaptive_bins(length, out)
+    widths = end - start
+    result = None
+    for w in np.unique(widths):
+        read = jnp.take(states[int(w)], start, axis=axis, mode="clip")  # starts in range
+        if result is None:
+            result = read
+            continue
+        sel = jnp.asarray(widths == w).reshape((-1,) + (1,) * (read.ndim - axis - 1))
+        result = jnp.where(sel, read, result)
+    return result
+
+
+def _avg_axis(x: Array, out: int) -> Array:
+    """Average the bins of axis 2 of ``x`` and move the result last.
+
+    The taps of every window are summed in order (static slices; a tiled axis by a reshape),
+    as torch's loop sums a bin, so NaN and infinities stay inside their bins; a bin reads the
+    running sum after as many taps as it is wide, divided by that width. The backward is the
+    slices' pads and the reads' scatter-add of ``out`` rows: no gather of windows."""
+    length = x.shape[2]
+    widths = _bin_widths(length, out)
+    k = int(widths.max())
+    sums, states = None, {}
+    for t, tap in enumerate(_taps(x, 2, out, k, 0.0)):
+        sums = tap if sums is None else sums + tap
+        if t + 1 in widths:
+            states[t + 1] = sums / (t + 1)
+    mean = states[k] if _divides(length, out) else _read_bins(states, 2, length, out)
+    return jnp.moveaxis(mean, 2, -1)
+
+
+def _separable_avg(x: Array, out: tuple[int, ...]) -> Array:
+    """(N, C, *spatial) -> (N, C, *out): one averaging per spatial axis. Each call pools the
+    leading spatial axis and appends its result last, so after all axes the order is back."""
+    for o in out:
+        x = _avg_axis(x, o)
+    return x
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _avg(x: Array, out: tuple[int, ...]) -> Array:
+    if 0 in out:
+        return jnp.zeros(x.shape[:2] + out, x.dtype)
+    acc = jnp.promote_types(x.dtype, jnp.float32)  # float16/bfloat16 sum in float32
+    return _separable_avg(x.astype(acc), out).astype(x.dtype)
 
 
 def _argmax_axis(v: Array, idx: Array, axis: int, out: int) -> tuple[Array, Array]:
     """Per bin of ``axis``: the value and flat index torch's scan takes (a greater value or a
     NaN replaces the best so far: the first maximum, or the last NaN).
 
-    Scanning the taps of a window in order reproduces that rule on one axis; the width-``w``
-    result is the scan after ``w`` taps, so bins of every width (at most two per axis) come
-    from one pass, read at their starts."""
+    Scanning the taps of every window in order reproduces that rule on one axis (the ``-inf``
+    padding is never taken); a bin reads the scan after as many taps as it is wide."""
     length = v.shape[axis]
-    start, end = adaptive_bins(length, out)
-    widths = end - start
+    widths = _bin_widths(length, out)
     k = int(widths.max())
-    v_taps, i_taps = _taps(v, axis, length, out, k), _taps(idx, axis, length, out, k)
+    v_taps, i_taps = _taps(v, axis, out, k, -np.inf), _taps(idx, axis, out, k, 0)
     best, best_i = v_taps[0], i_taps[0]
-    states = {}
+    states_v, states_i = {}, {}
     for t in range(k):
         if t:
             take = (v_taps[t] > best) | jnp.isnan(v_taps[t])
             best, best_i = jnp.where(take, v_taps[t], best), jnp.where(take, i_taps[t], best_i)
-        states[t + 1] = (best, best_i)
+        if t + 1 in widths:
+            states_v[t + 1], states_i[t + 1] = best, best_i
     if _divides(length, out):
         return best, best_i
-    res_v = res_i = None
-    for w in np.unique(widths):
-        # The states at the bin starts: a forward-only gather of ``out`` rows (the index pass
-        # is not differentiated).
-        s_v, s_i = states[int(w)]
-        g_v = jnp.take(s_v, start, axis=axis, mode="clip")  # static starts, all in range
-        g_i = jnp.take(s_i, start, axis=axis, mode="clip")
-        if res_v is None:
-            res_v, res_i = g_v, g_i
-            continue
-        sel = jnp.asarray(widths == w).reshape((-1,) + (1,) * (v.ndim - axis - 1))
-        res_v, res_i = jnp.where(sel, g_v, res_v), jnp.where(sel, g_i, res_i)
-    return res_v, res_i
+    return _read_bins(states_v, axis, length, out), _read_bins(states_i, axis, length, out)
 
 
 def _max_index(x: Array, out: tuple[int, ...]) -> Array:
