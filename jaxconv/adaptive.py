@@ -5,14 +5,19 @@ spatial axis of input length ``L`` and output length ``out``: output ``i`` pools
 ``[floor(i * L / out), ceil((i + 1) * L / out))``. Bins overlap when ``out`` does not divide
 ``L`` and repeat elements when ``out > L``; an ``out`` of 0 gives an empty axis.
 
-Everything geometric (the bins, the gather tables, the divisors, the flat indices) is NumPy on
-static ints, computed before tracing. The traced program gathers each output's window into a
-last axis of ``K`` taps (``K`` the product of the largest bin per axis; taps past a short bin
-are masked), then reduces it. Max pooling picks its element as PyTorch's CPU kernel does
-(scanning the window in row-major order, it takes a value greater than the best so far or a
-NaN: so the first maximum, or the last NaN) and reads the value back with a gather, so the
-gradient reaches exactly that element, in reverse and forward mode, as PyTorch's index-based
-backward does.
+Everything geometric (the bins, their starts and widths) is NumPy on static ints, computed
+before tracing. The bins are a Cartesian product of per-axis bins, so both poolings are
+separable and run one spatial axis at a time, with no gather of windows (a gather's backward
+is a scatter-add, slow on CPU). Per axis, the taps of a window are static slices (a tiled axis,
+``out`` dividing ``L``, is split by a reshape instead), scanned in order for every window start;
+a bin reads the scan at its start after as many taps as it is wide (widths take at most two
+values per axis). The average sums the taps, as torch's loop does, so NaN and infinities stay
+inside their bins, and divides by the width. Max pooling picks its element as PyTorch's CPU
+kernel does (scanning the window in row-major order, it takes a value greater than the best so
+far or a NaN: so the first maximum, or the last NaN); scanning the last axis first and each
+earlier axis after gives that element's flat index. The value is read back through the index
+with one gather per output, so the gradient reaches exactly that element, in reverse and
+forward mode, as PyTorch's index-based backward does.
 
 Inputs are channels-first by default, ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``;
 ``layout="NLC"``, ``"NHWC"`` or ``"NDHWC"`` takes and returns channels last.
@@ -90,7 +95,7 @@ def _output_size(output_size: Any, spatial: tuple[int, ...], op: str) -> tuple[i
 
 #: The layouts adaptive pooling takes per number of spatial axes, read off the shared table
 #: :data:`jaxconv._args.LAYOUTS_BY_NDIM`: (channels first, channels last), batch first. The
-#: batch-last "CHWN" is not taken: its gather tables assume the batch leads.
+#: batch-last "CHWN" is not taken: the pooling assumes the batch leads.
 LAYOUTS: dict[int, tuple[str, str]] = {
     nd: tuple(name for name in names if name[0] == "N")  # type: ignore[misc]
     for nd, names in LAYOUTS_BY_NDIM.items()
@@ -121,82 +126,132 @@ def _check_input(x: Any, nd: int, op: str, empty_channels_ok: bool, last: bool) 
     return jnp.asarray(x)
 
 
-@functools.lru_cache(maxsize=256)
-def _tables(spatial: tuple[int, ...], out: tuple[int, ...]) -> tuple:
-    """Gather tables for one geometry (cached: they depend on static ints only).
-
-    Returns ``(axis_taps, mask, flat, counts)``: per axis an (out_j, k_j) int array of input
-    positions (clipped into range); the (prod(out), K) tap mask; the (prod(out), K) flat index
-    of each tap in the input plane (row-major, as torch's indices); and the (prod(out),) number
-    of real taps per output (the average's divisor).
-    """
-    axis_taps, axis_masks = [], []
-    for n, o in zip(spatial, out, strict=True):
-        start, end = adaptive_bins(n, o)
-        k = int((end - start).max()) if o else 1
-        taps = start[:, None] + np.arange(k)[None, :]
-        axis_masks.append(taps < end[:, None])
-        axis_taps.append(np.minimum(taps, n - 1))
-    nd = len(spatial)
-    # (o0, k0, o1, k1, ...) -> (o0, o1, ..., k0, k1, ...) -> (prod(out), K)
-    order = [2 * j for j in range(nd)] + [2 * j + 1 for j in range(nd)]
-    mask = functools.reduce(np.multiply.outer, axis_masks).transpose(order)
-    strides = np.cumprod((1,) + spatial[:0:-1])[::-1]  # row-major strides of the plane
-    flat = functools.reduce(
-        np.add.outer, [t * s for t, s in zip(axis_taps, strides, strict=True)]
-    ).transpose(order)
-    n_out, n_taps = int(np.prod(out)), int(np.prod([t.shape[1] for t in axis_taps]))
-    mask = mask.reshape(n_out, n_taps)
-    return tuple(axis_taps), mask, flat.reshape(n_out, n_taps), mask.sum(axis=1)
+def _divides(length: int, out: int) -> bool:
+    """Whether the bins of ``length`` into ``out`` tile the axis (a reshape splits it)."""
+    return out > 0 and length % out == 0
 
 
-def _windows(x: Array, spatial: tuple[int, ...], out: tuple[int, ...]) -> Array:
-    """(N, C, *spatial) -> (N, C, prod(out), K): each output's window as a last axis."""
-    axis_taps, mask, _, _ = _tables(spatial, out)
-    for j, taps in enumerate(axis_taps):
-        axis = 2 + 2 * j  # earlier axes are already split into (out, taps)
-        if not np.array_equal(taps.reshape(-1), np.arange(x.shape[axis])):
-            # Overlapping or uneven bins: gather. (When out divides the length, the bins tile
-            # the axis and a reshape alone splits it, with no gather or scatter-add in the
-            # gradient: global pooling and the networks' pools take that path.)
-            x = jnp.take(x, taps.reshape(-1), axis=axis, mode="clip")  # tables are in range
-        x = x.reshape(x.shape[:axis] + taps.shape + x.shape[axis + 1 :])
-    nd = len(spatial)
-    order = [0, 1] + [2 + 2 * j for j in range(nd)] + [3 + 2 * j for j in range(nd)]
-    return x.transpose(order).reshape(x.shape[:2] + mask.shape)
+def _bin_widths(length: int, out: int) -> np.ndarray:
+    """(out,) widths of the bins of an axis of ``length``."""
+    start, end = adaptive_bins(length, out)
+    return end - start
+
+
+def _taps(v: Array, axis: int, out: int, k: int, fill: float) -> list[Array]:
+    """The ``k`` taps of axis ``axis`` as static slices: tap ``t`` holds, per window start,
+    the element ``t`` places further. Tiled bins: windows at the bin starts, split by a
+    reshape. Otherwise: a window at every start, the axis padded by ``k - 1`` trailing
+    ``fill`` (read only by windows that start too late to be a bin's)."""
+    length = v.shape[axis]
+    if _divides(length, out):
+        v = v.reshape(v.shape[:axis] + (out, k) + v.shape[axis + 1 :])
+        return [jax.lax.index_in_dim(v, t, axis + 1, keepdims=False) for t in range(k)]
+    pad = [(0, 0, 0)] * v.ndim
+    pad[axis] = (0, k - 1, 0)
+    v = jax.lax.pad(v, jnp.asarray(fill, v.dtype), pad)
+    return [jax.lax.slice_in_dim(v, t, t + length, axis=axis) for t in range(k)]
+
+
+def _read_bins(states: dict[int, Array], axis: int, length: int, out: int) -> Array:
+    """(..., length, ...) -> (..., out, ...): bin ``i`` of ``axis`` read at its start from
+    ``states[width_i]`` (a scan, per window start, after ``width_i`` taps). Widths take at
+    most two values per axis; each read is a gather of ``out`` rows at static starts."""
+    start, end = adaptive_bins(length, out)
+    widths = end - start
+    result = None
+    for w in np.unique(widths):
+        read = jnp.take(states[int(w)], start, axis=axis, mode="clip")  # starts in range
+        if result is None:
+            result = read
+            continue
+        sel = jnp.asarray(widths == w).reshape((-1,) + (1,) * (read.ndim - axis - 1))
+        result = jnp.where(sel, read, result)
+    return result
+
+
+def _avg_axis(x: Array, out: int) -> Array:
+    """Average the bins of axis 2 of ``x`` and move the result last.
+
+    The taps of every window are summed in order (static slices; a tiled axis by a reshape),
+    as torch's loop sums a bin, so NaN and infinities stay inside their bins; a bin reads the
+    running sum after as many taps as it is wide, divided by that width. The backward is the
+    slices' pads and the reads' scatter-add of ``out`` rows: no gather of windows."""
+    length = x.shape[2]
+    widths = _bin_widths(length, out)
+    k = int(widths.max())
+    sums, states = None, {}
+    for t, tap in enumerate(_taps(x, 2, out, k, 0.0)):
+        sums = tap if sums is None else sums + tap
+        if t + 1 in widths:
+            states[t + 1] = sums / (t + 1)
+    mean = states[k] if _divides(length, out) else _read_bins(states, 2, length, out)
+    return jnp.moveaxis(mean, 2, -1)
+
+
+def _separable_avg(x: Array, out: tuple[int, ...]) -> Array:
+    """(N, C, *spatial) -> (N, C, *out): one averaging per spatial axis. Each call pools the
+    leading spatial axis and appends its result last, so after all axes the order is back."""
+    for o in out:
+        x = _avg_axis(x, o)
+    return x
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _avg(x: Array, out: tuple[int, ...]) -> Array:
-    spatial = x.shape[2:]
-    _, mask, _, counts = _tables(spatial, out)
+    if 0 in out:
+        return jnp.zeros(x.shape[:2] + out, x.dtype)
     acc = jnp.promote_types(x.dtype, jnp.float32)  # float16/bfloat16 sum in float32
-    w = _windows(x.astype(acc), spatial, out)  # (N, C, prod(out), K)
-    sums = jnp.where(mask, w, 0).sum(axis=-1)
-    y = sums / counts.astype(acc)
-    return y.astype(x.dtype).reshape(x.shape[:2] + out)
+    return _separable_avg(x.astype(acc), out).astype(x.dtype)
+
+
+def _argmax_axis(v: Array, idx: Array, axis: int, out: int) -> tuple[Array, Array]:
+    """Per bin of ``axis``: the value and flat index torch's scan takes (a greater value or a
+    NaN replaces the best so far: the first maximum, or the last NaN).
+
+    Scanning the taps of every window in order reproduces that rule on one axis (the ``-inf``
+    padding is never taken); a bin reads the scan after as many taps as it is wide."""
+    length = v.shape[axis]
+    widths = _bin_widths(length, out)
+    k = int(widths.max())
+    v_taps, i_taps = _taps(v, axis, out, k, -np.inf), _taps(idx, axis, out, k, 0)
+    best, best_i = v_taps[0], i_taps[0]
+    states_v, states_i = {}, {}
+    for t in range(k):
+        if t:
+            take = (v_taps[t] > best) | jnp.isnan(v_taps[t])
+            best, best_i = jnp.where(take, v_taps[t], best), jnp.where(take, i_taps[t], best_i)
+        if t + 1 in widths:
+            states_v[t + 1], states_i[t + 1] = best, best_i
+    if _divides(length, out):
+        return best, best_i
+    return _read_bins(states_v, axis, length, out), _read_bins(states_i, axis, length, out)
+
+
+def _max_index(x: Array, out: tuple[int, ...]) -> Array:
+    """(N, C, *spatial) -> (N, C, *out) int32 flat index (row-major in the channel plane) of
+    the element torch takes. Separable: reducing the last axis first, then each earlier one,
+    picks the row-major first maximum (first row holding the maximum, first in that row) or
+    the row-major last NaN, torch's scan over the whole box."""
+    spatial = x.shape[2:]
+    flat = jnp.arange(int(np.prod(spatial)), dtype=jnp.int32).reshape(spatial)
+    v, idx = x, jnp.broadcast_to(flat, x.shape)
+    for j in reversed(range(len(spatial))):
+        v, idx = _argmax_axis(v, idx, 2 + j, out[j])
+    return idx
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _max(x: Array, out: tuple[int, ...]) -> tuple[Array, Array]:
-    spatial = x.shape[2:]
-    _, mask, flat, _ = _tables(spatial, out)
-    w = _windows(x, spatial, out)  # (N, C, prod(out), K)
-    w_masked = jnp.where(mask, w, -jnp.inf)
-    # torch's scan: take a tap if it is greater than the best so far or NaN. So a window with a
-    # NaN picks its last NaN, any other its first maximum (only real taps; an all -inf window
-    # its first tap).
-    is_nan = jnp.isnan(w_masked)
-    last_nan = mask.shape[1] - 1 - jnp.argmax(is_nan[..., ::-1], axis=-1)
-    best = jnp.max(jnp.where(is_nan, -jnp.inf, w_masked), axis=-1, keepdims=True)
-    first_max = jnp.argmax((w_masked == best) & mask, axis=-1)
-    tap = jnp.where(is_nan.any(axis=-1), last_nan, first_max)  # (N, C, prod(out))
-    # Read the value back through the tap: its gradient goes to that element only.
-    y = jnp.take_along_axis(w, tap[..., None], axis=-1)[..., 0]
-    flat_b = jnp.broadcast_to(jnp.asarray(flat, dtype=jnp.int32), w.shape)
-    index = jnp.take_along_axis(flat_b, tap[..., None], axis=-1)[..., 0]
     shape = x.shape[:2] + out
-    return y.reshape(shape), index.reshape(shape)
+    if 0 in out:
+        return jnp.zeros(shape, x.dtype), jnp.zeros(shape, jnp.int32)
+    index = _max_index(jax.lax.stop_gradient(x), out)
+    # Read the value back through the index: its gradient goes to that element only, as
+    # torch's index-based backward, and the scatter-add of the backward is one per output.
+    planes = x.reshape(x.shape[:2] + (int(np.prod(x.shape[2:])),))  # (N, C, prod(spatial))
+    flat_index = index.reshape(x.shape[:2] + (int(np.prod(out)),))  # (N, C, prod(out))
+    y = jnp.take_along_axis(planes, flat_index, axis=-1, mode="clip")  # indices in range
+    return y.reshape(shape), index
 
 
 def _adaptive(

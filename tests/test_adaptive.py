@@ -130,6 +130,71 @@ def test_second_order(nd):
 @pytest.mark.parametrize(
     "nd, shape, output_size",
     [
+        (1, (2, 3, 1000), 7),
+        (1, (2, 4, 1024), 100),
+        (1, (3, 33), 8),
+        (2, (2, 3, 33, 1000), (8, 7)),
+        (2, (2, 3, 32, 32), (7, 7)),
+        (2, (2, 2, 33, 40), (8, 8)),  # one axis tiled, the other not
+        (3, (2, 2, 16, 16, 16), (5, 5, 5)),
+        (3, (1, 2, 33, 9, 20), (8, 4, 7)),
+    ],
+)
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_large_uneven_bins(torch, nd, shape, output_size, ties):
+    """Larger inputs whose bins overlap and take two widths per axis (the scan and products
+    paths at realistic sizes): values, indices and float64 gradients against both oracles,
+    eager and jitted."""
+    rng = np.random.default_rng([nd, len(shape), ties])
+    x = _values(rng, shape, ties)
+    for kind in KINDS:
+        f, f_ref = getattr(adaptive, _name(kind, nd)), getattr(ref, _name(kind, nd))
+        want = f_ref(x, output_size, True) if kind == "max" else (f_ref(x, output_size), None)
+        g = rng.standard_normal(want[0].shape)
+        t_y, t_i, t_grad = _torch(torch, kind, nd, x, output_size, g)
+        args = (True,) if kind == "max" else ()
+        # A float32 sum over a long bin rounds at the scale of its partial sums, not of the mean.
+        atol = 1e-6 * float(np.abs(x).max()) if kind == "avg" else 0.0
+        for run in (f, jax.jit(f, static_argnums=tuple(range(1, 2 + len(args))))):
+            got = run(x, output_size, *args)
+            y, idx = got if kind == "max" else (got, None)
+            np.testing.assert_allclose(y, want[0], rtol=1e-6, atol=atol)
+            np.testing.assert_allclose(y, t_y, rtol=1e-6, atol=atol)
+            if kind == "max":
+                np.testing.assert_array_equal(idx, want[1])
+                np.testing.assert_array_equal(idx, t_i)
+        cotangent = jnp.asarray(g, jnp.float32)
+        grad = jax.grad(lambda a, f=f, c=cotangent: jnp.vdot(f(a, output_size), c))(jnp.asarray(x))
+        np.testing.assert_allclose(grad, t_grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("nd", NDS)
+def test_nonfinite_average_as_torch(torch, nd):
+    """NaN and both infinities scattered in uneven bins: the average's values are torch's
+    (a bin with NaN or both infinities NaN, one infinity that infinity, the rest finite) and
+    its gradient is still torch's ``g / count`` per bin element."""
+    rng = np.random.default_rng(nd + 40)
+    shape = (2, 3) + (11, 9, 7)[:nd]
+    x = rng.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    spots = rng.choice(flat.size, size=3 * 4, replace=False)
+    flat[spots[:4]], flat[spots[4:8]], flat[spots[8:]] = np.nan, np.inf, -np.inf
+    out = (4, 5, 3)[:nd]
+    f = getattr(adaptive, _name("avg", nd))
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    t_y = getattr(torch.nn.functional, _name("avg", nd))(t, out)
+    g = rng.standard_normal(tuple(t_y.shape))
+    t_y.backward(torch.tensor(g))
+    for run in (f, jax.jit(f, static_argnums=(1,))):
+        np.testing.assert_allclose(run(x, out), t_y.detach().numpy(), rtol=1e-6, atol=1e-6)
+    cotangent = jnp.asarray(g, jnp.float32)
+    grad = jax.grad(lambda a: jnp.vdot(f(a, out), cotangent))(jnp.asarray(x))
+    np.testing.assert_allclose(grad, t.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "nd, shape, output_size",
+    [
         (1, (2, 3, 12), 4),
         (2, (2, 3, 6, 4), (3, 2)),
         (2, (3, 5, 5), 1),
