@@ -2,12 +2,13 @@
 
     python experiments/02_learning_a_kernel.py [--quick] [--out-dir DIR]
 
-Part 1 is the chapter's loop: a (1, 2) kernel without bias, initialised like PyTorch's
-``nn.Conv2d`` (uniform in +-1/sqrt(fan_in)), trained by ``optax.sgd(3e-2)`` on the *summed*
-squared error between ``conv2d(X)`` and the edge map ``Y = corr2d(X, [[1, -1]])`` of 6.2.3, for
-10 steps, printing the loss every 2 steps (the book: 11.050 ... 0.050, kernel
-[[0.9626, -1.0053]]). The start is random, so the same run is repeated over ``--n-seeds`` seeds
-(vmapped, one compiled program) to show the result does not hang on the seed.
+Part 1 is the chapter's loop (:func:`jaxconv.models.learn_kernel`): a (1, 2) kernel without
+bias, initialised like PyTorch's ``nn.Conv2d`` (uniform in +-1/sqrt(fan_in)), trained by
+gradient descent at lr 3e-2 on the *summed* squared error between the layer's output and the
+edge map ``Y = corr2d(X, [[1, -1]])`` of 6.2.3, for 10 steps, printing the loss every 2 steps
+(the book: 11.050 ... 0.050, kernel [[0.9626, -1.0053]]). The start is random, so the same run
+is repeated over ``--n-seeds`` seeds (vmapped, one compiled program) to show the result does not
+hang on the seed.
 
 Part 2 learns full 3x3 kernels (a Sobel edge filter and a Gaussian blur), with a scalar bias,
 through the chapter's ``Conv2D`` layer, from random images and their filtered versions, and
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 
 import jaxconv
-from jaxconv.models import Conv2D
+from jaxconv.models import Conv2D, learn_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cli, draw_matrix, minimise, out_dir, save, show, table  # noqa: E402
@@ -64,21 +65,21 @@ def main(cfg: Config) -> dict:
     # --- part 1: the chapter's (1, 2) edge kernel ---------------------------------------------
     X = jnp.ones((6, 8)).at[:, 2:6].set(0.0)  # the 6.2.3 image
     Y = jaxconv.corr2d(X, jnp.array([[1.0, -1.0]]))  # (6, 7) edge map
-    X4, Y4 = X.reshape(1, 1, 6, 8), Y.reshape(1, 1, 6, 7)  # (batch, channel, h, w) = NCHW
 
     def init_edge_kernel(key: jax.Array) -> jax.Array:
         bound = 1.0 / np.sqrt(1 * 1 * 2)  # PyTorch's default init: 1/sqrt(fan_in)
         return jax.random.uniform(key, (1, 1, 1, 2), minval=-bound, maxval=bound)  # OIHW
 
     def train_edge_kernel(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        def loss(w: jax.Array) -> jax.Array:
-            return jnp.sum((jaxconv.conv2d(X4, w) - Y4) ** 2)  # no bias, summed as the book
-
-        return minimise(loss, init_edge_kernel(key), optax.sgd(cfg.lr), cfg.steps)
+        start = init_edge_kernel(key).reshape(1, 2)  # OIHW (1, 1, 1, 2) -> (kh, kw)
+        params, losses = learn_kernel(
+            X, Y, (1, 2), steps=cfg.steps, learning_rate=cfg.lr, init_weight=start
+        )
+        return params["weight"], losses  # (1, 2), (steps,)
 
     seeds = np.arange(cfg.n_seeds)
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    all_w, all_losses = jax.jit(jax.vmap(train_edge_kernel))(keys)  # (S,1,1,1,2), (S, steps)
+    all_w, all_losses = jax.jit(jax.vmap(train_edge_kernel))(keys)  # (S, 1, 2), (S, steps)
     w, losses = train_edge_kernel(jax.random.key(cfg.seed))
     for i in range(1, cfg.steps, 2):
         print(f"epoch {i + 1}, loss {float(losses[i]):.3f}")

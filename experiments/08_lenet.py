@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxconv import data as data_lib
-from jaxconv.models import LeNet, count_params, format_summary, lenet_summary
+from jaxconv.models import INPUT_SHAPE, LeNet, count_params, format_summary, lenet_summary
 from jaxconv.train import TrainConfig, fit, to_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,7 +64,7 @@ def main(cfg: Config) -> dict:
     print(format_summary(summary))
     model = LeNet(cfg.variant)
     n_params = count_params(
-        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(INPUT_SHAPE))["params"]
     )
     print(f"{n_params:,} parameters")
 

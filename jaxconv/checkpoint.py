@@ -26,14 +26,20 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxconv.errors import ArgumentError
+
 logger = logging.getLogger("jaxconv.checkpoint")
 
 CHECKPOINT_DIR = "checkpoints"  # under a run's out_dir
 DIGEST_KEY = "state_sha256"  # in a checkpoint's meta JSON
 
 
-class CheckpointError(ValueError):
-    """No checkpoint where one was expected, or none that can be read."""
+class CheckpointError(ArgumentError):
+    """No checkpoint where one was expected, or none that can be read.
+
+    Errors about the path a caller gave mention it as ``checkpoint path`` (see
+    :class:`jaxconv.errors.ArgumentError`), which the command line spells ``--checkpoint``.
+    """
 
 
 def state_digest(state: Any) -> str:
@@ -83,13 +89,18 @@ def resolve(path: str | os.PathLike) -> tuple[Path, int | None]:
     """
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint path {str(path)!r} is not a directory")
+        raise CheckpointError(
+            f"checkpoint path {str(path)!r} is not a directory", ("checkpoint path",)
+        )
     if (path / CHECKPOINT_DIR).is_dir():
         path = path / CHECKPOINT_DIR
     if _is_step_dir(path) and (path / "state").exists():
         return path.parent, int(path.name)
     if not any(_is_step_dir(p) for p in path.iterdir()):
-        raise CheckpointError(f"no checkpoint in {str(path)!r} (no <epoch>/ folder)")
+        raise CheckpointError(
+            f"checkpoint path: no checkpoint in {str(path)!r} (no <epoch>/ folder)",
+            ("checkpoint path",),
+        )
     return path, None
 
 

@@ -1,6 +1,6 @@
 """The ``jaxconv`` command, a thin layer over :mod:`jaxconv.train`.
 
-    jaxconv train                                   # modern LeNet, Adam 1e-3, 10 epochs
+    jaxconv train                                   # modern LeNet, Adam 3e-3 cosine, 10 epochs
     jaxconv train --variant classic --optimizer sgd --lr 0.9   # the book's settings
     jaxconv train --epochs 1 --train-subset 512 --test-subset 256 --out-dir /tmp/run
     jaxconv train --resume --epochs 20              # continue runs/lenet-modern to epoch 20
@@ -10,7 +10,8 @@
     jaxconv evaluate --checkpoint runs/lenet-modern
     jaxconv demo                                    # the chapter's small examples
 
-Exit status: 0 done; 2 bad input (``jaxconv: error: ...`` on stderr, no traceback);
+Exit status: 0 done; 2 bad input (``jaxconv: error: ...`` on stderr, no traceback, naming
+the flag to change: the library's errors name their parameter, :data:`FLAGS` spells it);
 1 training diverged (the last good checkpoint is kept); 130 interrupted.
 """
 
@@ -24,6 +25,33 @@ import sys
 from collections.abc import Iterator, Sequence
 
 PROG = "jaxconv"
+
+#: How the command line spells what the library's errors call a parameter (see
+#: :class:`jaxconv.errors.ArgumentError`): every message names the flag to change.
+FLAGS = {
+    "variant": "--variant",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "optimizer": "--optimizer",
+    "learning_rate": "--lr",
+    "lr_schedule": "--lr-schedule",
+    "seed": "--seed",
+    "out_dir": "--out-dir",
+    "data_dir": "--data-dir",
+    "data_dir=...": "--data-dir DIR",
+    "verify=False": "--no-verify",
+    "train_subset": "--train-subset",
+    "test_subset": "--test-subset",
+    "resume=True": "--resume",
+    "tensorboard=True": "--tensorboard",
+    "conv_impl": "--conv-impl",
+    "layout": "--layout",
+    "devices": "--devices",
+    "num_processes": "--num-processes",
+    "process_id": "--process-id",
+    "coordinator_address": "--coordinator-address",
+    "checkpoint path": "--checkpoint",
+}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -44,6 +72,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=args.out_dir,
         data_dir=args.data_dir,
+        verify=args.verify,
         train_subset=args.train_subset,
         test_subset=args.test_subset,
         resume=args.resume,
@@ -63,10 +92,14 @@ def _train(args: argparse.Namespace) -> int:
         f"epoch {last['epoch']}: train loss {last['train_loss']:.3f}, train acc "
         f"{last['train_acc']:.3f}, test acc {last['test_acc']:.3f}; "
         f"{last['epoch_seconds']:.2f} s/epoch ({last['examples_per_second']:,.0f} examples/s); "
-        f"mean {sum(seconds) / len(seconds):.2f} s/epoch over {len(seconds)} epochs; "
+        f"mean {sum(seconds) / len(seconds):.2f} s/epoch over {_epochs(len(seconds))}; "
         f"out_dir {result.out_dir}"
     )
     return 0
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -77,6 +110,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         test_subset=args.test_subset,
         batch_size=args.batch_size,
+        verify=args.verify,
     )
     if args.json:
         print(json.dumps(result))
@@ -116,7 +150,7 @@ def _demo(args: argparse.Namespace) -> int:
     params, losses = learn_kernel(edges, Y, (1, 2))
     print("\n6.2.4 learning the kernel from (X, Y): Conv2D((1, 2)), 10 steps, lr 3e-2")
     for i in range(1, len(losses), 2):
-        print(f"epoch {i + 1}, loss {losses[i]:.3f}")
+        print(f"epoch {i + 1}, loss {float(losses[i]):.3f}")
     print("learned kernel:", np.asarray(params["weight"]))
 
     print("\n6.5 pooling: pool2d(X, (2, 2)), X = 0..8 as 3x3")
@@ -128,49 +162,89 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of the Fashion-MNIST IDX files (default: $JAXCONV_DATA_DIR, else "
+        "Debian's /usr/share/datasets/fashion-mnist)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the SHA-256 check of the data (for data you trust as it is)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from jaxconv.models import VARIANTS
-    from jaxconv.train import OPTIMIZERS, TrainConfig
+    from jaxconv.conv import IMPLEMENTATIONS
+    from jaxconv.models import MODEL_LAYOUTS, VARIANTS
+    from jaxconv.steps import LR_SCHEDULES, OPTIMIZERS
+    from jaxconv.train import TrainConfig
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog=PROG, description="LeNet and the CNN chapter in JAX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train LeNet on Fashion-MNIST")
+    train = sub.add_parser(
+        "train", help="train LeNet on Fashion-MNIST", description="Train LeNet on Fashion-MNIST."
+    )
     train.add_argument(
         "--variant",
         choices=VARIANTS,
         default=defaults.variant,
-        help="classic: sigmoid + avg pool (the book); modern: ReLU + max pool",
+        help="classic: sigmoid + avg pool (the book); modern: ReLU + max pool "
+        "(default: %(default)s)",
     )
     train.add_argument(
         "--epochs",
         type=int,
         default=defaults.epochs,
-        help="train until this many epochs are done (default %(default)s)",
+        help="train until this many epochs are done (default: %(default)s)",
     )
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=defaults.optimizer)
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        metavar="N",
+        help="examples per optimizer step, over all devices (default: %(default)s)",
+    )
+    lr_defaults = ", ".join(f"{name} {lr:g}" for name, (_, lr) in OPTIMIZERS.items())
+    train.add_argument(
+        "--optimizer",
+        choices=tuple(OPTIMIZERS),
+        default=defaults.optimizer,
+        help="optax optimizer (default: %(default)s)",
+    )
     train.add_argument(
         "--lr",
         type=float,
         default=None,
-        help="learning rate, the peak of a cosine schedule (default: adam 3e-3, sgd 0.9 as in "
-        "the book)",
+        help="learning rate: the rate of every step under a constant schedule, the peak "
+        f"under cosine (default: the optimizer's: {lr_defaults})",
     )
     train.add_argument(
         "--lr-schedule",
-        choices=("constant", "cosine"),
+        choices=LR_SCHEDULES,
         default=None,
-        help="default: constant for classic (the book), cosine decay to 0 for modern",
+        help="constant, or cosine decay from --lr to 0 over --epochs (default: constant for "
+        "classic, as the book; cosine for modern)",
     )
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="initial params and the shuffling order (default: %(default)s)",
+    )
     train.add_argument(
         "--out-dir",
         default=None,
-        help="checkpoints, metrics.jsonl, curves.png (default runs/lenet-VARIANT)",
+        metavar="DIR",
+        help="checkpoints, metrics.jsonl, curves.png (default: runs/lenet-VARIANT)",
     )
-    train.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files")
+    _data_flags(train)
     train.add_argument(
         "--resume",
         action="store_true",
@@ -186,15 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="use the first N training examples",
+        help="use the first N training examples (default: all 60000)",
     )
     train.add_argument(
-        "--test-subset", type=int, default=None, metavar="N", help="use the first N test examples"
+        "--test-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use the first N test examples (default: all 10000)",
     )
-    train.add_argument("--conv-impl", default=None, help="jaxconv.conv2d implementation")
+    train.add_argument(
+        "--conv-impl",
+        choices=tuple(IMPLEMENTATIONS),
+        default=None,
+        help="jaxconv.conv2d implementation (default: conv2d's own choice)",
+    )
     train.add_argument(
         "--layout",
-        choices=("NHWC", "CHWN"),
+        choices=MODEL_LAYOUTS,
         default=None,
         help="LeNet's activation layout (default: CHWN on CPU, NHWC elsewhere)",
     )
@@ -216,8 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="process 0's address and a free port (default: $JAX_COORDINATOR_ADDRESS)",
     )
-    hosts.add_argument("--num-processes", type=int, default=None, metavar="N")
-    hosts.add_argument("--process-id", type=int, default=None, metavar="I")
+    hosts.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many processes (hosts) take part (default: detected, else 1)",
+    )
+    hosts.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        metavar="I",
+        help="this process's index, 0..N-1; process 0 writes the files",
+    )
     hosts.add_argument(
         "--distributed",
         action="store_true",
@@ -226,16 +321,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     train.set_defaults(func=_train)
 
-    evaluate = sub.add_parser("evaluate", help="test accuracy of a saved checkpoint")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="test accuracy of a saved checkpoint",
+        description="Test loss and accuracy of a saved checkpoint.",
+    )
     evaluate.add_argument(
         "--checkpoint",
         required=True,
         metavar="DIR",
         help="a run's out-dir, its checkpoints/ folder or one epoch's folder",
     )
-    evaluate.add_argument("--data-dir", default=None)
-    evaluate.add_argument("--test-subset", type=int, default=None, metavar="N")
-    evaluate.add_argument("--batch-size", type=int, default=1000)
+    _data_flags(evaluate)
+    evaluate.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use the first N test examples (default: all 10000)",
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="examples per evaluation step (default: %(default)s)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--quiet", action="store_true", help="no log lines")
     evaluate.set_defaults(func=_evaluate)
@@ -280,6 +391,7 @@ def _cli_logging(quiet: bool) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    from jaxconv.errors import ArgumentError
     from jaxconv.train import TrainingDiverged
 
     parser = build_parser()
@@ -294,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as err:  # bad input; DataError and CheckpointError included
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        message = err.render(FLAGS) if isinstance(err, ArgumentError) else str(err)
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -25,8 +25,7 @@ what to do; missing data raises its subclass :class:`DataNotFoundError`, which i
 
 The whole set (47 MB as uint8) fits on any accelerator, so training keeps it there:
 :func:`shuffle_batches` permutes and batches it with ``jax.random`` inside the jitted epoch,
-:func:`batch_sequential` batches it in order, and :func:`pad_to_batches` covers every example
-(with a mask) for evaluation.
+and :func:`pad_to_batches` covers every example (with a mask) for evaluation.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv._args import as_int
+from jaxconv.errors import ArgumentError, ConfigError
 
 logger = logging.getLogger("jaxconv.data")
 
@@ -110,8 +110,18 @@ _NO_DATA_HELP = (
 )
 
 
-class DataError(ValueError):
-    """The data is missing, corrupt, truncated, swapped or does not match its checksum."""
+class DataError(ArgumentError):
+    """The data is missing, corrupt, truncated, swapped or does not match its checksum.
+
+    Its remedies name :func:`load_fashion_mnist`'s arguments (``data_dir=...``,
+    ``verify=False``) as :class:`jaxconv.errors.ArgumentError` mentions, so the command line
+    can name its flags instead.
+    """
+
+    MENTIONS = ("data_dir=...", "verify=False", "data_dir")
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, self.MENTIONS)
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
@@ -441,6 +451,8 @@ def load_fashion_mnist(
     verify: bool = True,
     tfds_data_dir: str | os.PathLike | None = None,
     download: bool = False,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
 ) -> FashionMNIST:
     """Load Fashion-MNIST: train 60,000 and test 10,000 uint8 ``(n, 28, 28)`` images, int32 labels.
 
@@ -455,6 +467,8 @@ def load_fashion_mnist(
       tfds_data_dir: tfds' ``data_dir`` (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       download: let tfds download and prepare the data (needs internet and TensorFlow). False by
         default: nothing reaches the network.
+      train_subset, test_subset: keep only the first n examples of each split (None: all), as
+        :func:`subset`; the log line gives the sizes kept.
 
     Returns:
       :class:`FashionMNIST`; ``source`` says where the data came from. One INFO log line on the
@@ -489,10 +503,18 @@ def load_fashion_mnist(
         why = "tensorflow-datasets (no IDX folder found)"
 
     if directory is not None:
-        ds = load_idx(directory, sha256=FASHION_MNIST_SHA256 if verify else None)
+        try:
+            ds = load_idx(directory, sha256=FASHION_MNIST_SHA256 if verify else None)
+        except DataError as err:
+            if data_dir is None:
+                raise
+            # say which argument named the folder (the CLI spells it as its flag)
+            raise type(err)(f"data_dir {str(directory)!r}: {err}") from None
     else:
         ds = load_tfds(tfds_data_dir, download=download, verify=verify)
         why = why or "source='tfds'"
+    if train_subset is not None or test_subset is not None:
+        ds = subset(ds, train_subset, test_subset, names=("train_subset", "test_subset"))
     logger.info(
         "Fashion-MNIST from %s, via %s: train %d, test %d, %s",
         ds.source,
@@ -517,18 +539,29 @@ def _idx_directory(data_dir: str | os.PathLike | None) -> tuple[Path | None, str
     return None, ""
 
 
-def subset(ds: FashionMNIST, n_train: int | None, n_test: int | None) -> FashionMNIST:
-    """The first ``n_train`` training and ``n_test`` test examples (None: all), for quick runs."""
+def subset(
+    ds: FashionMNIST,
+    n_train: int | None,
+    n_test: int | None,
+    *,
+    names: tuple[str, str] = ("n_train", "n_test"),
+) -> FashionMNIST:
+    """The first ``n_train`` training and ``n_test`` test examples (None: all), for quick runs.
+
+    Raises:
+      ConfigError: a count outside 1..len(split), named by ``names`` (the caller's spelling of
+      the two counts, e.g. ``("train_subset", "test_subset")``).
+    """
 
     def head(split: Split, n: int | None, name: str) -> Split:
         if n is None:
             return split
         n = as_int(n, name)
         if not 1 <= n <= len(split):
-            raise ValueError(f"{name} must be in 1..{len(split)}, got {n}")
+            raise ConfigError(name, f"must be in 1..{len(split)}, got {n}")
         return Split(split.images[:n], split.labels[:n])
 
-    train, test = head(ds.train, n_train, "n_train"), head(ds.test, n_test, "n_test")
+    train, test = head(ds.train, n_train, names[0]), head(ds.test, n_test, names[1])
     return dataclasses.replace(
         ds, train=train, test=test, source=f"{ds.source} [first {len(train)}/{len(test)}]"
     )
@@ -597,18 +630,6 @@ def shuffle_batches(
     )
 
 
-def batch_sequential(images: Any, labels: Any, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """Batches in stored order, the remainder dropped: shapes as :func:`shuffle_batches`."""
-    batch_size, n = _batch_count(images, labels, batch_size)
-    num_batches = _drop_remainder(n, batch_size)
-    keep = num_batches * batch_size
-    images, labels = jnp.asarray(images)[:keep], jnp.asarray(labels)[:keep]
-    return (
-        images.reshape(num_batches, batch_size, *images.shape[1:]),  # (nb, bs, ...)
-        labels.reshape(num_batches, batch_size, *labels.shape[1:]),  # (nb, bs, ...)
-    )
-
-
 def pad_to_batches(
     images: Any, labels: Any, batch_size: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -644,7 +665,6 @@ __all__ = [
     "DataNotFoundError",
     "FashionMNIST",
     "Split",
-    "batch_sequential",
     "example_set_sha256",
     "find_idx_file",
     "load_fashion_mnist",

@@ -38,6 +38,7 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxconv._args import as_int
+from jaxconv.errors import ConfigError
 
 logger = logging.getLogger("jaxconv.distributed")
 
@@ -81,19 +82,18 @@ def initialize(
       RuntimeError: JAX already ran something in this process (too late to initialize).
     """
     if num_processes is not None and as_int(num_processes, "num_processes") < 1:
-        raise ValueError(f"num_processes (--num-processes) must be >= 1, got {num_processes}")
+        raise ConfigError("num_processes", f"must be >= 1, got {num_processes}")
     if process_id is not None:
         process_id = as_int(process_id, "process_id")
         if process_id < 0 or (num_processes is not None and process_id >= num_processes):
-            bound = "" if num_processes is None else f"..{num_processes - 1}"
-            raise ValueError(f"process_id (--process-id) must be in 0{bound}, got {process_id}")
+            bound = ">= 0" if num_processes is None else f"in 0..{num_processes - 1}"
+            raise ConfigError("process_id", f"must be {bound}, got {process_id}")
     if coordinator_address is not None and (
         not isinstance(coordinator_address, str)
         or not coordinator_address.rpartition(":")[2].isdigit()
     ):
-        raise ValueError(
-            "coordinator_address (--coordinator-address) must be 'host:port', got "
-            f"{coordinator_address!r}"
+        raise ConfigError(
+            "coordinator_address", f"must be 'host:port', got {coordinator_address!r}"
         )
     if jax.distributed.is_initialized():
         return
@@ -141,17 +141,19 @@ def mesh_devices(devices: int | None = None) -> list[Any]:
         return everything
     n = as_int(devices, "devices")
     if n < 1:
-        raise ValueError(f"devices (--devices) must be a positive int (>= 1), got {n}")
+        raise ConfigError("devices", f"must be a positive int (>= 1), got {n}")
     if n > len(everything):
-        raise ValueError(
-            f"devices (--devices) is {n}, but there are only {len(everything)} "
-            f"{everything[0].platform.upper()} device(s)"
+        raise ConfigError(
+            "devices",
+            f"is {n}, but there are only {len(everything)} "
+            f"{everything[0].platform.upper()} device(s)",
         )
     processes = jax.process_count()
     if n % processes:
-        raise ValueError(
-            f"devices (--devices) {n} does not divide evenly among the {processes} processes: "
-            "each process must give as many devices"
+        raise ConfigError(
+            "devices",
+            f"{n} does not divide evenly among the {processes} processes: each process must give "
+            "as many devices",
         )
     by_process = itertools.groupby(everything, key=lambda d: d.process_index)
     return [d for _, own in by_process for d in list(own)[: n // processes]]
@@ -174,17 +176,17 @@ def check_batch_size(batch_size: int, mesh: Mesh | int) -> int:
     takes ``batch_size / n`` of every batch.
 
     Raises:
-      ValueError: it does not divide evenly, naming ``--batch-size`` and the device count.
+      ConfigError: it does not divide evenly, naming ``batch_size`` and the device count.
     """
     n = mesh if isinstance(mesh, int) else mesh.size
     batch_size = as_int(batch_size, "batch_size")
     if batch_size % n:
         lower, upper = (batch_size // n) * n, (batch_size // n + 1) * n
         nearest = f"{lower} or {upper}" if lower else f"{upper}"
-        raise ValueError(
-            f"batch_size (--batch-size) {batch_size} does not divide evenly by the {n} devices "
-            f"(--devices): the global batch is split equally over them; use a multiple of {n}, "
-            f"e.g. {nearest}"
+        raise ConfigError(
+            "batch_size",
+            f"{batch_size} does not divide evenly by the {n} devices: the global batch is split "
+            f"equally over them; use a multiple of {n}, e.g. {nearest}",
         )
     return batch_size
 

@@ -58,32 +58,52 @@ class MetricsLog:
         self._file.close()
 
 
-def plot_curves(records: Sequence[Record], path: str | os.PathLike) -> Path | None:
-    """Train loss, train accuracy and test accuracy against epoch, as the book's plot, to a PNG.
+def curves_figure(records: Sequence[Record], title: str = "Training curves") -> Any:
+    """The book's training plot, in two panels against epoch: loss (train and test) on the
+    left, accuracy (train and test, 0 to 1) on the right; a ``matplotlib.figure.Figure``.
 
-    Written to a temporary file and renamed, so a reader never sees half a PNG. Returns the
-    path, or None when there are no records.
+    Records without ``test_loss`` (older runs) draw the test accuracy only.
     """
-    if not records:
-        return None
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in records]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
-    for key, label, style in (
-        ("train_loss", "train loss", "-"),
-        ("train_acc", "train acc", "--"),
-        ("test_acc", "test acc", "-."),
-    ):
-        ax.plot(epochs, [r[key] for r in records], style, marker=".", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_xlim(0.5, max(epochs) + 0.5)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3.4), dpi=100)
+    panels = (
+        (ax_loss, "cross-entropy loss", (("train_loss", "train"), ("test_loss", "test"))),
+        (ax_acc, "accuracy", (("train_acc", "train"), ("test_acc", "test"))),
+    )
+    for ax, ylabel, curves in panels:
+        for (key, label), style in zip(curves, ("-", "--"), strict=True):
+            points = [(r["epoch"], r[key]) for r in records if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, marker=".", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(0.5, max(epochs) + 0.5)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax_acc.set_ylim(0.0, 1.0)
+    fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(
+    records: Sequence[Record], path: str | os.PathLike, title: str = "Training curves"
+) -> Path | None:
+    """:func:`curves_figure` of ``records`` written to a PNG at ``path``.
+
+    Written to a temporary file and renamed, so a reader never sees half a PNG. Returns the
+    path, or None when there are no records.
+    """
+    if not records:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(records, title)
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # savefig infers PNG from suffix
     fig.savefig(tmp)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.conv import conv2d, corr2d
+from jaxconv.errors import ConfigError
 from jaxconv.pool import avg_pool2d, max_pool2d
 
 Array = jax.Array
@@ -31,6 +32,8 @@ Shape = tuple[int, ...]
 VARIANTS = ("classic", "modern")
 #: The activation layouts LeNet can run in (its input is NHWC and its params HWIO in both).
 MODEL_LAYOUTS = ("NHWC", "CHWN")
+#: One NHWC Fashion-MNIST image: the input LeNet's params are initialised (and checked) with.
+INPUT_SHAPE = (1, 28, 28, 1)
 
 #: XLA options for programs that run once (initialisation): without the backend's
 #: optimisations LeNet's init compiles ~8x faster (most of it is unrolled threefry hashing).
@@ -45,7 +48,7 @@ xavier_uniform = nn.initializers.glorot_uniform()
 def check_variant(variant: Any) -> str:
     """Return ``variant`` if it is a known LeNet variant, else raise ValueError naming it."""
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise ConfigError("variant", f"must be one of {VARIANTS}, got {variant!r}")
     return variant
 
 
@@ -67,10 +70,14 @@ class Conv2D(nn.Module):
         return corr2d(x, weight) + bias
 
 
-def check_layout(layout: Any) -> str | None:
-    """Return ``layout`` if it is None or one of :data:`MODEL_LAYOUTS`, else raise ValueError."""
-    if layout is not None and layout not in MODEL_LAYOUTS:
-        raise ValueError(f"layout must be None or one of {MODEL_LAYOUTS}, got {layout!r}")
+def check_model_layout(layout: Any) -> str:
+    """Return ``layout`` if it is one of :data:`MODEL_LAYOUTS`, else raise ValueError.
+
+    LeNet's own rule: its activations run in NHWC or CHWN (its input is NHWC either way),
+    narrower than the ops' :data:`jaxconv._args.LAYOUTS`.
+    """
+    if layout not in MODEL_LAYOUTS:
+        raise ConfigError("layout", f"must be one of {MODEL_LAYOUTS}, got {layout!r}")
     return layout
 
 
@@ -142,7 +149,7 @@ class LeNet(nn.Module):
 
     Input: (N, 28, 28, 1) or (N, 28, 28) floats in [0, 1]; output: (N, num_classes) logits.
     ``conv_impl`` is passed to :func:`jaxconv.conv2d` as ``impl`` (None: its default).
-    ``layout`` is the activations' layout inside, "NHWC" (None, default) or "CHWN" (faster
+    ``layout`` is the activations' layout inside, "NHWC" (default) or "CHWN" (faster
     training on CPU, reverse-mode differentiation only; see :func:`default_layout`). The
     input stays NHWC and the params are the same in both.
     ``standardize`` maps the input to zero mean and unit variance with Fashion-MNIST's
@@ -154,11 +161,11 @@ class LeNet(nn.Module):
     num_classes: int = 10
     conv_impl: str | None = None
     standardize: bool | None = None
-    layout: str | None = None
+    layout: str = "NHWC"
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # at construction, before any tracing
-        check_layout(self.layout)
+        check_model_layout(self.layout)
         super().__post_init__()
 
     def setup(self) -> None:
@@ -196,30 +203,11 @@ class LeNet(nn.Module):
         standardize = self.variant == "modern" if self.standardize is None else self.standardize
         if standardize:
             x = (x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
-        layout = self.layout or "NHWC"
-        if layout == "CHWN":
+        if self.layout == "CHWN":
             x = x.transpose(3, 1, 2, 0)  # (N, 28, 28, 1) -> (1, 28, 28, N)
-        for _, layer in self.layers(layout):
+        for _, layer in self.layers(self.layout):
             x = layer(x)
         return x
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_init(model: nn.Module, input_shape: Shape) -> Callable[[Array], Any]:
-    def init(seed: Array) -> Any:
-        return model.init(jax.random.PRNGKey(seed), jnp.zeros(input_shape, jnp.float32))
-
-    return jax.jit(init).lower(jnp.int32(0)).compile(NO_BACKEND_OPTIMIZATION)
-
-
-def init_params(model: nn.Module, seed: int = 0, input_shape: Shape = (1, 28, 28, 1)) -> Any:
-    """``model.init(PRNGKey(seed), zeros(input_shape))["params"]``, compiled once per model.
-
-    Same values as calling ``model.init`` (threefry is integer arithmetic), in a fraction of
-    the time: eagerly every initializer op compiles on its own, and under a plain ``jax.jit``
-    XLA's backend optimisations dominate for a program that runs once.
-    """
-    return _compiled_init(model, tuple(input_shape))(jnp.int32(seed))["params"]
 
 
 def _layer_shapes(model: LeNet, x: Array) -> list[tuple[str, Shape]]:
@@ -275,35 +263,38 @@ def learn_kernel(
     *,
     steps: int = 10,
     learning_rate: float = 3e-2,
-    seed: int = 0,
-) -> tuple[Any, list[float]]:
+    seed: int | Array = 0,
+    init_weight: Array | None = None,
+) -> tuple[Any, Array]:
     """Chapter 6.2.4: learn the kernel that maps ``X`` to ``Y`` with a :class:`Conv2D`.
 
     Plain gradient descent on the summed squared error, as in the book, whose layer has no
     bias: the bias stays at 0 (at this learning rate a trained bias would diverge, since its
-    gradient sums over every output).
+    gradient sums over every output). Pure and traceable: ``jax.vmap`` it over seeds or
+    starting kernels.
 
     Args:
       X: (h, w) input; Y: (h - kh + 1, w - kw + 1) target; kernel_size: (kh, kw).
+      steps: gradient steps; learning_rate: their size.
+      seed: draws the start as :class:`Conv2D` does (U[0, 1), the book's ``torch.rand``).
+      init_weight: a (kh, kw) start instead (e.g. PyTorch's ``nn.Conv2d`` init).
 
     Returns:
-      ``(params, losses)``: the final ``{"weight", "bias"}`` and the loss before each step.
+      ``(params, losses)``: the final ``{"weight", "bias"}`` and the (steps,) loss before each
+      step.
     """
     layer = Conv2D(tuple(kernel_size))
     X, Y = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
     params = layer.init(jax.random.PRNGKey(seed), X)["params"]
+    if init_weight is not None:
+        params = {**params, "weight": jnp.asarray(init_weight, jnp.float32).reshape(kernel_size)}
 
-    @jax.jit
-    def step(params: Any) -> tuple[Any, Array]:
-        def loss_fn(p: Any) -> Array:
-            return jnp.sum((layer.apply({"params": p}, X) - Y) ** 2)
+    def loss_fn(weight: Array) -> Array:
+        return jnp.sum((layer.apply({"params": {**params, "weight": weight}}, X) - Y) ** 2)
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        weight = params["weight"] - learning_rate * grads["weight"]
-        return {**params, "weight": weight}, loss
+    def step(weight: Array, _: None) -> tuple[Array, Array]:
+        loss, grad = jax.value_and_grad(loss_fn)(weight)
+        return weight - learning_rate * grad, loss
 
-    losses = []
-    for _ in range(steps):
-        params, loss = step(params)
-        losses.append(float(loss))
-    return params, losses
+    weight, losses = jax.lax.scan(step, params["weight"], None, length=steps)  # losses (steps,)
+    return {**params, "weight": weight}, losses

@@ -540,21 +540,13 @@ def test_batching_argument_errors():
     with pytest.raises(ValueError, match="batch_size 11 exceeds the 10 examples"):
         data.shuffle_batches(key, images, labels, 11)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        data.batch_sequential(images, labels, 0)
+        data.pad_to_batches(images, labels, 0)
     with pytest.raises(TypeError, match="batch_size must be an int"):
         data.pad_to_batches(images, labels, 2.0)
     with pytest.raises(ValueError, match="as many examples, got 10 and 9"):
         data.shuffle_batches(key, images, labels[:9], 2)
     with pytest.raises(TypeError, match="batch_size must be an int"):
         jax.jit(data.shuffle_batches)(key, images, labels, 2)  # not static
-
-
-def test_batch_sequential_in_order():
-    images, labels = tagged(23)
-    xb, yb = jax.jit(data.batch_sequential, static_argnames="batch_size")(images, labels, 5)
-    assert xb.shape == (4, 5, 4, 3) and yb.shape == (4, 5)
-    np.testing.assert_array_equal(np.asarray(yb).ravel(), np.arange(20))
-    np.testing.assert_array_equal(np.asarray(xb).reshape(20, 4, 3), images[:20])
 
 
 @pytest.mark.parametrize("n, batch_size", [(23, 5), (20, 5), (3, 8)])
@@ -598,6 +590,25 @@ def test_subset(tmp_path, rng):
         data.subset(ds, 2, 6)
     with pytest.raises(TypeError, match="n_train must be an int"):
         data.subset(ds, 2.5, 1)
+    with pytest.raises(ValueError, match=r"train_subset must be in 1\.\.12, got 13"):
+        data.subset(ds, 13, None, names=("train_subset", "test_subset"))
+
+
+def test_load_with_subsets_logs_the_sizes_used(tmp_path, rng, caplog):
+    """The data line gives the sizes the run uses, not the whole set's."""
+    make_idx_dir(tmp_path, rng)
+    with caplog.at_level(logging.INFO, logger="jaxconv.data"):
+        ds = data.load_fashion_mnist(tmp_path, verify=False, train_subset=7, test_subset=3)
+    assert (len(ds.train), len(ds.test)) == (7, 3)
+    (line,) = [r.getMessage() for r in caplog.records if "Fashion-MNIST from" in r.getMessage()]
+    assert "train 7, test 3" in line and "[first 7/3]" in line
+    with pytest.raises(ValueError, match=r"train_subset must be in 1\.\.12, got 100"):
+        data.load_fashion_mnist(tmp_path, verify=False, train_subset=100)
+
+
+def test_errors_about_a_given_data_dir_name_it(tmp_path):
+    with pytest.raises(data.DataNotFoundError, match="^data_dir '.*': .* lacks Fashion-MNIST"):
+        data.load_fashion_mnist(tmp_path)
 
 
 def test_split_validates_its_fields():

@@ -310,7 +310,7 @@ def test_a_checkpoint_moves_between_device_counts(four_devices, ds):
 
 def test_two_processes_end_with_the_single_process_params(two_hosts, four_devices, ds):
     info = [json.loads((two_hosts / f"host{i}.info.json").read_text()) for i in range(2)]
-    uneven = "devices (--devices) 3 does not divide evenly among the 2 processes"
+    uneven = "devices 3 does not divide evenly among the 2 processes"
     for i in range(2):
         assert info[i]["three_of_four"].startswith(uneven)
         del info[i]["three_of_four"]
@@ -334,15 +334,16 @@ def test_batch_size_must_divide_by_the_device_count(four_devices):
 
     results = json.loads((four_devices / "devices.json").read_text())
     message = results["fit_indivisible"]
-    assert "--batch-size" in message and "66" in message and "4 devices" in message
+    assert message.startswith("batch_size 66 does not divide evenly by the 4 devices")
     assert "e.g. 64 or 68" in message
     status, err = results["cli_indivisible"]
-    assert status == 2 and "--batch-size" in err and "3 devices" in err and "Traceback" not in err
+    assert err.startswith("jaxconv: error: --batch-size 64 does not divide evenly by the 3 devices")
+    assert status == 2 and "Traceback" not in err
     assert results["cli_two_devices"][0] == 0
     assert (four_devices / "cli" / "checkpoints" / "1").is_dir()
 
     assert check_batch_size(256, 8) == 256
-    with pytest.raises(ValueError, match=r"--batch-size\) 100 does not divide evenly by the 8 "):
+    with pytest.raises(ValueError, match=r"^batch_size 100 does not divide evenly by the 8 "):
         check_batch_size(100, 8)
     with pytest.raises(ValueError, match=r"use a multiple of 8, e.g. 8$"):
         check_batch_size(4, 8)
@@ -358,15 +359,15 @@ def test_bad_device_and_host_settings_are_named(ds, four_devices, tmp_path):
     assert status == 2 and "--coordinator-address" in err and "Traceback" not in err
 
     n = jax.device_count()
-    with pytest.raises(ValueError, match=rf"devices \(--devices\) is {n + 1}, but there are only"):
+    with pytest.raises(ValueError, match=rf"^devices is {n + 1}, but there are only"):
         _train(tmp_path, devices=n + 1)
     with pytest.raises(ValueError, match="devices must be a positive int"):
         TrainConfig(devices=0).resolved()
     assert distributed.make_mesh().size == n and distributed.make_mesh(1).axis_names == ("batch",)
     for kwargs, message in [
-        (dict(num_processes=0), r"num_processes \(--num-processes\) must be >= 1"),
-        (dict(num_processes=2, process_id=2), r"process_id \(--process-id\) must be in 0\.\.1"),
-        (dict(coordinator_address="10.0.0.1"), r"must be 'host:port', got '10.0.0.1'"),
+        (dict(num_processes=0), r"^num_processes must be >= 1"),
+        (dict(num_processes=2, process_id=2), r"^process_id must be in 0\.\.1"),
+        (dict(coordinator_address="10.0.0.1"), r"^coordinator_address must be 'host:port'"),
     ]:
         with pytest.raises(ValueError, match=message):
             distributed.initialize(**kwargs)

@@ -11,12 +11,12 @@ import pytest
 from jaxconv import models, reference
 from jaxconv.conv import corr2d
 from jaxconv.models import (
+    INPUT_SHAPE,
     VARIANTS,
     Conv2D,
     LeNet,
     count_params,
     format_summary,
-    init_params,
     learn_kernel,
     lenet_summary,
 )
@@ -35,8 +35,14 @@ BOOK_NAMES = {
 }  # fmt: skip
 
 
+def _params(model: LeNet, seed: int = 0):
+    """``model.init(PRNGKey(seed), zeros(INPUT_SHAPE))["params"]``, jitted (fast to build)."""
+    init = jax.jit(lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)))
+    return init(seed)["params"]
+
+
 def _init(variant: str, seed: int = 0):
-    return init_params(LeNet(variant), seed)
+    return _params(LeNet(variant), seed)
 
 
 # --------------------------------------------------------------------------- LeNet
@@ -63,7 +69,7 @@ def test_lenet_layouts_agree(variant, rng):
     x = jnp.asarray(rng.random((6, 28, 28, 1), dtype=np.float32))
     nhwc, chwn = LeNet(variant, layout="NHWC"), LeNet(variant, layout="CHWN")
     assert chex.assert_trees_all_equal_shapes(
-        params, init_params(LeNet(variant, layout="CHWN"), 0)
+        params, _params(LeNet(variant, layout="CHWN"), 0)
     ) is None  # fmt: skip
     np.testing.assert_allclose(
         jax.jit(chwn.apply)({"params": params}, x), nhwc.apply({"params": params}, x),
@@ -75,8 +81,10 @@ def test_lenet_layouts_agree(variant, rng):
         return jax.jit(jax.grad(loss))(params)
 
     chex.assert_trees_all_close(grads(chwn), grads(nhwc), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="layout must be None or one of"):
+    with pytest.raises(ValueError, match="layout must be one of"):
         LeNet(variant, layout="NCHW")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        LeNet(variant, layout=None)  # one meaning: the model's default is NHWC, spelled out
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -201,3 +209,24 @@ def test_conv2d_learns_the_edge_kernel():
         np.testing.assert_allclose(params["weight"], [[1.0, -1.0]], atol=0.1)
     params, _ = learn_kernel(X, Y, (1, 2), steps=60)
     np.testing.assert_allclose(params["weight"], [[1.0, -1.0]], atol=1e-3)
+
+
+def test_learn_kernel_is_plain_gradient_descent(rng):
+    """From a given start, ``learn_kernel`` is the book's loop: w -= lr * grad of the summed
+    squared error (float64 NumPy, the gradient by hand), vmappable over starts."""
+    X = rng.standard_normal((5, 7))
+    Y = reference.corr2d(X, np.array([[0.5, -2.0, 1.0]]))
+    starts = rng.uniform(-1, 1, (4, 1, 3))
+    learned = jax.vmap(lambda w: learn_kernel(X, Y, (1, 3), steps=5, learning_rate=0.01,
+                                              init_weight=w))  # fmt: skip
+    params, losses = jax.jit(learned)(jnp.asarray(starts, jnp.float32))
+    for i, w in enumerate(starts):
+        expected = []
+        for _ in range(5):
+            err = reference.corr2d(X, w) - Y  # (5, 5)
+            expected.append(np.sum(err**2))
+            grad = np.array([[np.sum(2 * err * X[:, j : j + 5]) for j in range(3)]])
+            w = w - 0.01 * grad
+        np.testing.assert_allclose(losses[i], expected, rtol=1e-4)
+        np.testing.assert_allclose(params["weight"][i], w, rtol=1e-4, atol=1e-5)
+        assert float(params["bias"][i]) == 0.0

@@ -18,9 +18,10 @@ import optax
 import pytest
 
 from jaxconv import data, metrics, models
+from jaxconv import train as train_lib
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
 from jaxconv.metrics import CURVES_FILE, METRICS_FILE, read_metrics, tensorboard_available
-from jaxconv.models import LeNet, init_params
+from jaxconv.models import INPUT_SHAPE, LeNet
 from jaxconv.train import (
     FitResult,
     TrainConfig,
@@ -186,7 +187,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ds, tmp_path):
 def test_huge_learning_rate_diverges_before_any_checkpoint(ds, tmp_path):
     with pytest.raises(TrainingDiverged, match="No checkpoint was saved"):
         run(ds, tmp_path, optimizer="sgd", learning_rate=1e30)
-    assert steps(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []  # a failed first epoch leaves nothing it created
 
 
 # --------------------------------------------------------------------------- pieces
@@ -194,7 +195,7 @@ def test_huge_learning_rate_diverges_before_any_checkpoint(ds, tmp_path):
 
 def test_evaluate_counts_every_example(ds):
     model = LeNet("modern")
-    params = init_params(model, seed=0)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros(INPUT_SHAPE))["params"]
     x, y = data.to_device(ds.test)
     x, y = x[:250], y[:250]
     logits = jax.jit(model.apply)({"params": params}, x.astype(jnp.float32)[..., None] / 255.0)
@@ -254,7 +255,7 @@ def test_training_runs_chwn_on_cpu():
         (dict(optimizer=optax.sgd(0.1), learning_rate=0.1), ValueError, "carries its own"),
         (dict(train_subset=0), ValueError, "train_subset must be a positive int"),
         (dict(conv_impl="fft"), ValueError, "conv_impl must be None or one of .*'fft'"),
-        (dict(layout="NCHW"), ValueError, "layout must be None or one of .*'NCHW'"),
+        (dict(layout="NCHW"), ValueError, "layout must be one of .*'NCHW'"),
         (dict(seed=-1), ValueError, "seed must be in 0..2\\*\\*31-1"),
         (dict(batch_size=N_TRAIN + 1), ValueError, "batch_size 513 is larger than the 512"),
     ],
@@ -290,6 +291,10 @@ def test_defaults():
     assert str(book.out_dir) == "runs/lenet-classic"
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="step").resolved()
+    # layout=None has one meaning, the backend's layout, filled in once and recorded
+    assert cfg.layout == models.default_layout() and cfg.meta()["layout"] == cfg.layout
+    assert TrainConfig(layout="NHWC").resolved().layout == "NHWC"
+    assert cfg.resolved() == cfg  # resolving twice changes nothing
     assert json.loads(json.dumps(book.meta()))["optimizer"] == "sgd"
 
 
@@ -334,3 +339,84 @@ def test_tensorboard_events(ds, tmp_path):
 def test_tensorboard_without_a_writer_is_a_clear_error(ds, tmp_path):
     with pytest.raises(ValueError, match="tensorboardX"):
         run(ds, tmp_path, tensorboard=True)
+
+
+# --------------------------------------------------------------------------- failed starts
+
+
+class _Interrupted:
+    """Stands in for the jitted ``evaluate``: compiling it is interrupted (Ctrl-C during
+    start-up, after the out_dir, the checkpoint folder and metrics.jsonl exist)."""
+
+    @staticmethod
+    def lower(*args, **kwargs):
+        raise KeyboardInterrupt
+
+
+def test_interrupt_during_start_up_leaves_nothing(ds, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_lib, "evaluate", _Interrupted)
+    out = tmp_path / "new" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(ds, out)
+    assert list(tmp_path.iterdir()) == []  # "new" was created by the run: gone too
+
+
+def test_failed_start_keeps_what_was_there(ds, tmp_path, monkeypatch):
+    """A pre-existing out_dir and its files stay; only what the run added goes."""
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "old").mkdir()
+    monkeypatch.setattr(train_lib, "evaluate", _Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(ds, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "old"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_interrupted_resume_keeps_the_run(ds, tmp_path, monkeypatch):
+    run(ds, tmp_path, epochs=1)
+    before = read_metrics(tmp_path / METRICS_FILE)
+    monkeypatch.setattr(train_lib, "evaluate", _Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(ds, tmp_path, epochs=2, resume=True)
+    assert steps(tmp_path) == ["1"] and read_metrics(tmp_path / METRICS_FILE) == before
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(train_subset=N_TRAIN + 1), r"train_subset must be in 1\.\.512, got 513"),
+        (dict(test_subset=N_TEST + 1), r"test_subset must be in 1\.\.256, got 257"),
+        (dict(batch_size=N_TRAIN + 1), "batch_size 513 is larger than the 512"),
+    ],
+)
+def test_bad_subset_fails_before_the_disk_is_touched(ds, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(ds, tmp_path / "run", **overrides)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_error_leaves_no_out_dir(tmp_path):
+    with pytest.raises(data.DataNotFoundError, match="data_dir"):
+        fit(config(tmp_path / "run", data_dir=tmp_path / "no-data"))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the figure
+
+
+def test_curves_figure_has_two_labelled_panels_and_the_test_loss():
+    records = [
+        {"epoch": e, "train_loss": 2.0 / e, "test_loss": 2.2 / e, "train_acc": 0.5 + e / 10,
+         "test_acc": 0.45 + e / 10}
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+    fig = metrics.curves_figure(records, title="LeNet (modern)")
+    ax_loss, ax_acc = fig.axes
+    assert fig._suptitle.get_text() == "LeNet (modern)"
+    assert ax_loss.get_ylabel() == "cross-entropy loss" and ax_acc.get_ylabel() == "accuracy"
+    assert ax_loss.get_xlabel() == ax_acc.get_xlabel() == "epoch"
+    lines = {(ax is ax_loss, line.get_label()): line for ax in fig.axes for line in ax.lines}
+    np.testing.assert_allclose(lines[True, "test"].get_ydata(), [2.2, 1.1, 2.2 / 3])
+    np.testing.assert_allclose(lines[True, "train"].get_ydata(), [2.0, 1.0, 2.0 / 3])
+    np.testing.assert_allclose(lines[False, "test"].get_ydata(), [0.55, 0.65, 0.75])
+    assert ax_acc.get_ylim() == (0.0, 1.0)
