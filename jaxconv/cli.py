@@ -241,14 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="examples per optimizer step, over all devices (default: the model's, see --model)",
+        help="examples per optimizer step, over all devices (default: the model's: lenet 256, "
+        "see --model)",
     )
     lr_defaults = ", ".join(f"{name} {lr:g}" for name, (_, lr) in OPTIMIZERS.items())
     train.add_argument(
         "--optimizer",
         choices=tuple(OPTIMIZERS),
         default=None,
-        help="optax optimizer (default: the model's: adam for lenet, sgd for the others)",
+        help="optax optimizer (default: the model's: lenet adam, sgd for the others)",
     )
     train.add_argument(
         "--lr",
