@@ -1,6 +1,8 @@
 """The ``jaxconv`` command, a thin layer over :mod:`jaxconv.train`.
 
     jaxconv train                                   # modern LeNet, Adam 3e-3 cosine, 10 epochs
+    jaxconv train --model resnet18                  # the book's ResNet: 96 px, SGD 0.05, batch 256
+    jaxconv train --model vgg11_small --image-size 224 --train-subset 1024 --epochs 1
     jaxconv train --variant classic --optimizer sgd --lr 0.9   # the book's settings
     jaxconv train --epochs 1 --train-subset 512 --test-subset 256 --out-dir /tmp/run
     jaxconv train --resume --epochs 20              # continue runs/lenet-modern to epoch 20
@@ -30,6 +32,8 @@ PROG = "jaxconv"
 #: How the command line spells what the library's errors call a parameter (see
 #: :class:`jaxconv.errors.ArgumentError`): every message names the flag to change.
 FLAGS = {
+    "model": "--model",
+    "image_size": "--image-size",
     "variant": "--variant",
     "epochs": "--epochs",
     "batch_size": "--batch-size",
@@ -64,6 +68,8 @@ def _train(args: argparse.Namespace) -> int:
 
         initialize(*multihost)  # before anything else touches JAX's devices
     config = TrainConfig(
+        model=args.model,
+        image_size=args.image_size,
         variant=args.variant,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -116,8 +122,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        model = f"LeNet {result['variant']}" if result["model"] == "lenet" else result["model"]
         print(
-            f"{result['checkpoint']} (LeNet {result['variant']}, epoch {result['epoch']}): "
+            f"{result['checkpoint']} ({model}, epoch {result['epoch']}): "
             f"test loss {result['test_loss']:.4f}, test acc {result['test_acc']:.4f} "
             f"on {result['examples']} examples"
         )
@@ -183,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxconv.bench.cli import add_parser as add_bench_parser
     from jaxconv.conv import IMPLEMENTATIONS
     from jaxconv.models import MODEL_LAYOUTS, VARIANTS
+    from jaxconv.recipes import MODEL_NAMES, RECIPES
     from jaxconv.steps import LR_SCHEDULES, OPTIMIZERS
     from jaxconv.train import TrainConfig
 
@@ -191,13 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser(
-        "train", help="train LeNet on Fashion-MNIST", description="Train LeNet on Fashion-MNIST."
+        "train",
+        help="train LeNet or a chapter-7 network on Fashion-MNIST",
+        description="Train LeNet or a chapter-7 network on Fashion-MNIST (resized on device "
+        "to the network's size); the optimizer, learning rate and batch size default to the "
+        "book's for the model.",
+    )
+    recipes = "; ".join(
+        f"{name} {r.image_size}px {r.optimizer} "
+        f"{'' if r.learning_rate is None else f'{r.learning_rate:g} '}batch {r.batch_size}"
+        for name, r in RECIPES.items()
+    )
+    train.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default=defaults.model,
+        help="the network (default: %(default)s); vgg11 is full width, vgg11_small the "
+        f"quarter-width VGG-11 the book trains. The book's recipes: {recipes}",
+    )
+    train.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="S",
+        help="resize the 28x28 images to SxS on device (default: the book's size for the "
+        "model, see --model; each network accepts a range set by its flatten and pool sizes)",
     )
     train.add_argument(
         "--variant",
         choices=VARIANTS,
         default=defaults.variant,
-        help="classic: sigmoid + avg pool (the book); modern: ReLU + max pool "
+        help="LeNet's: classic: sigmoid + avg pool (the book); modern: ReLU + max pool "
         "(default: %(default)s)",
     )
     train.add_argument(
@@ -209,30 +241,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--batch-size",
         type=int,
-        default=defaults.batch_size,
+        default=None,
         metavar="N",
-        help="examples per optimizer step, over all devices (default: %(default)s)",
+        help="examples per optimizer step, over all devices (default: the model's: lenet 256, "
+        "see --model)",
     )
     lr_defaults = ", ".join(f"{name} {lr:g}" for name, (_, lr) in OPTIMIZERS.items())
     train.add_argument(
         "--optimizer",
         choices=tuple(OPTIMIZERS),
-        default=defaults.optimizer,
-        help="optax optimizer (default: %(default)s)",
+        default=None,
+        help="optax optimizer (default: the model's: lenet adam, sgd for the others)",
     )
     train.add_argument(
         "--lr",
         type=float,
         default=None,
         help="learning rate: the rate of every step under a constant schedule, the peak "
-        f"under cosine (default: the optimizer's: {lr_defaults})",
+        "under cosine (default: the model's with its own optimizer, see --model; else the "
+        f"optimizer's: {lr_defaults})",
     )
     train.add_argument(
         "--lr-schedule",
         choices=LR_SCHEDULES,
         default=None,
-        help="constant, or cosine decay from --lr to 0 over --epochs (default: constant for "
-        "classic, as the book; cosine for modern)",
+        help="constant, or cosine decay from --lr to 0 over --epochs (default: constant, as "
+        "the book; cosine for the modern LeNet)",
     )
     train.add_argument(
         "--seed",
@@ -244,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out-dir",
         default=None,
         metavar="DIR",
-        help="checkpoints, metrics.jsonl, curves.png (default: runs/lenet-VARIANT)",
+        help="checkpoints, metrics.jsonl, curves.png (default: runs/lenet-VARIANT, "
+        "runs/MODEL for the others)",
     )
     _data_flags(train)
     train.add_argument(

@@ -1,9 +1,13 @@
 """A training run's settings: :class:`TrainConfig`, its defaults, and their one resolution.
 
 Every default has one meaning, filled in once by :meth:`TrainConfig.resolved` (``fit`` calls
-it first): ``learning_rate=None`` the optimizer's default, ``lr_schedule=None`` the variant's
-schedule, ``layout=None`` the backend's layout (:func:`jaxconv.kernels.dispatch.default_layout`),
-``out_dir=None`` ``runs/lenet-<variant>``. A resolved config has no None left in those.
+it first), most of them from the model's recipe (:data:`jaxconv.recipes.RECIPES`):
+``image_size=None`` the book's size for the model, ``optimizer=None`` and ``batch_size=None``
+the model's, ``learning_rate=None`` the model's rate when the optimizer is the model's (else
+the optimizer's default), ``lr_schedule=None`` constant (LeNet: the variant's schedule),
+``layout=None`` the backend's layout (:func:`jaxconv.kernels.dispatch.default_layout`),
+``out_dir=None`` ``runs/lenet-<variant>`` or ``runs/<model>``. A resolved config has no None
+left in those.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from jaxconv.errors import ConfigError, positive_int
 from jaxconv.kernels.dispatch import default_layout
 from jaxconv.metrics import tensorboard_available
 from jaxconv.models import check_model_layout, check_variant
+from jaxconv.recipes import check_image_size, check_model
 from jaxconv.steps import check_optimizer
 
 
@@ -27,6 +32,11 @@ from jaxconv.steps import check_optimizer
 class TrainConfig:
     """A training run's settings; every field has a default (``fit(TrainConfig())`` runs).
 
+    ``model`` names a network of :data:`jaxconv.recipes.RECIPES`: ``"lenet"`` (chapter 6,
+    ``variant`` and ``layout`` apply to it only) or a chapter-7 network, trained on
+    Fashion-MNIST resized on device to ``image_size`` (None: the book's size for it).
+    ``optimizer``, ``batch_size`` and ``learning_rate`` None take the model's recipe (the
+    book's: SGD and its rate for the chapter-7 networks; Adam 3e-3, batch 256 for LeNet).
     ``learning_rate=None`` takes the optimizer's default from :data:`jaxconv.steps.OPTIMIZERS`
     (Adam 3e-3, SGD 0.9 as in the book). ``lr_schedule`` is ``"constant"`` or ``"cosine"``
     (decay from the learning rate to 0 over ``epochs``); None: constant for the classic variant
@@ -41,10 +51,11 @@ class TrainConfig:
     evenly by them.
     """
 
+    model: str = "lenet"
     variant: str = "modern"
     epochs: int = 10
-    batch_size: int = 256
-    optimizer: str | optax.GradientTransformation = "adam"
+    batch_size: int | None = None  # None: the model's (lenet 256)
+    optimizer: str | optax.GradientTransformation | None = None  # None: the model's (lenet adam)
     learning_rate: float | None = None
     lr_schedule: str | None = None
     seed: int = 0
@@ -65,6 +76,7 @@ class TrainConfig:
     layout: str | None = None  # LeNet's activation layout; None: the backend's default_layout()
     scan_unroll: int = 1
     devices: int | None = None  # data-parallel over this many devices; None: all of them
+    image_size: int | None = None  # chapter-7 networks: resize to this; None: the book's size
 
     def resolved(self) -> TrainConfig:
         """This config validated, every None default filled in (see the module docstring).
@@ -75,13 +87,22 @@ class TrainConfig:
         Raises:
           ConfigError (a ValueError) / TypeError: naming the field and the rule it breaks.
         """
+        recipe = check_model(self.model)
         check_variant(self.variant)
+        size = recipe.image_size if self.image_size is None else self.image_size
+        size = check_image_size(self.model, size)
+        optimizer = recipe.optimizer if self.optimizer is None else self.optimizer
+        batch_size = recipe.batch_size if self.batch_size is None else self.batch_size
+        learning_rate = self.learning_rate
+        if learning_rate is None and optimizer == recipe.optimizer:
+            learning_rate = recipe.learning_rate  # None for LeNet: the optimizer's default
         if self.conv_impl is not None and self.conv_impl not in conv_lib.IMPLEMENTATIONS:
             raise ConfigError(
                 "conv_impl",
                 f"must be None or one of {tuple(conv_lib.IMPLEMENTATIONS)}, got {self.conv_impl!r}",
             )
         layout = default_layout() if self.layout is None else check_model_layout(self.layout)
+        positive_int(batch_size, "batch_size")
         for name in _POSITIVE_INTS:
             positive_int(getattr(self, name), name)
         for name in _OPTIONAL_POSITIVE_INTS:
@@ -91,31 +112,42 @@ class TrainConfig:
         seed = as_int(self.seed, "seed")
         if not 0 <= seed < 2**31:
             raise ConfigError("seed", f"must be in 0..2**31-1, got {seed}")
-        schedule = self.lr_schedule
-        if schedule is None:
+        schedule = self.lr_schedule if self.lr_schedule is not None else recipe.lr_schedule
+        if schedule is None:  # LeNet: the book's constant rate, or the modern recipe's cosine
             schedule = "constant" if self.variant == "classic" else "cosine"
-        lr = check_optimizer(self.optimizer, self.learning_rate, schedule)
+        lr = check_optimizer(optimizer, learning_rate, schedule)
         if self.tensorboard and not tensorboard_available():
             raise ConfigError(
                 "tensorboard=True",
                 "needs tensorboardX (pip install tensorboardX) or TensorFlow; neither is installed",
             )
-        out_dir = self.out_dir if self.out_dir is not None else f"runs/lenet-{self.variant}"
+        out_dir = self.out_dir
+        if out_dir is None:
+            out_dir = f"runs/lenet-{self.variant}" if self.is_lenet else f"runs/{self.model}"
         return dataclasses.replace(
             self,
+            image_size=size,
+            optimizer=optimizer,
+            batch_size=batch_size,
             learning_rate=lr,
             lr_schedule=schedule,
             layout=layout,
             out_dir=Path(out_dir).expanduser(),
         )
 
+    @property
+    def is_lenet(self) -> bool:
+        """Whether the model is the chapter-6 LeNet (NHWC input, no train mode)."""
+        return self.model == "lenet"
+
     def meta(self) -> dict[str, Any]:
         """The settings a checkpoint records (JSON): enough to rebuild the model and check a
         resume. Call on a :meth:`resolved` config."""
         named = isinstance(self.optimizer, str)
         return {
-            "model": "LeNet",
-            "variant": self.variant,
+            "model": "LeNet" if self.is_lenet else self.model,  # "LeNet": what earlier runs saved
+            "variant": self.variant if self.is_lenet else None,
+            "image_size": self.image_size,
             "num_classes": 10,
             "conv_impl": self.conv_impl,
             "layout": self.layout,
@@ -132,7 +164,6 @@ class TrainConfig:
 
 _POSITIVE_INTS = (
     "epochs",
-    "batch_size",
     "eval_batch_size",
     "checkpoint_every",
     "max_checkpoints",

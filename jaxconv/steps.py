@@ -6,9 +6,17 @@ optimizer state, key, counters) -> ``train_step`` (one pure optimizer step) -> `
 ``evaluate`` (every test example, one device call). Nothing here touches the disk; the run
 around it (config, checkpoints, metrics, progress) is :mod:`jaxconv.train`.
 
-Determinism: epoch ``e`` (counted from 0) shuffles with ``fold_in(state.key, e)``, and the
-state (params, optimizer state, key, epoch, step) is all a checkpoint needs, so a resumed run
-computes exactly what an uninterrupted one would (bit for bit on CPU).
+Models: the chapter-6 :class:`~jaxconv.models.LeNet` takes NHWC ``(B, 28, 28, 1)`` images and
+has no training mode; a chapter-7 network (:mod:`jaxconv.networks`) takes NCHW ``(B, 1, S, S)``
+images, ``S`` its ``example_input_shape``'s side (the batch is resized on device, in the jit),
+updates its ``batch_stats`` in training and uses them in evaluation, and draws dropout masks.
+:func:`model_input` and :func:`apply_model` are the only places that tell them apart.
+
+Determinism: epoch ``e`` (counted from 0) shuffles with ``fold_in(state.key, e)``, step ``s``
+(counted from 0 over the run) draws its dropout masks from ``fold_in(fold_in(state.key,
+DROPOUT_STREAM), s)``, and the state (params, batch statistics, optimizer state, key, epoch,
+step) is all a checkpoint needs, so a resumed run computes exactly what an uninterrupted one
+would (bit for bit on CPU).
 """
 
 from __future__ import annotations
@@ -26,10 +34,14 @@ import optax
 from jaxconv import data as data_lib
 from jaxconv.errors import ConfigError, positive_float, positive_int
 from jaxconv.kernels.dispatch import RUN_ONCE
-from jaxconv.models import INPUT_SHAPE
+from jaxconv.models import INPUT_SHAPE, LeNet
 
 Array = jax.Array
 Batch = tuple[Array, Array]  # images (B, 28, 28) uint8, labels (B,) int32
+
+#: Folded into the run's key to make the dropout stream, apart from the epochs' shuffling keys
+#: ``fold_in(key, epoch)`` (an epoch count never reaches it).
+DROPOUT_STREAM = 0x64726F70
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -123,13 +135,16 @@ def named_optimizer(
 class TrainState(flax.struct.PyTreeNode):
     """Everything that changes during training, as one pytree (what a checkpoint saves).
 
-    ``params`` is the model's ``"params"`` collection; ``key`` a raw uint32 (2,) key, the
-    run's base key; ``epoch`` the number of epochs completed; ``step`` of optimizer steps.
+    ``params`` is the model's ``"params"`` collection; ``batch_stats`` its ``"batch_stats"``
+    (batch norm's running statistics; ``{}`` for a model without, which adds no leaf);
+    ``key`` a raw uint32 (2,) key, the run's base key; ``epoch`` the number of epochs
+    completed; ``step`` of optimizer steps.
     ``model`` and ``tx`` are static: not leaves, not saved. (jit compares static fields by
     value for a Flax module, so equal models share compiled functions.)
     """
 
     params: Any
+    batch_stats: Any
     opt_state: Any
     key: Array
     epoch: Array  # int32 ()
@@ -139,10 +154,11 @@ class TrainState(flax.struct.PyTreeNode):
 
     @classmethod
     def create(cls, model: nn.Module, tx: optax.GradientTransformation, seed: int) -> TrainState:
-        """Initialise params from ``seed`` (the book's init) and the optimizer state."""
-        params, opt_state, key = _state_initializer(model, tx)(jnp.int32(seed))
+        """Initialise the variables from ``seed`` (the book's init) and the optimizer state."""
+        params, batch_stats, opt_state, key = _state_initializer(model, tx)(jnp.int32(seed))
         return cls(
             params=params,
+            batch_stats=batch_stats,
             opt_state=opt_state,
             key=key,
             epoch=jnp.zeros((), jnp.int32),  # strong int32: the same avals a restore gives
@@ -154,15 +170,28 @@ class TrainState(flax.struct.PyTreeNode):
 
 @functools.lru_cache(maxsize=16)
 def _state_initializer(model: nn.Module, tx: optax.GradientTransformation) -> Callable[..., Any]:
-    """A compiled ``seed -> (params, opt_state, key)``: the book's init from ``PRNGKey(seed)``."""
+    """A compiled ``seed -> (params, batch_stats, opt_state, key)``: the book's init from
+    ``PRNGKey(seed)``."""
 
-    def init(seed: Array) -> tuple[Any, Any, Array]:
+    def init(seed: Array) -> tuple[Any, Any, Any, Array]:
         init_key, key = jax.random.split(jax.random.PRNGKey(seed))
-        params = model.init(init_key, jnp.zeros(INPUT_SHAPE, jnp.float32))["params"]
-        return params, tx.init(params), key
+        variables = model.init(init_key, jnp.zeros(input_shape(model), jnp.float32))
+        params = variables["params"]
+        return params, dict(variables.get("batch_stats", {})), tx.init(params), key
 
     # It runs once per run: compile it fast (see kernels.dispatch.RUN_ONCE).
     return jax.jit(init).lower(jnp.int32(0)).compile(RUN_ONCE)
+
+
+def is_lenet(model: nn.Module) -> bool:
+    """Whether ``model`` is the chapter-6 LeNet (NHWC 28x28 input, no training mode)."""
+    return isinstance(model, LeNet)
+
+
+def input_shape(model: nn.Module) -> tuple[int, ...]:
+    """One example's batched input shape: LeNet's NHWC :data:`INPUT_SHAPE`, else the
+    network's ``example_input_shape`` (NCHW, its image size)."""
+    return INPUT_SHAPE if is_lenet(model) else tuple(model.example_input_shape)
 
 
 def to_input(images: Array) -> Array:
@@ -170,19 +199,76 @@ def to_input(images: Array) -> Array:
     return images.astype(jnp.float32)[..., None] / 255.0
 
 
+def model_input(model: nn.Module, images: Array) -> Array:
+    """uint8 (B, 28, 28) -> what ``model`` takes, on device: LeNet's NHWC :func:`to_input`;
+    for a network NCHW float32 (B, 1, S, S) in [0, 1], resized bilinearly to its side S.
+
+    The book's transforms are ``Resize(S)`` then ``ToTensor()`` (x / 255); torchvision's
+    resize is bilinear with half-pixel centres, as ``jax.image.resize``'s (which works in
+    float: no rounding to uint8 between the two steps).
+    """
+    if is_lenet(model):
+        return to_input(images)
+    x = images.astype(jnp.float32)[:, None] / 255.0  # (B, 1, 28, 28)
+    size = input_shape(model)[-1]
+    if size != x.shape[-1]:
+        x = jax.image.resize(x, (*x.shape[:2], size, size), "bilinear")  # (B, 1, S, S)
+    return x
+
+
+def apply_model(
+    model: nn.Module,
+    params: Any,
+    batch_stats: Any,
+    images: Array,
+    train: bool = False,
+    rng: Array | None = None,
+) -> tuple[Array, Any]:
+    """Logits ``(B, 10)`` of uint8 ``images`` (B, 28, 28) and the batch statistics after the
+    call: updated from the batch in training (a network with batch norm), else as given.
+
+    LeNet is applied exactly as it always was (``apply({"params": params}, x)``); a network in
+    training mode needs ``rng``, its dropout key. ``batch_stats=None``: a network without
+    batch norm (``{}``)."""
+    x = model_input(model, images)
+    if is_lenet(model):
+        return model.apply({"params": params}, x), batch_stats
+    batch_stats = {} if batch_stats is None else batch_stats
+    variables = {"params": params, "batch_stats": batch_stats}
+    if not train:
+        return model.apply(variables, x), batch_stats
+    logits, updates = model.apply(
+        variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+    )
+    return logits, updates.get("batch_stats", batch_stats)
+
+
+def dropout_key(state: TrainState) -> Array:
+    """The dropout key of the state's next step (see the module docstring)."""
+    return jax.random.fold_in(jax.random.fold_in(state.key, DROPOUT_STREAM), state.step)
+
+
 def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
-    """One optimizer step on one batch; pure. Returns the new state and the batch's mean
-    cross-entropy ``loss`` and number of ``correct`` predictions."""
+    """One optimizer step on one batch; pure. Returns the new state (batch statistics
+    updated from the batch) and the batch's mean cross-entropy ``loss`` and number of
+    ``correct`` predictions."""
     images, labels = batch  # (B, 28, 28) uint8, (B,) int32
+    key = None if is_lenet(state.model) else dropout_key(state)
 
-    def loss_fn(params: Any) -> tuple[Array, Array]:
-        logits = state.model.apply({"params": params}, to_input(images))  # (B, 10)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+    def loss_fn(params: Any) -> tuple[Array, tuple[Array, Any]]:
+        logits, batch_stats = apply_model(
+            state.model, params, state.batch_stats, images, train=True, rng=key
+        )  # (B, 10)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, (logits, batch_stats)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     state = state.replace(
-        params=optax.apply_updates(state.params, updates), opt_state=opt_state, step=state.step + 1
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+        step=state.step + 1,
     )
     correct = jnp.sum(jnp.argmax(logits, axis=-1) == labels)
     return state, {"loss": loss, "correct": correct}
@@ -231,8 +317,10 @@ def evaluate(
     images: Array,
     labels: Array,
     batch_size: int = 1000,
+    batch_stats: Any = None,
 ) -> dict[str, Array]:
-    """Mean loss and accuracy over *every* example, in one jitted call.
+    """Mean loss and accuracy over *every* example, in one jitted call, the model in
+    evaluation mode (a network's batch norm on ``batch_stats``, its running statistics).
 
     The last batch is padded and masked (``data.pad_to_batches``), so all n examples count
     once each whatever ``batch_size`` is (static; clipped to n).
@@ -242,7 +330,7 @@ def evaluate(
 
     def body(totals: tuple[Array, Array], batch: tuple[Array, Array, Array]) -> Any:
         x, y, m = batch
-        logits = model.apply({"params": params}, to_input(x))  # (B, 10)
+        logits, _ = apply_model(model, params, batch_stats, x)  # (B, 10)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)  # (B,)
         correct = (jnp.argmax(logits, axis=-1) == y) & m
         return (totals[0] + jnp.sum(jnp.where(m, loss, 0.0)), totals[1] + jnp.sum(correct)), None

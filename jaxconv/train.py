@@ -43,13 +43,15 @@ from jaxconv.metrics import (
     plot_curves,
     plotting_available,
 )
-from jaxconv.models import INPUT_SHAPE, LeNet
+from jaxconv.models import LeNet
+from jaxconv.recipes import build_network, check_image_size
 from jaxconv.rundir import CreatedPaths, FollowerRecords, check_free_space, prepare_out_dir
 from jaxconv.steps import (
     LR_SCHEDULES,
     OPTIMIZERS,
     TrainState,
     evaluate,
+    input_shape,
     make_optimizer,
     named_optimizer,
     to_input,
@@ -193,7 +195,7 @@ class _Run:
             logger.info("%s is already at epoch %d: nothing to do", self.out_dir, self.start)
             return
         self.plots = cfg.plots and plotting_available() and primary
-        self.title = f"LeNet ({cfg.variant}) on Fashion-MNIST, {self.meta['optimizer']}"
+        self.title = f"{_model_title(cfg)} on Fashion-MNIST, {self.meta['optimizer']}"
         self.tb = None
         if cfg.tensorboard and primary:
             self.tb = TensorBoardLog(self.out_dir / "tensorboard")
@@ -204,7 +206,7 @@ class _Run:
             total=cfg.epochs,
             initial=self.start,
             unit="epoch",
-            desc=f"lenet-{cfg.variant}",
+            desc=f"lenet-{cfg.variant}" if cfg.is_lenet else cfg.model,
             disable=not (cfg.progress and primary),
             dynamic_ncols=True,
         )
@@ -232,7 +234,12 @@ class _Run:
             **sharding,
         ).compile()
         self.run_eval = evaluate.lower(
-            self.state.model, self.state.params, test_x, test_y, batch_size=self.cfg.eval_batch_size
+            self.state.model,
+            self.state.params,
+            test_x,
+            test_y,
+            batch_size=self.cfg.eval_batch_size,
+            batch_stats=self.state.batch_stats,
         ).compile()
         self.compile_seconds = time.perf_counter() - t0
 
@@ -248,7 +255,9 @@ class _Run:
         self.state = new_state
 
         t = time.perf_counter()
-        test_metrics = jax.device_get(self.run_eval(self.state.params, *self.test_data))
+        test_metrics = jax.device_get(
+            self.run_eval(self.state.params, *self.test_data, batch_stats=self.state.batch_stats)
+        )
         record = {
             "epoch": epoch,
             "step": int(self.state.step),
@@ -283,10 +292,18 @@ class _Run:
         )
 
 
+def _model_title(cfg: TrainConfig) -> str:
+    return f"LeNet ({cfg.variant})" if cfg.is_lenet else f"{cfg.model} ({cfg.image_size}px)"
+
+
 def _initial_state(cfg: TrainConfig, n_train: int) -> TrainState:
-    """A fresh state of the resolved ``cfg``: its LeNet, its optimizer (settings validated by
-    ``cfg.resolved()``; a cosine schedule spans every step of the run), params from its seed."""
-    model = LeNet(cfg.variant, conv_impl=cfg.conv_impl, layout=cfg.layout)
+    """A fresh state of the resolved ``cfg``: its model (LeNet, or a chapter-7 network for
+    ``image_size`` input), its optimizer (settings validated by ``cfg.resolved()``; a cosine
+    schedule spans every step of the run), variables from its seed."""
+    if cfg.is_lenet:
+        model = LeNet(cfg.variant, conv_impl=cfg.conv_impl, layout=cfg.layout)
+    else:
+        model = build_network(cfg.model, cfg.image_size)
     if isinstance(cfg.optimizer, str):
         steps = cfg.epochs * (n_train // cfg.batch_size) if cfg.lr_schedule == "cosine" else None
         tx = named_optimizer(cfg.optimizer, cfg.learning_rate, steps)
@@ -298,7 +315,7 @@ def _initial_state(cfg: TrainConfig, n_train: int) -> TrainState:
 def _check_resumable(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
     """A checkpoint of another model or optimizer cannot be continued; other differences
     (batch size, seed, ...) can, but the run is then not the uninterrupted one: warn."""
-    for key in ("variant", "optimizer"):
+    for key in ("model", "variant", "optimizer"):
         if saved.get(key) != now[key]:
             raise CheckpointError(
                 f"the checkpoint in {str(where)!r} is of {key} {saved.get(key)!r}, this run's is "
@@ -348,6 +365,10 @@ def _diverged(cfg: TrainConfig, epoch: int, loss: float, ckpts: Checkpoints) -> 
     )
 
 
+def _shapes(tree: Any) -> Any:
+    return jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), tree)
+
+
 def evaluate_checkpoint(
     path: str | Path,
     *,
@@ -361,8 +382,8 @@ def evaluate_checkpoint(
 
     ``path``: a run's out_dir, its ``checkpoints/`` folder (newest readable epoch) or one
     epoch's folder. ``verify``: check the data's digests (see ``data.load_fashion_mnist``).
-    Returns ``{"epoch", "variant", "test_loss", "test_acc", "examples",
-    "checkpoint"}``.
+    Returns ``{"epoch", "model", "variant", "test_loss", "test_acc", "examples",
+    "checkpoint"}`` (``variant`` None for a chapter-7 network).
 
     Raises:
       CheckpointError: nothing readable there, or params that do not fit the recorded model.
@@ -371,27 +392,35 @@ def evaluate_checkpoint(
     directory, epoch = resolve(path)
     with Checkpoints(directory, read_only=True) as ckpts:
         raw, meta, epoch = ckpts.restore(None, epoch)
+    where = f"checkpoint {directory}/{epoch}"
     try:
-        model = LeNet(meta["variant"], conv_impl=meta.get("conv_impl"))
+        name = meta["model"]
+        if name == "LeNet":
+            model = LeNet(meta["variant"], conv_impl=meta.get("conv_impl"))
+            label = f"LeNet({meta['variant']!r})"
+        else:
+            size = check_image_size(name, meta["image_size"])
+            model, label = build_network(name, size), f"{name} at {size}px"
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {directory}/{epoch} has bad metadata: {err}") from None
-    expected = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(INPUT_SHAPE))
-    params = raw.get("params") if isinstance(raw, dict) else None
-    shapes = jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), params)
-    if params is None or shapes != jax.tree.map(
-        lambda a: (tuple(a.shape), str(a.dtype)), expected["params"]
+        raise CheckpointError(f"{where} has bad metadata: {err}") from None
+    expected = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(input_shape(model)))
+    raw = raw if isinstance(raw, dict) else {}
+    params, batch_stats = raw.get("params"), raw.get("batch_stats") or {}
+    if _shapes(params) != _shapes(expected["params"]) or _shapes(batch_stats) != _shapes(
+        dict(expected.get("batch_stats", {}))
     ):
-        raise CheckpointError(
-            f"checkpoint {directory}/{epoch} does not hold LeNet({meta['variant']!r}) params"
-        )
+        raise CheckpointError(f"{where} does not hold {label} variables")
     if dataset is None:
         ds = data_lib.load_fashion_mnist(data_dir, verify=verify, test_subset=test_subset)
     else:
         ds = data_lib.subset(dataset, None, test_subset, names=("train_subset", "test_subset"))
     test_x, test_y = data_lib.to_device(ds.test)
-    metrics = jax.device_get(evaluate(model, params, test_x, test_y, batch_size=batch_size))
+    metrics = jax.device_get(
+        evaluate(model, params, test_x, test_y, batch_size=batch_size, batch_stats=batch_stats)
+    )
     return {
         "epoch": epoch,
+        "model": "lenet" if name == "LeNet" else name,
         "variant": meta["variant"],
         "test_loss": float(metrics["loss"]),
         "test_acc": float(metrics["accuracy"]),

@@ -149,9 +149,11 @@ def test_train_help_shows_every_flag_with_help_and_defaults(capsys):
     )
     for action in train._actions:
         assert action.help, action.option_strings  # every flag says what it does
-    for flag, default in (("--batch-size", 256), ("--seed", 0), ("--optimizer", "adam"),
-                          ("--epochs", 10), ("--variant", "modern")):  # fmt: skip
+    for flag, default in (("--seed", 0), ("--epochs", 10), ("--variant", "modern"),
+                          ("--model", "lenet")):  # fmt: skip
         assert f"(default: {default})" in out.split(flag + " ", 1)[1].split(" --", 1)[0], flag
+    for flag, default in (("--batch-size", "lenet 256"), ("--optimizer", "lenet adam")):
+        assert f"(default: the model's: {default}" in out.split(flag + " ", 1)[1], flag
     lr_help = out.split("--lr LR ", 1)[1].split(" --lr-schedule", 1)[0]
     assert "constant" in lr_help and "cosine" in lr_help and "adam 0.003" in lr_help
 

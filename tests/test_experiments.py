@@ -64,6 +64,8 @@ def test_every_section_has_a_script():
         "00_from_dense_to_conv", "01_cross_correlation", "02_learning_a_kernel",
         "03_convolution_vs_correlation", "04_receptive_field", "05_padding_and_stride",
         "06_channels", "07_pooling", "08_lenet",
+        "09_alexnet", "10_vgg", "11_nin", "12_googlenet", "13_batch_norm", "14_resnet",
+        "15_densenet",
     ]  # fmt: skip
 
 

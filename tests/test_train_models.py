@@ -1,0 +1,272 @@
+"""``jaxconv train --model NAME``: the chapter-7 networks through jaxconv.train.
+
+Every network trains one epoch on a tiny subset of the real Fashion-MNIST at the smallest
+image size it accepts (its recipe's ``min_size``); the recipes table is checked against the
+book's numbers and against the networks' own flatten and pool arithmetic; a batch-norm run
+resumes bit-identically and trains alike on 1 and 2 devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxconv import data, networks
+from jaxconv.checkpoint import CHECKPOINT_DIR, Checkpoints
+from jaxconv.cli import main
+from jaxconv.recipes import RECIPES, build_network
+from jaxconv.steps import model_input
+from jaxconv.train import TrainConfig, evaluate_checkpoint, fit
+
+N_TRAIN, N_TEST, BATCH = 32, 16, 16
+
+
+@pytest.fixture(scope="module")
+def ds():
+    try:
+        full = data.load_fashion_mnist()
+    except data.DataNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST not installed: {err}")
+    return data.subset(full, 64, 32)
+
+
+def run(ds, out_dir, **overrides):
+    settings = dict(epochs=1, batch_size=BATCH, out_dir=out_dir, progress=False, plots=False)
+    n_train = overrides.pop("n_train", N_TRAIN)
+    n_test = overrides.pop("n_test", N_TEST)
+    return fit(TrainConfig(**{**settings, **overrides}), dataset=data.subset(ds, n_train, n_test))
+
+
+def leaves_equal(a, b) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def test_recipes_are_the_books():
+    book = {  # d2l 7.x: lr, batch size, resize (SGD, 10 epochs, constant rate)
+        "alexnet": (0.01, 128, 224),
+        "vgg11": (0.05, 128, 224),
+        "vgg11_small": (0.05, 128, 224),
+        "nin": (0.1, 128, 224),
+        "googlenet": (0.1, 128, 96),
+        "lenet_bn": (1.0, 256, 28),
+        "resnet18": (0.05, 256, 96),
+        "densenet": (0.1, 256, 96),
+    }
+    assert set(RECIPES) == {"lenet", *book}
+    for name, (lr, batch, size) in book.items():
+        cfg = TrainConfig(model=name).resolved()
+        got = (cfg.optimizer, cfg.learning_rate, cfg.batch_size, cfg.image_size, cfg.epochs)
+        assert got == ("sgd", lr, batch, size, 10), name
+        assert cfg.lr_schedule == "constant" and str(cfg.out_dir) == f"runs/{name}"
+        assert cfg.meta()["model"] == name and cfg.meta()["image_size"] == size
+    # LeNet keeps its defaults: Adam 3e-3 cosine (modern), SGD 0.9 constant (classic)
+    lenet = TrainConfig().resolved()
+    assert (lenet.model, lenet.optimizer, lenet.learning_rate, lenet.batch_size) == (
+        "lenet", "adam", 3e-3, 256,
+    )  # fmt: skip
+    assert lenet.lr_schedule == "cosine" and lenet.meta()["model"] == "LeNet"
+    # The model's rate goes with its optimizer; another optimizer takes its own default
+    assert TrainConfig(model="resnet18", optimizer="adam").resolved().learning_rate == 3e-3
+    assert TrainConfig(model="resnet18", optimizer="sgd").resolved().learning_rate == 0.05
+    assert TrainConfig(model="resnet18", learning_rate=0.2).resolved().learning_rate == 0.2
+    # vgg11_small is the book's quarter-width VGG-11
+    small = build_network("vgg11_small", 224)
+    assert small == networks.vgg11(conv_arch=networks.VGG11_SMALL).clone(
+        example_input_shape=(1, 1, 224, 224)
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in RECIPES if n != "lenet"])
+def test_image_size_limits_are_the_networks(name):
+    """min_size and max_size are where the network starts and stops accepting input."""
+    recipe = RECIPES[name]
+    model = build_network(name, recipe.image_size)
+
+    def trace(size):
+        shape = jax.ShapeDtypeStruct((2, 1, size, size), jnp.float32)
+        return jax.eval_shape(model.init, jax.random.key(0), shape)
+
+    trace(recipe.min_size)
+    trace(recipe.image_size)
+    if recipe.min_size > 1:
+        with pytest.raises(ValueError):
+            trace(recipe.min_size - 1)
+    if recipe.max_size is not None:
+        trace(recipe.max_size)
+        with pytest.raises(ValueError):
+            trace(recipe.max_size + 1)
+
+
+def cli_error(argv):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model": "resnet"}, r"model must be one of \('lenet', 'alexnet'"),
+        ({"model": "alexnet", "image_size": 96}, r"image_size must be 193..224 for alexnet"),
+        ({"model": "alexnet", "image_size": 225}, r"image_size must be 193..224 .* got 225"),
+        ({"model": "nin", "image_size": 28}, r"at least 67 .* smallest accepted is 67, got 28"),
+        ({"model": "densenet", "image_size": 0}, "smallest accepted is 29"),
+        ({"model": "lenet", "image_size": 96}, "image_size must be 28 for lenet"),
+        ({"model": "lenet_bn", "image_size": 2.5}, "image_size"),
+    ],
+)
+def test_bad_model_settings_fail_before_training(tmp_path, overrides, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        fit(TrainConfig(out_dir=tmp_path / "run", **overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_names_the_flags(tmp_path):
+    status, err = cli_error(["train", "--model", "nin", "--image-size", "28", "--quiet"])
+    assert status == 2
+    assert "--image-size must be at least 67 for nin" in err and "smallest accepted is 67" in err
+    status, err = cli_error(["train", "--model", "resnet"])
+    assert status == 2 and "--model" in err and "invalid choice" in err
+
+
+def test_images_are_resized_as_torch_resizes(torch):
+    """Bilinear with half-pixel centres (torchvision's Resize on an upsampled image) after
+    x / 255 (ToTensor), NCHW."""
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    for size in (28, 67, 96):
+        x = np.asarray(model_input(build_network("densenet", 96).clone(
+            example_input_shape=(1, 1, size, size)), jnp.asarray(images)))  # fmt: skip
+        ref = torch.nn.functional.interpolate(
+            torch.from_numpy(images.astype(np.float64) / 255)[:, None],
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+        ).numpy()
+        assert x.shape == (3, 1, size, size) and x.dtype == np.float32
+        np.testing.assert_allclose(x, ref, atol=5e-6)  # float32 weights; a half-pixel shift is ~0.1
+
+
+# --------------------------------------------------------------------------- training
+
+
+# name -> (training examples, batch): full-width VGG-11 (129M parameters) on a handful only
+_TINY = {"vgg11": (4, 2), "vgg11_small": (16, 8), "alexnet": (16, 8)}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_one_epoch_of_every_model_at_its_smallest_size(ds, tmp_path, name):
+    n_train, batch = _TINY.get(name, (N_TRAIN, BATCH))
+    size = RECIPES[name].min_size
+    out = tmp_path / name
+    result = run(
+        ds, out, model=name, image_size=size, n_train=n_train, n_test=4, batch_size=batch,
+        max_checkpoints=1,  # the free-space check asks room for this many (VGG-11: 0.5 GB each)
+    )  # fmt: skip
+    record = result.history[-1]
+    assert math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])
+    assert int(result.state.step) == n_train // batch
+    has_bn = name in ("lenet_bn", "resnet18", "densenet")
+    assert bool(jax.tree.leaves(result.state.batch_stats)) == has_bn
+    # the checkpoint holds the whole state, batch statistics included
+    with Checkpoints(out / CHECKPOINT_DIR, read_only=True) as ckpts:
+        saved, meta, epoch = ckpts.restore(None)
+    assert epoch == 1 and meta["image_size"] == size
+    leaves_equal(saved["params"], jax.device_get(result.state.params))
+    leaves_equal(saved.get("batch_stats") or {}, jax.device_get(result.state.batch_stats))
+    # and evaluates in eval mode to the run's own test numbers
+    evaluated = evaluate_checkpoint(out, dataset=data.subset(ds, None, 4))
+    assert evaluated["model"] == name
+    np.testing.assert_allclose(evaluated["test_loss"], record["test_loss"], rtol=1e-6)
+    shutil.rmtree(out)  # VGG-11's checkpoint alone is 0.5 GB: keep no copy in pytest's tmp
+
+
+def test_batch_norm_changes_the_statistics_and_eval_uses_them(ds, tmp_path):
+    result = run(ds, tmp_path, model="lenet_bn")
+    stats = result.state.batch_stats["1"]
+    assert int(stats["num_batches_tracked"]) == N_TRAIN // BATCH
+    assert not np.allclose(stats["running_mean"], 0) and not np.allclose(stats["running_var"], 1)
+
+
+def test_resume_of_a_batch_norm_run_is_bit_identical(ds, tmp_path):
+    whole = run(ds, tmp_path / "whole", model="lenet_bn", epochs=2)
+    run(ds, tmp_path / "parts", model="lenet_bn", epochs=1)
+    parts = run(ds, tmp_path / "parts", model="lenet_bn", epochs=2, resume=True)
+    assert parts.epochs_trained == 1 and int(parts.state.step) == int(whole.state.step)
+    leaves_equal(jax.device_get(parts.state.params), jax.device_get(whole.state.params))
+    leaves_equal(jax.device_get(parts.state.batch_stats), jax.device_get(whole.state.batch_stats))
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert [[r[k] for k in keys] for r in parts.history] == [
+        [r[k] for k in keys] for r in whole.history
+    ]
+
+
+def test_a_dropout_run_repeats_bit_for_bit(ds, tmp_path):
+    """AlexNet's dropout masks come from the state's key: the same seed, the same run."""
+    kwargs = dict(model="alexnet", image_size=193, n_train=16, batch_size=8, n_test=4)
+    a = run(ds, tmp_path / "a", **kwargs)
+    b = run(ds, tmp_path / "b", **kwargs)
+    leaves_equal(jax.device_get(a.state.params), jax.device_get(b.state.params))
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+
+
+# --------------------------------------------------------------------------- two devices
+
+_CHILD = """
+import json, sys
+import jax
+from jaxconv import data
+from jaxconv.train import TrainConfig, fit
+assert jax.device_count() == 2, jax.devices()
+ds = data.subset(data.load_fashion_mnist(), 64, 32)
+out = {}
+for n in (1, 2):
+    r = fit(TrainConfig(model="lenet_bn", epochs=2, batch_size=16, devices=n,
+                        out_dir=f"{sys.argv[1]}/d{n}", progress=False, plots=False), dataset=ds)
+    state = jax.device_get((r.state.params, r.state.batch_stats))
+    out[n] = {"history": [[h["train_loss"], h["test_loss"]] for h in r.history],
+              "leaves": [x.tolist() for x in jax.tree.leaves(state)]}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_batch_norm_on_two_devices_trains_as_on_one(ds, tmp_path):
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    out = json.loads(line[len("RESULT") :])
+    one, two = out["1"], out["2"]
+    np.testing.assert_allclose(two["history"], one["history"], rtol=1e-5)
+    # Params and running statistics: SGD at the book's rate 1.0 carries the float32 sums'
+    # other order to a few 1e-4 of a leaf's scale over 8 steps (a wrong all-reduce or
+    # per-device statistics would differ by the whole update).
+    for a, b in zip(one["leaves"], two["leaves"], strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() <= 1e-3 * max(np.abs(a).max(), 1e-3)
