@@ -3,7 +3,9 @@
 A checkpoint directory holds one sub-directory per saved epoch (``<dir>/3``), each with two
 items: ``state`` (the train state pytree: params, optimizer state, RNG key, epoch, step) and
 ``meta`` (JSON: the run's settings, enough to rebuild the model, and the SHA-256 of the state,
-checked on restore: orbax's array chunks carry no checksum). Orbax writes a step into
+checked on restore: orbax's array chunks carry no checksum). A state field added since a
+checkpoint was written restores as the target's when it is empty for the model (LeNet's
+``batch_stats``), so older checkpoints of such a model still resume. Orbax writes a step into
 ``<dir>/<epoch>.orbax-checkpoint-tmp`` and renames it when complete, so a crash mid-write
 leaves the previous checkpoints as they were and no half-written step is ever listed.
 
@@ -85,8 +87,10 @@ def _fit_to_saved(target: Any, saved: Mapping[str, Any]) -> tuple[Any, dict[str,
         entries = dict(target)
     else:
         return target, {}
+    if not isinstance(saved, Mapping):
+        return target, {}
     absent = {k: v for k, v in entries.items() if k not in saved and not jax.tree.leaves(v)}
-    if not absent or not isinstance(saved, Mapping):
+    if not absent:
         return target, {}
     return {k: v for k, v in entries.items() if k not in absent}, absent
 
