@@ -3,7 +3,9 @@
 A checkpoint directory holds one sub-directory per saved epoch (``<dir>/3``), each with two
 items: ``state`` (the train state pytree: params, optimizer state, RNG key, epoch, step) and
 ``meta`` (JSON: the run's settings, enough to rebuild the model, and the SHA-256 of the state,
-checked on restore: orbax's array chunks carry no checksum). Orbax writes a step into
+checked on restore: orbax's array chunks carry no checksum). A state field added since a
+checkpoint was written restores as the target's when it is empty for the model (LeNet's
+``batch_stats``), so older checkpoints of such a model still resume. Orbax writes a step into
 ``<dir>/<epoch>.orbax-checkpoint-tmp`` and renames it when complete, so a crash mid-write
 leaves the previous checkpoints as they were and no half-written step is ever listed.
 
@@ -14,6 +16,7 @@ Restoring the newest epoch falls back to the one before when it cannot be read (
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -62,6 +65,34 @@ def state_digest(state: Any) -> str:
         digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def _fit_to_saved(target: Any, saved: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``(restore target, entries to put back)``: ``target`` less its top-level entries that
+    the checkpoint does not hold and that have no leaf.
+
+    Such an entry is a field added to the state after the checkpoint was written, empty for
+    this model (``batch_stats`` is ``{}`` for LeNet): orbax refuses a target whose tree
+    differs from the saved one even by an empty node, so it is left out of the restore and
+    put back as it is. A missing entry with leaves still fails the restore. ``target`` is a
+    mapping or a dataclass (a :class:`jaxconv.steps.TrainState`: its pytree fields); any other
+    target is used as it is.
+    """
+    if dataclasses.is_dataclass(target):
+        fields = dataclasses.fields(target)
+        entries = {
+            f.name: getattr(target, f.name) for f in fields if f.metadata.get("pytree_node", True)
+        }
+    elif isinstance(target, Mapping):
+        entries = dict(target)
+    else:
+        return target, {}
+    if not isinstance(saved, Mapping):
+        return target, {}
+    absent = {k: v for k, v in entries.items() if k not in saved and not jax.tree.leaves(v)}
+    if not absent:
+        return target, {}
+    return {k: v for k, v in entries.items() if k not in absent}, absent
 
 
 def _one_line(err: BaseException, limit: int = 200) -> str:
@@ -175,9 +206,12 @@ class Checkpoints:
                     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
                 )
             )
+            absent: dict[str, Any] = {}
         else:
+            saved = self._manager.item_metadata(epoch)["state"].tree
+            fitted, absent = _fit_to_saved(target, saved)
             state_args = ocp.args.StandardRestore(
-                jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+                jax.tree.map(ocp.utils.to_shape_dtype_struct, fitted)
             )
         restored = self._manager.restore(
             epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore())
@@ -186,7 +220,14 @@ class Checkpoints:
         expected = meta.pop(DIGEST_KEY, None)  # None: saved before digests were stored
         if expected is not None and state_digest(restored.state) != expected:
             raise CheckpointError("the restored state's SHA-256 differs from the one saved")
-        return restored.state, meta
+        state = restored.state
+        if absent:  # absent entries have no leaf: the digest is the same with or without them
+            restored_entries = {**state, **absent}
+            if dataclasses.is_dataclass(target):
+                state = dataclasses.replace(target, **restored_entries)
+            else:
+                state = restored_entries
+        return state, meta
 
     def restore(
         self, target: Any | None = None, epoch: int | None = None, *, quarantine: bool = False
