@@ -50,16 +50,24 @@ SHUFFLE_LAYOUTS = tuple(name for name in LAYOUT_KERNELS if len(name) == 4 and na
 # --- unfold / fold ----------------------------------------------------------------------------
 
 
+def _pair_arg(value: Any, name: str) -> Any:
+    """torch's unfold/fold take an int or a pair, never a 1-sequence (which its other ops
+    repeat per axis): refuse it as torch does, then normalise as every op."""
+    if isinstance(value, tuple | list) and len(value) == 1:
+        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+    return value
+
+
 def _blocks_geometry(
     size: tuple[int, ...], kernel_size: Any, dilation: Any, padding: Any, stride: Any
 ) -> WindowGeometry:
     """The sliding blocks of a (N, C, H, W) array of spatial ``size``: the geometry of a
     stride/padding/dilation conv window, blocks ``L = OH * OW`` with
     ``OH = floor((H + pt + pb - (dh*(kh-1)+1)) / sh) + 1``."""
-    kernel = positive_tuple(kernel_size, 2, "kernel_size")
-    dil = positive_tuple(dilation, 2, "dilation")
-    pads = padding_sides(padding, 2, "padding")
-    strides = positive_tuple(stride, 2, "stride")
+    kernel = positive_tuple(_pair_arg(kernel_size, "kernel_size"), 2, "kernel_size")
+    dil = positive_tuple(_pair_arg(dilation, "dilation"), 2, "dilation")
+    pads = padding_sides(_pair_arg(padding, "padding"), 2, "padding")
+    strides = positive_tuple(_pair_arg(stride, "stride"), 2, "stride")
     out = conv_output_size(size, kernel, strides, pads, dil)
     return WindowGeometry("NCHW", (2, 3), size, kernel, strides, pads, dil, out)
 
@@ -137,7 +145,7 @@ def fold(
     unbatched = check_rank(cols, "input", (2, 3)) == 2
     check_floating(cols, "input")
     _check_nonempty(cols, 0 if unbatched else 1, "input")
-    size = positive_tuple(output_size, 2, "output_size")
+    size = positive_tuple(_pair_arg(output_size, "output_size"), 2, "output_size")
     geom = _blocks_geometry(size, kernel_size, dilation, padding, stride)
     taps = geom.kernel[0] * geom.kernel[1]
     rows, blocks = cols.shape[-2:]

@@ -55,10 +55,11 @@ OPS: dict[str, tuple[tuple[str, str], ...]] = {
 #: The most samples checked per op in each dtype (every k-th of torch's list, split between
 #: the op's variants):
 #: float64 samples check values and input gradients, float32 samples values.
-PER_DTYPE = {"float64": 12, "float32": 6}
+PER_DTYPE = {"float64": 8, "float32": 4}
 DTYPES = tuple(PER_DTYPE)
-#: Tolerances against torch, per dtype (torch's float32 kernels sum in another order).
-TOLERANCE = {"float64": 1e-10, "float32": 2e-5}
+#: Tolerances against torch, per dtype (torch's float32 kernels sum in another order; a 3-D
+#: transposed conv sums hundreds of products per output).
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
 #: Known failures, by test id: the reason. Delete an entry once the op is fixed (strict: an
 #: entry that passes fails the run).
