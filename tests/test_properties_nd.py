@@ -100,12 +100,13 @@ def draw_ints(draw: Any, nd: int, lo: int, hi: int) -> tuple[int, ...]:
     return tuple(draw(st.integers(lo, hi)) for _ in range(nd))
 
 
-def spell(draw: Any, values: tuple[int, ...]) -> Any:
+def spell(draw: Any, values: tuple[int, ...], single: bool = True) -> Any:
     """``values`` (one int per spatial axis) in a spelling drawn among those torch accepts for
-    it: a tuple, a list, and where all are equal an int or a 1-tuple."""
+    it: a tuple, a list, and where all are equal an int or (``single``: not for unfold/fold,
+    which torch refuses it for) a 1-tuple."""
     forms: list[Any] = [tuple(values), list(values)]
     if len(set(values)) == 1:
-        forms += [values[0], (values[0],)]
+        forms += [values[0], (values[0],)] if single else [values[0]]
     return draw(st.sampled_from(forms))
 
 
@@ -274,8 +275,8 @@ def fold_cases(draw: Any) -> dict[str, Any]:
     lo = [max(1, d[a] * (k[a] - 1) + 1 - 2 * p[a]) for a in range(2)]
     size = tuple(draw(st.integers(lo[a], lo[a] + 4)) for a in range(2))
     return dict(size=size, batch=draw(st.sampled_from([None, 1, 2])), c=draw(st.integers(1, 2)),
-                geometry=dict(kernel_size=spell(draw, k), dilation=spell(draw, d),
-                              padding=spell(draw, p), stride=spell(draw, s)),
+                geometry=dict(kernel_size=spell(draw, k, False), dilation=spell(draw, d, False),
+                              padding=spell(draw, p, False), stride=spell(draw, s, False)),
                 dtype=draw(dtypes), seed=draw(seeds), jitted=draw(st.booleans()))  # fmt: skip
 
 
@@ -503,7 +504,7 @@ def test_shape_unfold_fold_pixel_shuffle_are_torchs_or_both_refuse(data):
         size, k = draw_ints(draw, 2, 1, 6), draw_ints(draw, 2, 1, 4)
         d, p, s = draw_ints(draw, 2, 1, 3), draw_ints(draw, 2, 0, 2), draw_ints(draw, 2, 1, 3)
         geometry = dict(kernel_size=k, dilation=d, padding=p, stride=s)
-        spelled = {name: spell(draw, v) for name, v in geometry.items()}
+        spelled = {name: spell(draw, v, single=False) for name, v in geometry.items()}
         if op == "unfold":
             shape = x_shape("NCHW", batch, 2, size)
             want = torch_shape(lambda: F.unfold(torch.zeros(shape), **geometry))
@@ -513,7 +514,8 @@ def test_shape_unfold_fold_pixel_shuffle_are_torchs_or_both_refuse(data):
             blocks = draw(st.integers(1, 12))
             shape = (rows, blocks) if batch is None else (batch, rows, blocks)
             want = torch_shape(lambda: F.fold(torch.zeros(shape), size, **geometry))
-            got = jax_shape(lambda x: jaxconv.fold(x, spell(draw, size), **spelled), shape)
+            size_spelled = spell(draw, size, single=False)
+            got = jax_shape(lambda x: jaxconv.fold(x, size_spelled, **spelled), shape)
     else:
         r = draw(st.integers(1, 3))
         c, h, w = draw(st.integers(1, 9)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
