@@ -17,6 +17,26 @@ from jaxconv.nn._common import Array, ntuple, positive, torch_bias_init, torch_w
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+def _check_channels_and_window(layer: nn.Module) -> str:
+    """Construction checks every conv layer shares (channels, groups, kernel, stride,
+    dilation), raising ValueError/TypeError as torch.nn refuses them; returns the layer's
+    class name for the caller's own messages."""
+    name = type(layer).__name__
+    for arg in ("in_channels", "out_channels", "groups"):
+        if as_int(getattr(layer, arg), arg) < 1:
+            raise ValueError(f"{name}: {arg} must be >= 1, got {getattr(layer, arg)}")
+    for arg in ("in_channels", "out_channels"):
+        if getattr(layer, arg) % layer.groups:
+            raise ValueError(
+                f"{name}: {arg} ({getattr(layer, arg)}) must be divisible by groups "
+                f"({layer.groups})"
+            )
+    positive(layer.kernel_size, layer._nd, "kernel_size")
+    positive(layer.stride, layer._nd, "stride")
+    positive(layer.dilation, layer._nd, "dilation")
+    return name
+
+
 class _ConvNd(nn.Module):
     """torch.nn.ConvNd on jaxconv's functional conv. Input (N, C_in, *spatial) or unbatched
     (C_in, *spatial); output (N, C_out, *out). Parameters ``weight`` (C_out, C_in // groups,
@@ -38,19 +58,7 @@ class _ConvNd(nn.Module):
     _op: ClassVar[Callable[..., Array]]  # (x, w, b, *, stride, padding, dilation, groups)
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        for arg in ("in_channels", "out_channels", "groups"):
-            if as_int(getattr(self, arg), arg) < 1:
-                raise ValueError(f"{name}: {arg} must be >= 1, got {getattr(self, arg)}")
-        for arg in ("in_channels", "out_channels"):
-            if getattr(self, arg) % self.groups:
-                raise ValueError(
-                    f"{name}: {arg} ({getattr(self, arg)}) must be divisible by groups "
-                    f"({self.groups})"
-                )
-        positive(self.kernel_size, self._nd, "kernel_size")
-        positive(self.stride, self._nd, "stride")
-        positive(self.dilation, self._nd, "dilation")
+        name = _check_channels_and_window(self)
         if self.padding_mode not in _PADDING_MODES:
             raise ValueError(
                 f"{name}: padding_mode must be one of {tuple(_PADDING_MODES)}, "
@@ -159,19 +167,7 @@ class _ConvTransposeNd(nn.Module):
     _op: ClassVar[Callable[..., Array]]
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        for arg in ("in_channels", "out_channels", "groups"):
-            if as_int(getattr(self, arg), arg) < 1:
-                raise ValueError(f"{name}: {arg} must be >= 1, got {getattr(self, arg)}")
-        for arg in ("in_channels", "out_channels"):
-            if getattr(self, arg) % self.groups:
-                raise ValueError(
-                    f"{name}: {arg} ({getattr(self, arg)}) must be divisible by groups "
-                    f"({self.groups})"
-                )
-        positive(self.kernel_size, self._nd, "kernel_size")
-        positive(self.stride, self._nd, "stride")
-        positive(self.dilation, self._nd, "dilation")
+        name = _check_channels_and_window(self)
         if self.padding_mode != "zeros":
             raise ValueError(
                 f'{name}: only padding_mode="zeros" is supported, got {self.padding_mode!r}'
