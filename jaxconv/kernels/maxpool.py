@@ -9,7 +9,9 @@ maximum in scan order among the taps inside the input, ties included), so gradie
 PyTorch's index-based backward, in forward and reverse mode, in any number of spatial axes.
 ``return_indices`` scans the same way. On XLA:CPU, 2-D windows that tile the input (stride =
 kernel, no dilation: LeNet's 2x2 pools) pick the same element with reduce_windows instead,
-which stays fast inside a training loop (``_max_pool_tiled_jvp``).
+which stays fast inside a training loop (``_max_pool_tiled_jvp``). Other windows on XLA:CPU
+(overlapping ones: ResNet's 3x3 stride 2) store each window's selected tap number once
+(:mod:`~jaxconv.kernels.stored`) and let the tangent pick that tap; the same selection.
 """
 
 from __future__ import annotations
