@@ -6,14 +6,17 @@ jaxconv against PyTorch eager and plain JAX/Flax, per op and per LeNet epoch.
     jaxconv bench --section epoch --json out.json
     jaxconv bench --section family                 # transposed, depthwise, wide, 1-D, 3-D convs
     jaxconv bench --section opset                  # every op of the conv/pool family, 1-D to 3-D
+    jaxconv bench --section resnet --profile       # the book's ResNet-18 train step, and by op
     jaxconv bench --device gpu --profile --gpu-sweep   # the whole GPU benchmark, one command
 
 Sections: ``ops`` (conv2d and pooling, fwd and fwd+bwd, per jaxconv path, against PyTorch;
 conv fwd+bwd inside lax.scan; the chapter's manual paths against lax), ``epoch`` (a modern
 LeNet epoch: PyTorch's book loop, plain Flax per step and in lax.scan, jaxconv's
 train_epoch; and the floor the machine's peaks put under it), ``all`` (ops and epoch: the
-default run), ``family`` (the conv family past LeNet, apart) and ``opset`` (every conv,
-pooling, unpooling, fold and pixel-shuffle op in 1-D, 2-D and 3-D, apart). Every contender
+default run), ``family`` (the conv family past LeNet, apart), ``opset`` (every conv,
+pooling, unpooling, fold and pixel-shuffle op in 1-D, 2-D and 3-D, apart) and ``resnet``
+(the book's ResNet-18 training step: PyTorch, jaxconv, plain Flax; with ``--profile``, its
+time by kind of op instead of the LeNet epoch's profile). Every contender
 is compiled first (compile time apart); the contenders of a row take turns in a rotating
 order; a time is the median over rounds, a ratio the median over rounds of contender /
 baseline. The load average before and after is printed: above the core count, read the
@@ -32,7 +35,7 @@ from typing import Any
 from jaxconv.bench.contenders import EPOCH_ROWS
 from jaxconv.bench.sections.sweep import GPU_SWEEP_BUDGET_S
 
-SECTIONS = ("ops", "epoch", "all", "family", "opset")
+SECTIONS = ("ops", "epoch", "all", "family", "opset", "resnet")
 CPU_EPOCH_STEPS = 40  # timed per epoch round on CPU, scaled to a full epoch
 QUICK_BATCH = 32
 
@@ -45,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=SECTIONS,
         default="all",
         help="all: ops and epoch (default); family: the conv family past LeNet; "
-        "opset: every conv/pool/fold op of torch.nn.functional's family, 1-D to 3-D",
+        "opset: every conv/pool/fold op of torch.nn.functional's family, 1-D to 3-D; "
+        "resnet: the book's ResNet-18 train step",
     )
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument(
@@ -85,7 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, default=None, help="write every row and the metadata here")
     p.add_argument(
-        "--profile", action="store_true", help="also profile a jaxconv epoch: time per step by op"
+        "--profile",
+        action="store_true",
+        help="also profile a jaxconv epoch (with --section resnet: the ResNet-18 step) by op",
     )
     p.add_argument("--no-tables", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-floor", action="store_true", help=argparse.SUPPRESS)

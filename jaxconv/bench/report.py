@@ -24,7 +24,7 @@ SAME = 0.005
 class Row:
     """One timed contender of one benchmark line (what ``--json`` writes)."""
 
-    table: str  # "ops", "scan", "manual", "family", "opset", "epoch", "floor", "profile", "sweep"
+    table: str  # "ops", "scan", "manual", "family", "opset", "resnet", "epoch", "floor", ...
     case: str  # e.g. "conv LeNet conv2 256x6x14x14 -> 16, 5x5"
     passes: str  # "fwd", "fwd+bwd", "epoch"
     contender: str
@@ -57,6 +57,10 @@ TABLES: dict[str, tuple[str, str]] = {
         "jaxconv and plain JAX where it has the op; ratio to PyTorch",
         "speed",
     ),
+    "resnet": (
+        "The book's ResNet-18 train step (forward, backward, Adam); ratio to PyTorch eager",
+        "speed",
+    ),
     "epoch": (
         "LeNet epoch (seconds per epoch, compile apart); ratio to PyTorch's book loop",
         "speed",
@@ -66,7 +70,11 @@ TABLES: dict[str, tuple[str, str]] = {
         "peak, activation bytes / read speed); share = floor / time",
         "share",
     ),
-    "profile": ("Profile of a jaxconv epoch: time per step by op; share of busy time", "share"),
+    "profile": (
+        "Profile of a jaxconv epoch or ResNet-18 step: time per step by op or kind of op; "
+        "share of busy time",
+        "share",
+    ),
     "sweep": ("GPU sweep: epoch rows per XLA_FLAGS set (each a fresh process)", "speed"),
 }
 

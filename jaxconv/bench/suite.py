@@ -60,7 +60,7 @@ def make_setup(args: Any) -> Setup:
 
 def run_sections(setup: Setup) -> list[Row]:
     """Every section ``setup.args`` asks for, in the order of the tables."""
-    from jaxconv.bench.sections import epoch, family, ops, opset, profile, sweep
+    from jaxconv.bench.sections import epoch, family, ops, opset, profile, resnet, sweep
 
     args = setup.args
     rows: list[Row] = []
@@ -82,6 +82,9 @@ def run_sections(setup: Setup) -> list[Row]:
             if not case.op.startswith(prefixes):
                 continue
             rows += guarded("opset", case.label(), opset.bench_case, case, setup)
+    if args.section == "resnet":
+        log("resnet")
+        rows += guarded("resnet", "ResNet-18 step", resnet.bench_resnet, setup)
     if args.section in ("epoch", "all"):
         log("epoch")
         epoch_rows = guarded("epoch", "LeNet epoch", epoch.bench_epoch, setup)
@@ -89,7 +92,10 @@ def run_sections(setup: Setup) -> list[Row]:
         if not args.no_floor:
             log("machine peaks")
             rows += guarded("floor", "peaks", epoch.bench_floor, setup, epoch_rows)
-    if args.profile:
+    if args.profile and args.section == "resnet":
+        log("profile: ResNet-18 step")
+        rows += guarded("profile", "ResNet-18 profile", resnet.bench_resnet_profile, setup)
+    elif args.profile:
         log("profile")
         rows += guarded("profile", "profile", profile.bench_profile, setup)
     if args.gpu_sweep:

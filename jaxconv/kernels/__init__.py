@@ -13,6 +13,8 @@ One job per module:
   row blocks).
 - :mod:`~jaxconv.kernels.maxpool`: max pooling's values, derivative (N-D, and tiled 2-D) and
   indices.
+- :mod:`~jaxconv.kernels.stored`: a value XLA:CPU computes once and stores (max pooling's
+  selection) instead of recomputing it inside every consumer.
 
 Measurements behind the choices are in docs/BENCHMARKS.md.
 """

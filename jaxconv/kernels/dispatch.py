@@ -15,7 +15,9 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   channels the batch-last rule (:mod:`~jaxconv.kernels.batch_last`; wide CHWN layers take the
   NHWC rule between transposes); lax for geometries it does not cover.
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
-  (:mod:`~jaxconv.kernels.maxpool`).
+  (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
+  ResNet's 3x3 stride 2) stores each window's selected tap on CPU
+  (:mod:`~jaxconv.kernels.stored`).
 - Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`).
 """
 
@@ -107,6 +109,13 @@ def use_tiled_max_pool(geom: WindowGeometry) -> bool:
     """Whether max pooling's derivative takes the tiled rule: tiling 2-D windows on XLA:CPU,
     where it stays fast inside a training loop (the rule is written for two spatial axes)."""
     return len(geom.kernel) == 2 and tiles(geom) and current_backend() == "cpu"
+
+
+def stores_max_pool_selection() -> bool:
+    """Whether max pooling's general derivative stores the tap each window selects
+    (:func:`~jaxconv.kernels.stored.stored`) rather than leave XLA to recompute it in the
+    gradient loop: on XLA:CPU, where that loop otherwise repeats the selection per tap."""
+    return current_backend() == "cpu"
 
 
 def default_layout(backend: str | None = None) -> str:

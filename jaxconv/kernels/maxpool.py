@@ -9,7 +9,9 @@ maximum in scan order among the taps inside the input, ties included), so gradie
 PyTorch's index-based backward, in forward and reverse mode, in any number of spatial axes.
 ``return_indices`` scans the same way. On XLA:CPU, 2-D windows that tile the input (stride =
 kernel, no dilation: LeNet's 2x2 pools) pick the same element with reduce_windows instead,
-which stays fast inside a training loop (``_max_pool_tiled_jvp``).
+which stays fast inside a training loop (``_max_pool_tiled_jvp``). Other windows on XLA:CPU
+(overlapping ones: ResNet's 3x3 stride 2) store each window's selected tap number once
+(:mod:`~jaxconv.kernels.stored`) and let the tangent pick that tap; the same selection.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 from jax import lax
 
 from jaxconv.geometry import WindowGeometry
-from jaxconv.kernels.dispatch import use_tiled_max_pool
+from jaxconv.kernels.dispatch import stores_max_pool_selection, use_tiled_max_pool
+from jaxconv.kernels.stored import stored
 from jaxconv.kernels.windows import spatial_constant, strided_taps
 
 Array = jax.Array
@@ -144,7 +147,20 @@ def _max_pool_jvp(
     if use_tiled_max_pool(geom):
         return _max_pool_tiled_jvp(geom, primals, tangents)
     (x,), (t,) = primals, tangents
-    best, (t_best,) = _select(geom, _taps(x, geom, -np.inf), [_taps(t, geom, 0)], x.ndim)
+    if not stores_max_pool_selection():
+        best, (t_best,) = _select(geom, _taps(x, geom, -np.inf), [_taps(t, geom, 0)], x.ndim)
+        return best, t_best
+    # The same selection, as each window's tap number (stored once: see kernels.stored); the
+    # tangent picks that tap, a where chain on fixed masks whose transpose is cheap.
+    count = int(np.prod(geom.kernel))
+    tap_numbers = [spatial_constant(geom, np.full(geom.out_size, i), x.ndim, jnp.int32)
+                   for i in range(count)]  # fmt: skip
+    best, (chosen,) = _select(geom, _taps(x, geom, -np.inf), [tap_numbers], x.ndim)
+    chosen = stored(jnp.broadcast_to(chosen, best.shape))
+    t_taps = _taps(t, geom, 0)
+    t_best = t_taps[0]
+    for i in range(1, count):
+        t_best = jnp.where(chosen == i, t_taps[i], t_best)
     return best, t_best
 
 

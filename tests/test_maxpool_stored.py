@@ -1,0 +1,183 @@
+"""Max pooling's derivative with the selected tap stored (jaxconv.kernels.stored, chosen on
+XLA:CPU by kernels.dispatch.stores_max_pool_selection): the same values and gradients, bit for
+bit, as the rule that leaves the selection to XLA, in reverse and forward mode, eager and
+jitted; gradients equal PyTorch's (ties, -inf and NaN included) and values the float64
+reference, over seeded random 1-D, 2-D and 3-D geometries (strides, padding, dilation, ceil
+mode, both layouts).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxconv
+from jaxconv import reference
+from jaxconv.kernels import dispatch, maxpool
+from jaxconv.kernels.stored import stored
+
+OPS = {1: "max_pool1d", 2: "max_pool2d", 3: "max_pool3d"}
+LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
+
+
+def _case(seed: int) -> dict:
+    """A random geometry whose windows overlap or skip (stride != kernel, or dilation > 1),
+    so the general derivative runs; ResNet's 3x3 stride-2 padding-1 pool comes first."""
+    if seed == 0:
+        return dict(nd=2, shape=(2, 3, 9, 10), kernel_size=3, stride=2, padding=1,
+                    dilation=1, ceil_mode=False, last=False)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    nd = int(rng.integers(1, 4))
+    while True:
+        k = tuple(int(v) for v in rng.integers(1, 4, nd))
+        s = tuple(int(v) for v in rng.integers(1, 4, nd))
+        d = tuple(int(v) for v in rng.integers(1, 3, nd))
+        p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
+        size = tuple(int(v) for v in rng.integers(3, 9 if nd < 3 else 6, nd))
+        ceil = bool(rng.integers(0, 2))
+        if s == k and d == (1,) * nd:
+            continue  # tiling windows take the other rule
+        case = dict(nd=nd, shape=(2, 3, *size), kernel_size=k, stride=s, padding=p,
+                    dilation=d, ceil_mode=ceil, last=bool(rng.integers(0, 2)))  # fmt: skip
+        try:  # a geometry torch refuses (e.g. padding past half the window) is drawn again
+            jax.eval_shape(_pool(dict(case, last=False)), jnp.zeros(case["shape"]))
+        except ValueError:
+            continue
+        return case
+
+
+def _kwargs(case: dict) -> dict:
+    keys = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+    return {k: case[k] for k in keys}
+
+
+def _values(rng: np.random.Generator, shape: tuple[int, ...], special: bool) -> np.ndarray:
+    """Small integers (many ties), with some -inf and NaN when ``special``."""
+    x = rng.integers(-3, 4, shape).astype(np.float32)
+    if special:
+        x[rng.random(shape) < 0.1] = -np.inf
+        x[rng.random(shape) < 0.03] = np.nan
+    return x
+
+
+def _to_layout(a: np.ndarray, case: dict) -> np.ndarray:
+    return np.moveaxis(a, 1, -1) if case["last"] else a
+
+
+def _pool(case: dict):
+    op, kw = getattr(jaxconv, OPS[case["nd"]]), _kwargs(case)
+    layout = LAST[case["nd"]] if case["last"] else None
+    extra = {"layout": layout} if layout else {}
+    return lambda x: op(x, **kw, **extra)
+
+
+def _grads(f, x: np.ndarray, ct: np.ndarray, jit: bool):
+    """(values, reverse-mode input gradient, forward-mode tangent along ct-shaped input)."""
+    g = jax.grad(lambda a: jnp.sum(f(a) * ct))
+    jvp = lambda a, t: jax.jvp(f, (a,), (t,))[1]  # noqa: E731
+    if jit:
+        f, g, jvp = jax.jit(f), jax.jit(g), jax.jit(jvp)
+    tangent = np.linspace(-1, 1, x.size, dtype=np.float32).reshape(x.shape)
+    return f(x), g(x), jvp(x, tangent)
+
+
+def test_the_cpu_dispatch_stores():
+    assert dispatch.stores_max_pool_selection() is (jax.default_backend() == "cpu")
+
+
+@pytest.mark.parametrize("seed", range(9))
+def test_same_bits_as_without_storing(seed, monkeypatch):
+    case = _case(seed)
+    rng = np.random.default_rng(100 + seed)
+    x = _to_layout(_values(rng, case["shape"], special=seed % 3 == 0), case)
+    f = _pool(case)
+    y = np.asarray(f(x))
+    ct = rng.standard_normal(y.shape).astype(np.float32)
+    stored_runs = [_grads(f, x, ct, jit) for jit in ((False, True) if seed < 3 else (True,))]
+    jax.clear_caches()
+    monkeypatch.setattr(maxpool, "stores_max_pool_selection", lambda: False)
+    plain = _grads(f, x, ct, jit=True)
+    monkeypatch.undo()
+    jax.clear_caches()
+    for run in stored_runs:  # eager (a few cases: it is slow) and jitted
+        for got, want in zip(run, plain, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_gradient_equals_torch_with_ties_and_infinities(torch, seed):
+    case = _case(seed)
+    rng = np.random.default_rng(200 + seed)
+    x = _values(rng, case["shape"], special=seed % 2 == 1)  # channels first, as torch
+    x[np.isnan(x)] = -np.inf  # NaN: its own test below (torch's gradient there is a choice)
+    f = _pool(dict(case, last=False))
+    y = np.asarray(jax.jit(f)(x))
+    ct = rng.standard_normal(y.shape).astype(np.float32)
+    t = torch.tensor(x, requires_grad=True)
+    ty = getattr(torch.nn.functional, OPS[case["nd"]])(t, **_kwargs(case))
+    ty.backward(torch.tensor(ct))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    got = jax.jit(jax.grad(lambda a: jnp.sum(f(a) * ct)))(x)
+    np.testing.assert_array_equal(np.asarray(got), t.grad.numpy())
+
+
+def test_nan_windows_follow_torch(torch):
+    """A window holding NaN is NaN, and its gradient goes where torch's index points."""
+    case = _case(0)
+    rng = np.random.default_rng(7)
+    x = _values(rng, case["shape"], special=True)
+    f = _pool(case)
+    t = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(t, **_kwargs(case))
+    ct = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(ct))
+    np.testing.assert_array_equal(np.asarray(jax.jit(f)(x)), ty.detach().numpy())
+    got = jax.jit(jax.grad(lambda a: jnp.sum(f(a) * ct)))(x)
+    np.testing.assert_array_equal(np.asarray(got), t.grad.numpy())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_values_equal_the_float64_reference(seed):
+    case = _case(seed)
+    rng = np.random.default_rng(300 + seed)
+    x = _to_layout(rng.standard_normal(case["shape"]).astype(np.float32), case)
+    ref = getattr(reference, OPS[case["nd"]])
+    extra = {"layout": LAST[case["nd"]]} if case["last"] else {}
+    want = ref(x.astype(np.float64), **_kwargs(case), **extra)
+    np.testing.assert_allclose(np.asarray(jax.jit(_pool(case))(x)), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_check_grads_both_modes(seed):
+    """Tie-free input: JAX's numerical check of the first and second derivatives."""
+    case = _case(seed)
+    rng = np.random.default_rng(400 + seed)
+    size = math.prod(case["shape"])
+    x = ((rng.permutation(size) - size // 2) / 4).astype(np.float32).reshape(case["shape"])
+    check_grads(_pool(dict(case, last=False)), (x,), order=2, modes=("fwd", "rev"), eps=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.bool_])
+def test_stored_is_the_identity(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.integers(-100, 100, (3, 4, 5)).astype(dtype)
+    for f in (stored, jax.jit(stored)):
+        got = f(x)
+        assert got.dtype == x.dtype and got.shape == x.shape
+        np.testing.assert_array_equal(np.asarray(got), x)
+
+
+def test_stored_survives_compilation():
+    """The reduction is what keeps the value stored: XLA must not simplify it away."""
+    text = jax.jit(lambda a: stored(a) * 2).lower(jnp.zeros((4, 5), jnp.int32)).compile()
+    assert "reduce(" in text.as_text()
+
+
+def test_stored_refuses_floats():
+    with pytest.raises(TypeError, match="x must be an integer or boolean"):
+        stored(jnp.zeros(3))
