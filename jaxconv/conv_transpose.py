@@ -17,9 +17,12 @@ per axis (the sizes a strided forward conv maps to the same output differ by les
 stride). PyTorch takes no ``"same"``/``"valid"`` here, and neither does jaxconv.
 
 Arguments are validated on static shapes before tracing (ValueError/TypeError naming the
-argument); the computation is one ``lax.conv_general_dilated``
-(:func:`jaxconv.kernels.xla.conv_transpose_lax`), differentiable in both modes and to any
-order.
+argument). Two implementations compute the same function: ``impl="lax"``, one
+``lax.conv_general_dilated`` of the input dilated by the stride
+(:func:`jaxconv.kernels.xla.conv_transpose_lax`), and ``impl="phases"``, stride-1
+convolutions per stride phase and a pixel shuffle (:mod:`jaxconv.kernels.phases`), XLA:CPU's
+fast form; ``"auto"`` picks per backend (:func:`jaxconv.kernels.dispatch.select_transpose_impl`).
+Both are differentiable in both modes and to any order.
 """
 
 from __future__ import annotations
@@ -33,21 +36,21 @@ import jax.numpy as jnp
 from jaxconv._args import LAYOUTS_BY_NDIM, check_layout, layout_axes
 from jaxconv.conv import _as_float_array, _check_bias
 from jaxconv.geometry import ConvTransposeGeometry, conv_transpose_geometry
-from jaxconv.kernels.xla import conv_transpose_lax
+from jaxconv.kernels.dispatch import TRANSPOSE_IMPLEMENTATIONS
 
 Array = jax.Array
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 
-@functools.partial(jax.jit, static_argnames=("geom", "precision"))
+@functools.partial(jax.jit, static_argnames=("geom", "impl", "precision"))
 def _apply(
-    x: Array, w: Array, b: Array | None, geom: ConvTransposeGeometry, precision: Any
+    x: Array, w: Array, b: Array | None, geom: ConvTransposeGeometry, impl: str, precision: Any
 ) -> Array:
     unbatched = x.ndim == len(geom.layout) - 1
     if unbatched:
         x = x[None]
-    y = conv_transpose_lax(x, w, geom, precision)
+    y = TRANSPOSE_IMPLEMENTATIONS[impl](x, w, geom, precision)
     if b is not None:
         channel_axis = layout_axes(geom.layout)[0]
         y = y + jnp.expand_dims(b, [a for a in range(y.ndim) if a != channel_axis])
@@ -65,9 +68,15 @@ def _conv_transpose_nd(
     groups: Any,
     dilation: Any,
     layout: Any,
+    impl: Any,
     precision: Any,
 ) -> Array:
     """The one transposed convolution behind conv_transpose1d/2d/3d (``n`` spatial axes)."""
+    if impl not in TRANSPOSE_IMPLEMENTATIONS:
+        raise ValueError(
+            f"impl must be one of {tuple(TRANSPOSE_IMPLEMENTATIONS)} for "
+            f"conv_transpose{n}d, got {impl!r}"
+        )
     layout = check_layout(layout, LAYOUTS_BY_NDIM[n])
     x, w = _as_float_array(input, "input"), _as_float_array(weight, "weight")
     geom = conv_transpose_geometry(
@@ -81,7 +90,7 @@ def _conv_transpose_nd(
         layout=layout,
     )
     b, dtype = _check_bias(bias, geom.out_channels, jnp.result_type(x, w))
-    return _apply(x.astype(dtype), w.astype(dtype), b, geom, precision)
+    return _apply(x.astype(dtype), w.astype(dtype), b, geom, impl, precision)
 
 
 _DOC = """{n}-D transposed convolution, as ``torch.nn.functional.conv_transpose{n}d``: the
@@ -102,6 +111,11 @@ _DOC = """{n}-D transposed convolution, as ``torch.nn.functional.conv_transpose{
       dilation: int or a sequence of one or {n} ints, >= 1; the kernel's taps are ``d``
         apart.
       layout: {layouts}
+      impl: ``"auto"`` (default: the stride phases on CPU where a stride is above 1, else
+        lax; see :func:`jaxconv.kernels.dispatch.select_transpose_impl`), ``"lax"`` (one
+        convolution of the stride-dilated input) or ``"phases"`` (a stride-1 convolution per
+        stride phase, then a pixel shuffle). The same values; NaN and inf reach the same
+        outputs as in PyTorch on every path.
       precision: ``lax.Precision`` or None (JAX's default), passed to the convolution.
 
     Returns:
@@ -113,8 +127,8 @@ _DOC = """{n}-D transposed convolution, as ``torch.nn.functional.conv_transpose{
       TypeError: non-floating input, weight or bias; non-int geometry; a padding string.
       ValueError: bad rank, C_in not divisible by groups or not the input's channels,
         non-positive stride/dilation/groups, negative padding or output_padding,
-        output_padding >= max(stride, dilation), an output size below 1, unknown layout,
-        bias not of shape (C_out,).
+        output_padding >= max(stride, dilation), an output size below 1, unknown layout or
+        impl, bias not of shape (C_out,).
 """
 
 
@@ -129,11 +143,12 @@ def conv_transpose1d(
     dilation: Any = 1,
     *,
     layout: str = "NCL",
+    impl: str = "auto",
     precision: Any = None,
 ) -> Array:
     return _conv_transpose_nd(
         1, input, weight, bias, stride, padding, output_padding, groups, dilation, layout,
-        precision,
+        impl, precision,
     )  # fmt: skip
 
 
@@ -148,11 +163,12 @@ def conv_transpose2d(
     dilation: Any = 1,
     *,
     layout: str = "NCHW",
+    impl: str = "auto",
     precision: Any = None,
 ) -> Array:
     return _conv_transpose_nd(
         2, input, weight, bias, stride, padding, output_padding, groups, dilation, layout,
-        precision,
+        impl, precision,
     )  # fmt: skip
 
 
@@ -167,11 +183,12 @@ def conv_transpose3d(
     dilation: Any = 1,
     *,
     layout: str = "NCDHW",
+    impl: str = "auto",
     precision: Any = None,
 ) -> Array:
     return _conv_transpose_nd(
         3, input, weight, bias, stride, padding, output_padding, groups, dilation, layout,
-        precision,
+        impl, precision,
     )  # fmt: skip
 
 

@@ -14,6 +14,11 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   back, and XLA folds the transposes into neighbouring fusions), or for CHWN input with few
   channels the batch-last rule (:mod:`~jaxconv.kernels.batch_last`; wide CHWN layers take the
   NHWC rule between transposes); lax for geometries it does not cover.
+- ``conv_transpose1d/2d/3d(impl="auto")`` run the stride phases
+  (:mod:`~jaxconv.kernels.phases`: one stride-1 convolution per phase, or one for all, and a
+  pixel shuffle) on CPU wherever a stride is above 1: XLA:CPU's own transposed convolution
+  (the input dilated by the stride) and its gradients are far slower. Stride 1 is already an
+  ordinary convolution there (``"lax"``); GPU and TPU (not measured): lax.
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU
@@ -29,11 +34,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxconv.geometry import ConvGeometry, WindowGeometry
+from jaxconv.geometry import ConvGeometry, ConvTransposeGeometry, WindowGeometry
 from jaxconv.kernels.batch_last import chwn_uses_patches, conv_chwn
 from jaxconv.kernels.nhwc import conv_nhwc
 from jaxconv.kernels.patches import conv_patches
-from jaxconv.kernels.xla import conv_lax
+from jaxconv.kernels.phases import conv_transpose_phases
+from jaxconv.kernels.xla import conv_lax, conv_transpose_lax
 
 Array = jax.Array
 
@@ -97,6 +103,29 @@ IMPLEMENTATIONS: dict[str, ConvImpl] = {
     "patches": conv_patches,
     "vjp": conv_vjp,
     "auto": conv_auto,
+}
+
+
+def select_transpose_impl(geom: ConvTransposeGeometry, backend: str | None = None) -> str:
+    """The transposed-conv implementation ``impl="auto"`` runs (see the module docstring)."""
+    if current_backend(backend) == "cpu" and max(geom.stride) > 1:
+        return "phases"
+    return "lax"
+
+
+def conv_transpose_auto(x: Array, w: Array, geom: ConvTransposeGeometry, precision: Any) -> Array:
+    """The path :func:`select_transpose_impl` picks for the default backend."""
+    return TRANSPOSE_IMPLEMENTATIONS[select_transpose_impl(geom)](x, w, geom, precision)
+
+
+ConvTransposeImpl = Callable[[Array, Array, ConvTransposeGeometry, Any], Array]
+
+#: ``conv_transpose1d/2d/3d`` implementations by name, called like :data:`IMPLEMENTATIONS`
+#: (batched input in ``geom.layout``, the forward conv's kernel in its layout, no bias).
+TRANSPOSE_IMPLEMENTATIONS: dict[str, ConvTransposeImpl] = {
+    "lax": conv_transpose_lax,
+    "phases": conv_transpose_phases,
+    "auto": conv_transpose_auto,
 }
 
 
