@@ -86,7 +86,8 @@ class FamilyCase:
 
 def family_cases(quick: bool) -> list[FamilyCase]:
     """The family's rows (a UNet's transposed conv, MobileNet's depthwise 3x3, ResNet-18's
-    64 -> 64 at 96 px, an audio conv1d, a video/medical conv3d); tiny ones under ``quick``."""
+    64 -> 64 at 96 px, an audio conv1d, a video/medical conv3d, then other strides, kernels
+    and ranks of the same families); tiny ones under ``quick``."""
     if quick:
         return [
             FamilyCase("transposed", "conv_transpose2d", (2, 4, 8, 8), (4, 3, 3, 3), 2, 1, 1),
@@ -103,7 +104,15 @@ def family_cases(quick: bool) -> list[FamilyCase]:
         ),
         FamilyCase("conv1d k9", "conv1d", (32, 64, 4000), (64, 64, 9)),
         FamilyCase("conv3d k3", "conv3d", (4, 16, 32, 32, 32), (32, 16, 3, 3, 3)),
-    ]
+        # the families' other common shapes
+        FamilyCase("transposed k4", "conv_transpose2d", (16, 64, 32, 32), (64, 32, 4, 4), 2, 1),
+        FamilyCase("transposed 1-D", "conv_transpose1d", (16, 64, 1000), (64, 32, 4), 2, 1),
+        FamilyCase("transposed 3-D", "conv_transpose3d", (2, 16, 8, 8, 8), (16, 16, 3, 3, 3),
+                   2, 1, 1),
+        FamilyCase("depthwise stride 2", "conv2d", (32, 96, 56, 56), (96, 1, 3, 3), 2, 1,
+                   groups=96),
+        FamilyCase("conv3d k3 stride 2", "conv3d", (4, 16, 32, 32, 32), (32, 16, 3, 3, 3), 2, 1),
+    ]  # fmt: skip
 
 
 def lax_fn(case: FamilyCase) -> Callable[[Any, Any], Any]:
