@@ -2,8 +2,8 @@
 default for strides above 1): the plan's arithmetic, values against the float64 oracle and
 PyTorch over a seeded sweep (one merged convolution and one per phase; dilation, groups,
 padding past the kernel, output_padding, every layout), derivatives against the lax path in
-both modes (also inside ``lax.scan`` and past the patch-size limit; second order through the
-public path in tests/test_conv_transpose.py), and NaN/inf reaching
+both modes (also inside ``lax.scan`` and under ``vmap``; second order through the public path
+in tests/test_conv_transpose.py), and NaN/inf reaching
 exactly PyTorch's outputs."""
 
 from __future__ import annotations
@@ -160,27 +160,47 @@ def test_derivatives_equal_the_lax_paths_in_both_modes(i):
         np.testing.assert_allclose(fwd["phases"], fwd["lax"], rtol=1e-10, atol=1e-10)
 
 
-def test_gradients_inside_scan_and_past_the_patch_limit(monkeypatch):
-    """A training loop runs the op inside lax.scan; past PHASE_PATCH_BYTES the weight's
-    derivative is a convolution instead of a patch product: the same numbers."""
+def test_gradients_inside_scan_and_under_vmap():
+    """A training loop runs the op inside lax.scan, per-example gradients under vmap: the
+    same numbers as lax's."""
     c = CASES[4]
     x, w = _to_layout(*_arrays(c, 9), c["layout"])
 
-    def scanned(a, b):
+    def scanned(a, b, impl):
         def body(carry, _):
-            return carry + jnp.sum(jnp.sin(_call(c, a, b, "phases"))), None
+            return carry + jnp.sum(jnp.sin(_call(c, a, b, impl))), None
 
         return lax.scan(body, jnp.zeros((), a.dtype), None, length=2)[0]
 
     with jax.enable_x64(True):
         x, w = jnp.asarray(x), jnp.asarray(w)
-        want = jax.grad(lambda a, b: 2 * jnp.sum(jnp.sin(_call(c, a, b, "lax"))), (0, 1))(x, w)
-        got = jax.jit(jax.grad(scanned, (0, 1)))(x, w)
-        monkeypatch.setattr(phases, "PHASE_PATCH_BYTES", 0)
-        no_patches = jax.grad(scanned, (0, 1))(x, w)
-    for g, n, h in zip(got, no_patches, want, strict=True):
+        grads = {
+            i: jax.jit(jax.grad(scanned, (0, 1)), static_argnums=2)(x, w, i)
+            for i in ("phases", "lax")
+        }
+        per_example = {
+            i: jax.vmap(jax.grad(lambda a, b, i=i: scanned(a[None], b, i), (0, 1)), (0, None))(x, w)
+            for i in ("phases", "lax")
+        }
+    for g, h in zip(grads["phases"], grads["lax"], strict=True):
         np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(n, h, rtol=1e-10, atol=1e-10)
+    for g, h in zip(per_example["phases"], per_example["lax"], strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("i", range(1, len(CASES), 3))
+def test_weight_tangent_is_the_transposed_conv(i):
+    """The weight's tangent form (a conv of the kernel by the input) equals the op itself."""
+    c = CASES[i]
+    x, w = _to_layout(*_arrays(c, 300 + i), c["layout"])
+    geom = conv_transpose_geometry(
+        (x.shape), w.shape, stride=c["s"], padding=c["p"], output_padding=c["op"],
+        groups=c["groups"], dilation=c["d"], layout=c["layout"],
+    )  # fmt: skip
+    with jax.enable_x64(True):
+        got = phases.weight_tangent(jnp.asarray(x), jnp.asarray(w), geom, None)
+        want = _call(c, x, w, "lax")
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("where", ["input", "weight"])

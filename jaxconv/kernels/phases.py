@@ -5,20 +5,21 @@ the stride (:func:`jaxconv.kernels.xla.conv_transpose_lax`) and its gradients th
 generic loop; stride-1 convolutions and matrix products take its fast kernels
 (docs/BENCHMARKS.md).
 
-How, per spatial axis with stride ``s``: output element ``Y`` of the full (uncropped) output
-gets ``x[i] * w[k]`` for every ``i * s + k * d == Y``. Split the output by phase ``r = Y mod
-s``: phase ``r`` sees only the taps with ``k * d == r (mod s)``, and within a phase it is an
-ordinary stride-1 correlation of ``x`` with those taps (reversed). So, with the kernel dilated
-by zeros to ``E = d * (k - 1) + 1`` taps and padded to ``J * s`` (``J = ceil(E / s)``), all
-phases are ONE stride-1 convolution with ``C_out * s**n`` output channels and ``J`` taps per
-axis, followed by a depth-to-space shuffle (PyTorch's ``pixel_shuffle`` order: channel, then
-phases) and a crop to PyTorch's output window (``padding`` before, ``output_padding`` after).
+How, per spatial axis with stride ``s`` and dilation ``d``: element ``Y`` of the full
+(uncropped) output gets ``x[i] * w[k]`` for every ``i * s + k * d == Y``. Split the output by
+phase ``r = Y mod s``: phase ``r`` sees only the taps with ``k * d == r (mod s)``, and within
+a phase it is an ordinary stride-1 correlation of ``x`` with those taps, reversed (taps
+``d / gcd(d, s)`` apart). Each phase is one stride-1 convolution; where every phase has the
+same number of taps and the same shift (kernel sizes a multiple of the stride), all phases are
+ONE convolution with ``prod(s)`` times the output channels. A depth-to-space shuffle
+interleaves the phases and a crop keeps PyTorch's output window (``padding`` before,
+``output_padding`` after). No zero taps are multiplied: NaN and inf reach PyTorch's outputs.
 
-The stride-1 convolution carries a ``custom_jvp`` (:func:`unit_conv`) whose weight tangent is a
-product with explicit patches of the input: its transpose, the weight gradient reverse mode
-runs, is one matrix product (XLA:CPU's convolution form of it, a correlation with the output
-gradient as kernel, can be over 30x slower). Forward mode and higher derivatives work as for
-any JAX function.
+The derivatives are a ``custom_jvp`` whose tangents are written so that their transposes
+(what reverse mode runs) are XLA:CPU's fast forms: the input gradient an ordinary strided
+convolution of the output gradient, the weight gradient a convolution whose kernel taps are
+``stride`` apart (:func:`weight_tangent`). Forward mode and higher derivatives work as for any
+JAX function (forward mode runs the slower forms).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import dataclasses
 import functools
 import itertools
 import math
-import string
 from typing import Any
 
 import jax
@@ -36,13 +36,12 @@ from jax import lax
 
 from jaxconv._args import LAYOUT_KERNELS, Ints, Pads
 from jaxconv.geometry import ConvTransposeGeometry
-from jaxconv.kernels.windows import strided_taps
+from jaxconv.kernels.xla import conv_transpose_lax
 
 Array = jax.Array
 
-#: Bytes the weight tangent's patch matrix may take; above, it is a convolution (slower, no
-#: extra memory).
-PHASE_PATCH_BYTES = 256 * 2**20
+#: Spatial axis letters for lax dimension numbers, by rank (the last ``n``).
+AXIS_LETTERS = "DHW"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,12 +162,11 @@ def shuffle(z: Array, geom: ConvTransposeGeometry, plan: PhasePlan) -> Array:
     return z[tuple(window)]
 
 
-def conv_transpose_phases(x: Array, w: Array, geom: ConvTransposeGeometry, precision: Any) -> Array:
-    """Batched transposed conv (PyTorch's), ``x`` and ``w`` as for
-    :func:`jaxconv.kernels.xla.conv_transpose_lax`: a stride-1 conv of ``x`` per phase with
-    that phase's taps (ONE conv for all phases when :attr:`PhasePlan.merged`), then
-    :func:`shuffle`. Only real kernel taps are multiplied, so NaN and inf reach exactly the
-    outputs they reach in PyTorch."""
+def phase_values(x: Array, w: Array, geom: ConvTransposeGeometry, precision: Any) -> Array:
+    """The transposed conv's values: a stride-1 conv of ``x`` per phase with that phase's
+    taps (ONE conv for all phases when :attr:`PhasePlan.merged`), then :func:`shuffle`. Only
+    real kernel taps are multiplied, so NaN and inf reach exactly the outputs they reach in
+    PyTorch."""
     plan = phase_plan(geom)
     w = _conv_kernel(w, geom)
     layout, n = geom.layout, len(geom.kernel)
@@ -176,7 +174,7 @@ def conv_transpose_phases(x: Array, w: Array, geom: ConvTransposeGeometry, preci
     phases = list(itertools.product(*(range(s) for s in geom.stride)))
 
     def conv(k: Array, pads: Pads) -> Array:
-        return unit_conv(x, k, pads, dilation, layout, geom.groups, precision)
+        return _conv(x, k, pads, dilation, layout, geom.groups, precision)
 
     c_axis = layout.index("C")
     if plan.merged:  # phases as extra output channels, ordered (O, r...): groups outermost
@@ -195,13 +193,13 @@ def conv_transpose_phases(x: Array, w: Array, geom: ConvTransposeGeometry, preci
     return shuffle(z.reshape(*geom.stride, *like.shape), geom, plan)
 
 
-# --- the stride-1 convolution and its derivative --------------------------------------------
+# --- the derivative --------------------------------------------------------------------------
 
 
 def _conv(
     x: Array, w: Array, pads: Pads, dilation: Ints, layout: str, groups: int, precision: Any
 ) -> Array:
-    """The stride-1 conv of ``x`` with an "OI" + spatial kernel."""
+    """A phase: the stride-1 conv of ``x`` with an "OI" + spatial kernel."""
     spatial = "".join(c for c in layout if c not in "NC")
     return lax.conv_general_dilated(
         x,
@@ -215,77 +213,80 @@ def _conv(
     )
 
 
-def _patch_product(
-    x: Array, tw: Array, pads: Pads, dilation: Ints, layout: str, groups: int, precision: Any
-) -> Array:
-    """``_conv(x, tw)`` as explicit patches of ``x`` contracted with ``tw``: linear in ``tw``,
-    so its transpose (the weight gradient) is one product of the patches with the output
-    gradient."""
+def _channels_first(x: Array, layout: str) -> Array:
     spatial = [c for c in layout if c not in "NC"]
-    axes = tuple(layout.index(c) for c in spatial)
-    taps = tw.shape[2:]
-    out = [
-        x.shape[a] + lo + hi - d * (t - 1)
-        for a, (lo, hi), t, d in zip(axes, pads, taps, dilation, strict=True)
+    return x.transpose([layout.index(c) for c in ["N", "C", *spatial]])
+
+
+def _from_channels_first(y: Array, layout: str) -> Array:
+    order = ["N", "C", *(c for c in layout if c not in "NC")]
+    return y.transpose([order.index(c) for c in layout])
+
+
+def weight_tangent(x: Array, tw: Array, geom: ConvTransposeGeometry, precision: Any) -> Array:
+    """The transposed conv of ``x`` with kernel ``tw`` (both in ``geom.layout``), computed as
+    a convolution of ``tw`` by ``x``: ``tw`` is the input ((C_in, O_g, *k): features C_in,
+    batch O_g, taps ``dilation`` apart), ``x`` the kernel (its positions ``stride`` apart,
+    reversed), so output element ``i * s + k * d - p`` sums ``x[i] * tw[k]``.
+
+    Why: linear in ``tw``, and JAX's transpose of it (the weight gradient, reverse mode) is a
+    convolution of the output gradient whose kernel taps are ``stride`` apart, one of
+    XLA:CPU's fast forms; the weight gradient of the transposed conv as JAX writes it dilates
+    the input instead, a slow one."""
+    n, G = len(geom.kernel), geom.groups
+    x = _channels_first(x, geom.layout)
+    spatial = "".join(c for c in geom.layout if c not in "NC")
+    tw = tw.transpose([LAYOUT_KERNELS[geom.layout].index(c) for c in "OI" + spatial])
+    N, C, og = x.shape[0], x.shape[1], tw.shape[1]
+    kernel = x.reshape(N, G, C // G, *geom.in_size).swapaxes(0, 1)  # (G, N, C_g, *in)
+    kernel = jnp.flip(kernel.reshape(G * N, C // G, *geom.in_size), axis=tuple(range(2, 2 + n)))
+    pads = [
+        ((i - 1) * s - lo, (i - 1) * s - lo + op)
+        for i, s, (lo, _), op in zip(
+            geom.in_size, geom.stride, geom.padding, geom.output_padding, strict=True
+        )
     ]
-    # taps last: the patch matrix's rows are output positions, as the product wants them
-    cols = strided_taps(x, axes, taps, pads, out, dilation=dilation)
-    cols = jnp.stack(cols, axis=-1)
-    c_axis = layout.index("C")
-    cols = cols.reshape(*cols.shape[:c_axis], groups, -1, *cols.shape[c_axis + 1 :])
-    # einsum letters: t taps, g groups, i/o in/out channels within a group
-    free = iter(c for c in string.ascii_lowercase if c not in "tgio")
-    names = {c: next(free) for c in layout if c != "C"}
-    x_spec = "".join("gi" if c == "C" else names[c] for c in layout) + "t"
-    y_spec = "".join("go" if c == "C" else names[c] for c in layout)
-    # (G, I_g, T, O_g): the weight gradient comes out of the product as (I_g * T, O_g)
-    kernel = tw.reshape(groups, -1, tw.shape[1], math.prod(taps)).transpose(0, 2, 3, 1)
-    y = jnp.einsum(f"{x_spec},gito->{y_spec}", cols, kernel, precision=precision)
-    return y.reshape(*y.shape[:c_axis], -1, *y.shape[c_axis + 2 :])
+    sp = "".join(AXIS_LETTERS[-n:])
+    y = lax.conv_general_dilated(
+        tw,
+        kernel,
+        (1,) * n,
+        pads,
+        lhs_dilation=geom.dilation,
+        rhs_dilation=geom.stride,
+        dimension_numbers=("CN" + sp, "OI" + sp, "CN" + sp),
+        feature_group_count=G,
+        precision=precision,
+    )  # (G * N, O_g, *out)
+    y = y.reshape(G, N, og, *geom.out_size).swapaxes(0, 1)
+    return _from_channels_first(y.reshape(N, G * og, *geom.out_size), geom.layout)
 
 
-def _input_tangent(
-    tx: Array, w: Array, pads: Pads, dilation: Ints, layout: str, groups: int, precision: Any
-) -> Array:
-    """``_conv(tx, w)`` written for its transpose: the input padded explicitly, then an
-    unpadded conv, so that the transpose (the input gradient) is a padded conv (XLA:CPU runs
-    unpadded 2-D convolutions several times slower than padded ones)."""
-    config = [(0, 0, 0)] * tx.ndim
-    for c, (lo, hi) in zip((c for c in layout if c not in "NC"), pads, strict=True):
-        config[layout.index(c)] = (lo, hi, 0)
-    tx = lax.pad(tx, jnp.zeros((), tx.dtype), config)
-    return _conv(tx, w, ((0, 0),) * len(pads), dilation, layout, groups, precision)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def conv_transpose_phases(x: Array, w: Array, geom: ConvTransposeGeometry, precision: Any) -> Array:
+    """Batched transposed conv (PyTorch's), ``x`` and ``w`` as for
+    :func:`jaxconv.kernels.xla.conv_transpose_lax`: the values from :func:`phase_values`;
+    the derivatives from ``_conv_transpose_phases_jvp``, written so that reverse mode runs
+    XLA:CPU's fast forms."""
+    return phase_values(x, w, geom, precision)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def unit_conv(
-    x: Array, w: Array, pads: Pads, dilation: Ints, layout: str, groups: int, precision: Any
-) -> Array:
-    """Stride-1 conv of ``x`` (``layout``) with an "OI" + spatial kernel ``w`` (taps
-    ``dilation`` apart) and per-side ``pads`` (negative crops); the weight's derivative
-    through explicit patches, the input's through a padded convolution."""
-    return _conv(x, w, pads, dilation, layout, groups, precision)
-
-
-@functools.partial(unit_conv.defjvp, symbolic_zeros=True)
-def _unit_conv_jvp(
-    pads: Pads,
-    dilation: Ints,
-    layout: str,
-    groups: int,
+@functools.partial(conv_transpose_phases.defjvp, symbolic_zeros=True)
+def _conv_transpose_phases_jvp(
+    geom: ConvTransposeGeometry,
     precision: Any,
     primals: tuple[Array, Array],
     tangents: tuple[Any, Any],
 ) -> tuple[Array, Array]:
+    """The tangent in ``x`` is the dilated-input form (:func:`conv_transpose_lax`): its
+    transpose, the input gradient, is an ordinary strided convolution. The tangent in ``w``
+    is :func:`weight_tangent`. Forward mode computes these forms as they are (slower than
+    the values' path, the same numbers); higher derivatives differentiate them."""
     (x, w), (tx, tw) = primals, tangents
-    args = (pads, dilation, layout, groups, precision)
-    y = _conv(x, w, *args)
-    terms = []
+    y = phase_values(x, w, geom, precision)
+    terms = []  # a symbolic-zero tangent (e.g. the input images) costs nothing
     if not isinstance(tx, jax.custom_derivatives.SymbolicZero):
-        terms.append(_input_tangent(tx, w, *args))
+        terms.append(conv_transpose_lax(tx, w, geom, precision))
     if not isinstance(tw, jax.custom_derivatives.SymbolicZero):
-        if x.size * math.prod(w.shape[2:]) * x.dtype.itemsize <= PHASE_PATCH_BYTES:
-            terms.append(_patch_product(x, tw, *args))
-        else:
-            terms.append(_conv(x, tw, *args))
+        terms.append(weight_tangent(x, tw, geom, precision))
     return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
