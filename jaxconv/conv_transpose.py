@@ -111,11 +111,11 @@ _DOC = """{n}-D transposed convolution, as ``torch.nn.functional.conv_transpose{
       dilation: int or a sequence of one or {n} ints, >= 1; the kernel's taps are ``d``
         apart.
       layout: {layouts}
-      impl: ``"auto"`` (default: the stride phases on CPU where a stride is above 1, else
-        lax; see :func:`jaxconv.kernels.dispatch.select_transpose_impl`), ``"lax"`` (one
-        convolution of the stride-dilated input) or ``"phases"`` (a stride-1 convolution per
-        stride phase, then a pixel shuffle). The same values; NaN and inf reach the same
-        outputs as in PyTorch on every path.
+      impl: ``"auto"`` (default: the stride phases on CPU, lax elsewhere; see
+        :func:`jaxconv.kernels.dispatch.select_transpose_impl`), ``"lax"`` (one convolution
+        of the stride-dilated input) or ``"phases"`` (a stride-1 convolution per stride
+        phase, then a pixel shuffle; derivatives in XLA:CPU's fast forms). The same values;
+        NaN and inf reach the same outputs as in PyTorch on every path.
       precision: ``lax.Precision`` or None (JAX's default), passed to the convolution.
 
     Returns:

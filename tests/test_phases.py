@@ -1,5 +1,5 @@
 """The stride-phase transposed convolution (``conv_transpose*d(impl="phases")``, the CPU
-default for strides above 1): the plan's arithmetic, values against the float64 oracle and
+default): the plan's arithmetic, values against the float64 oracle and
 PyTorch over a seeded sweep (one merged convolution and one per phase; dilation, groups,
 padding past the kernel, output_padding, every layout), derivatives against the lax path in
 both modes (also inside ``lax.scan`` and under ``vmap``; second order through the public path
@@ -234,12 +234,13 @@ def test_float32_and_bfloat16_against_the_oracle():
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 4)
 
 
-def test_auto_takes_the_phases_on_cpu_for_strides_above_one():
+def test_auto_takes_the_phases_on_cpu():
     geom = conv_transpose_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=(1, 2))
     assert dispatch.select_transpose_impl(geom, "cpu") == "phases"
     assert dispatch.select_transpose_impl(geom, "gpu") == "lax"
     unit = conv_transpose_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=1)
-    assert dispatch.select_transpose_impl(unit, "cpu") == "lax"
+    assert dispatch.select_transpose_impl(unit, "cpu") == "phases"
+    assert dispatch.select_transpose_impl(unit, "tpu") == "lax"
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

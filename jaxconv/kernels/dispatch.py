@@ -14,11 +14,11 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   back, and XLA folds the transposes into neighbouring fusions), or for CHWN input with few
   channels the batch-last rule (:mod:`~jaxconv.kernels.batch_last`; wide CHWN layers take the
   NHWC rule between transposes); lax for geometries it does not cover.
-- ``conv_transpose1d/2d/3d(impl="auto")`` run the stride phases
-  (:mod:`~jaxconv.kernels.phases`: one stride-1 convolution per phase, or one for all, and a
-  pixel shuffle) on CPU wherever a stride is above 1: XLA:CPU's own transposed convolution
-  (the input dilated by the stride) and its gradients are far slower. Stride 1 is already an
-  ordinary convolution there (``"lax"``); GPU and TPU (not measured): lax.
+- ``conv_transpose1d/2d/3d(impl="auto")`` run the stride phases on CPU
+  (:mod:`~jaxconv.kernels.phases`: a stride-1 convolution per phase, or one for all, a pixel
+  shuffle, and derivatives in XLA:CPU's fast forms): XLA's own transposed convolution (the
+  input dilated by the stride) and its weight gradient are many times slower there, also at
+  stride 1 without padding. GPU and TPU (not measured): lax.
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU
@@ -108,9 +108,7 @@ IMPLEMENTATIONS: dict[str, ConvImpl] = {
 
 def select_transpose_impl(geom: ConvTransposeGeometry, backend: str | None = None) -> str:
     """The transposed-conv implementation ``impl="auto"`` runs (see the module docstring)."""
-    if current_backend(backend) == "cpu" and max(geom.stride) > 1:
-        return "phases"
-    return "lax"
+    return "phases" if current_backend(backend) == "cpu" else "lax"
 
 
 def conv_transpose_auto(x: Array, w: Array, geom: ConvTransposeGeometry, precision: Any) -> Array:
