@@ -21,6 +21,7 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,10 @@ import jax.numpy as jnp
 
 from jaxconv.geometry import ConvGeometry, WindowGeometry
 from jaxconv.kernels.batch_last import chwn_uses_patches, conv_chwn
+from jaxconv.kernels.depthwise import conv_depthwise, is_depthwise
 from jaxconv.kernels.nhwc import conv_nhwc
 from jaxconv.kernels.patches import conv_patches
+from jaxconv.kernels.planes import conv_planes, planes_apply
 from jaxconv.kernels.xla import conv_lax
 
 Array = jax.Array
@@ -69,9 +72,14 @@ def conv_vjp(x: Array, w: Array, geom: ConvGeometry, precision: Any) -> Array:
 def select_impl(geom: ConvGeometry, dtype: Any, backend: str | None = None) -> str:
     """The implementation ``impl="auto"`` runs for this geometry, dtype and backend (see the
     module docstring for why)."""
+    full = jnp.dtype(dtype) in (jnp.float32, jnp.float64)
+    if current_backend(backend) == "cpu" and full and geom.groups > 1 and is_depthwise(geom):
+        return "depthwise"
+    if current_backend(backend) == "cpu" and full and planes_apply(geom):
+        return "planes"
     if current_backend(backend) not in VJP_BACKENDS or not vjp_applies(geom):
         return "lax"
-    if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
+    if not full:
         return "lax"
     (top, bottom), (left, right) = geom.padding
     if max(top, bottom) >= geom.kernel[0] or max(left, right) >= geom.kernel[1]:
@@ -94,6 +102,8 @@ IMPLEMENTATIONS: dict[str, ConvImpl] = {
     "lax": conv_lax,
     "patches": conv_patches,
     "vjp": conv_vjp,
+    "depthwise": conv_depthwise,
+    "planes": functools.partial(conv_planes, conv2d=conv_auto),
     "auto": conv_auto,
 }
 
