@@ -263,11 +263,11 @@ def convolve2d(X: Any, K: Any) -> Array:
 
 # --- general conv1d / conv2d / conv3d ------------------------------------------------------
 
-#: The implementations each number of spatial axes takes: "patches" and "vjp" are 2-D,
-#: "planes" 3-D (it runs the 2-D paths), "depthwise" any rank.
+#: The implementations each number of spatial axes takes: conv2d every key of the registry
+#: ("planes" runs lax there), 1-D and 3-D the paths written for any rank or for 3-D.
 _IMPLS_BY_NDIM = {
     1: ("auto", "lax", "depthwise"),
-    2: tuple(name for name in IMPLEMENTATIONS if name != "planes"),
+    2: tuple(IMPLEMENTATIONS),
     3: ("auto", "lax", "depthwise", "planes"),
 }
 
@@ -319,9 +319,8 @@ def _conv_nd(
     if impl not in _IMPLS_BY_NDIM[n]:
         only = {
             1: " ('patches' and 'vjp' are 2-D only, 'planes' 3-D only)",
-            2: " ('planes' is 3-D only)",
             3: " ('patches' and 'vjp' are 2-D only)",
-        }[n]
+        }.get(n, "")
         raise ValueError(f"impl must be one of {_IMPLS_BY_NDIM[n]} for {name}{only}, got {impl!r}")
     layout = check_layout(layout, LAYOUTS_BY_NDIM[n])
     x, w = _as_float_array(input, "input"), _as_float_array(weight, "weight")
@@ -491,8 +490,9 @@ conv2d.__doc__ = (
             '        :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
             '        (``lax.conv_general_dilated``), ``"patches"`` (strided slices into patches,\n'
             '        then one matrix product), ``"vjp"`` (gradients that stay fast inside\n'
-            "        loops; stride 1, dilation 1, groups 1, lax otherwise) or\n"
-            "        " + _DEPTHWISE + ". With NaN/inf weights,\n"
+            "        loops; stride 1, dilation 1, groups 1, lax otherwise),\n"
+            "        " + _DEPTHWISE + ",\n"
+            '        or ``"planes"`` (conv3d\'s; lax here). With NaN/inf weights,\n'
             "        lax skips zero padding while patches and the one-channel vjp path multiply\n"
             "        it. The CHWN ``vjp`` path differentiates in reverse mode only (TypeError)."
         ),

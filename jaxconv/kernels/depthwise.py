@@ -97,12 +97,12 @@ def _tap_sum(x: Array, wk: Array, geom: ConvGeometry) -> Array:
 def batch_chunk(x: Array, geom: ConvGeometry) -> int:
     """Images per chunk of the weight gradient: the largest divisor of the batch whose padded
     input fits :data:`CHUNK_BYTES`; the whole batch where the batch is not the leading axis."""
-    n = x.shape[0]
+    n = x.shape[geom.layout.index("N")]
     if geom.layout[0] != "N":
         return n
     padded = math.prod(s + sum(p) for s, p in zip(geom.in_size, geom.padding, strict=True))
     per_image = padded * geom.in_channels * x.dtype.itemsize
-    fits = max(1, CHUNK_BYTES // max(per_image, 1))
+    fits = max(1, CHUNK_BYTES // per_image)
     return max(d for d in range(1, n + 1) if n % d == 0 and d <= fits)
 
 
@@ -110,9 +110,10 @@ def _tangent_from_weights(x: Array, twk: Array, geom: ConvGeometry) -> Array:
     """The tap sum with a weight tangent (K, C, m), one chunk of the batch at a time
     (:func:`batch_chunk`): its transpose, the weight gradient, is then a loop over chunks that
     reduces each chunk's taps * dy while they are in cache and adds into (K, C, m)."""
-    n, nb = x.shape[0], batch_chunk(x, geom)
-    if nb == n:
+    nb = batch_chunk(x, geom)
+    if geom.layout[0] != "N" or nb == x.shape[0]:
         return _tap_sum(x, twk, geom)
+    n = x.shape[0]
     chunks = x.reshape(n // nb, nb, *x.shape[1:])  # (chunks, nb, ...)
     # checkpointed: the transpose recomputes each chunk's taps from x instead of saving them
     per_chunk = jax.checkpoint(lambda xc: _tap_sum(xc, twk, geom), prevent_cse=False)
