@@ -17,8 +17,8 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
 - On CPU, float32/float64 depthwise convs (``groups == in_channels > 1``, any rank and layout)
   run ``"depthwise"`` (:mod:`~jaxconv.kernels.depthwise`: a sum over taps of strided slices,
   the weight gradient reduced chunk by chunk); XLA:CPU's grouped convolutions were 4-200x
-  slower, forward or backward, in the measured 1-D, 2-D and 3-D layers. One input channel (groups == C == 1) is an
-  ordinary conv and keeps the rules above.
+  slower, forward or backward, in the measured 1-D, 2-D and 3-D layers. One input channel
+  (groups == C == 1) is an ordinary conv and keeps the rules above.
 - On CPU, float32/float64 3-D convs with groups 1 run ``"planes"``
   (:mod:`~jaxconv.kernels.planes`: ONE 2-D conv over the depth taps stacked on the channel
   axis, through this dispatch), several times faster than XLA's 3-D convolution forward and
