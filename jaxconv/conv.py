@@ -390,7 +390,8 @@ _DEPTHWISE = (
 
 _IMPLS_1D = (
     '``"auto"`` (default: :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
-    "        (``lax.conv_general_dilated``) or\n        " + _DEPTHWISE + "."
+    "        (``lax.conv_general_dilated``) or\n        " + _DEPTHWISE + ". With NaN/inf\n"
+    "        weights, lax skips zero padding while depthwise multiplies it."
 )
 
 _IMPLS_3D = (
@@ -398,7 +399,8 @@ _IMPLS_3D = (
     "        (``lax.conv_general_dilated``),\n        " + _DEPTHWISE + ",\n"
     '        or ``"planes"`` (ONE 2-D conv of the kd depth taps stacked on the channel\n'
     "        axis, the output depth folded into the batch, run by jaxconv's 2-D dispatch,\n"
-    "        :mod:`~jaxconv.kernels.planes`; NCDHW and NDHWC)."
+    "        :mod:`~jaxconv.kernels.planes`; NCDHW and NDHWC). With NaN/inf weights, lax\n"
+    "        skips zero padding while depthwise multiplies it."
 )
 
 
@@ -493,8 +495,8 @@ conv2d.__doc__ = (
             "        loops; stride 1, dilation 1, groups 1, lax otherwise),\n"
             "        " + _DEPTHWISE + ",\n"
             '        or ``"planes"`` (conv3d\'s; lax here). With NaN/inf weights,\n'
-            "        lax skips zero padding while patches and the one-channel vjp path multiply\n"
-            "        it. The CHWN ``vjp`` path differentiates in reverse mode only (TypeError)."
+            "        lax skips zero padding while patches, depthwise and the one-channel vjp path\n"
+            "        multiply it. The CHWN ``vjp`` path differentiates in reverse mode only (TypeError)."
         ),
         out_shapes=(
             "(N, O, oh, ow) (unbatched: (O, oh, ow); NHWC: channels last; CHWN: (O, oh, ow, N))"
