@@ -390,8 +390,8 @@ _DEPTHWISE = (
 
 _IMPLS_1D = (
     '``"auto"`` (default: :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
-    "        (``lax.conv_general_dilated``) or\n        " + _DEPTHWISE + ". With NaN/inf\n"
-    "        weights, lax skips zero padding while depthwise multiplies it."
+    "        (``lax.conv_general_dilated``) or\n        " + _DEPTHWISE + ".\n"
+    "        With NaN/inf weights, lax skips zero padding while depthwise multiplies it."
 )
 
 _IMPLS_3D = (
@@ -496,7 +496,8 @@ conv2d.__doc__ = (
             "        " + _DEPTHWISE + ",\n"
             '        or ``"planes"`` (conv3d\'s; lax here). With NaN/inf weights,\n'
             "        lax skips zero padding while patches, depthwise and the one-channel vjp path\n"
-            "        multiply it. The CHWN ``vjp`` path differentiates in reverse mode only (TypeError)."
+            "        multiply it. The CHWN ``vjp`` path differentiates in reverse mode only\n"
+            "        (TypeError)."
         ),
         out_shapes=(
             "(N, O, oh, ow) (unbatched: (O, oh, ow); NHWC: channels last; CHWN: (O, oh, ow, N))"
