@@ -274,3 +274,26 @@ def test_bad_impl_names_are_refused(n, impl):
     w = np.ones((2, 1) + (3,) * n, np.float32)
     with pytest.raises(ValueError, match=rf"^impl must be one of \(.*'depthwise'.* got {impl!r}"):
         CONVS[n](x, w, groups=2, impl=impl)
+
+
+def test_inside_scan_and_vmap_matches_lax():
+    """A two-step lax.scan of depthwise convs (as a training epoch runs them), its gradient,
+    and a vmap over an outer axis: the same as lax's."""
+    r = np.random.default_rng(13)
+    x, w = r.standard_normal((3, 2, 4, 6, 6)), r.standard_normal((2, 4, 1, 3, 3))
+
+    def run(impl: str):
+        def step(h, wk):
+            y = jaxconv.conv2d(h, wk, None, 1, 1, 1, 4, impl=impl)
+            return jnp.tanh(y), jnp.sum(y**2)
+
+        def loss(x, w):
+            return jnp.sum(jax.lax.scan(step, x, w)[1])
+
+        return jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1)), in_axes=(0, None)))
+
+    with jax.enable_x64(True):
+        (got, gg), (want, gw) = run("depthwise")(x, w), run("lax")(x, w)
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+        for g, h in zip(gg, gw, strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-10)

@@ -212,3 +212,26 @@ def test_planes_keeps_low_precision_dtypes():
     got = jaxconv.conv3d(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), None, 1, 1, impl="planes")
     assert got.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=0.1 * np.abs(want).max())
+
+
+def test_inside_scan_and_vmap_matches_lax():
+    """A two-step lax.scan of planes convs, its gradient, and a vmap over an outer axis: the
+    same as lax's."""
+    r = np.random.default_rng(8)
+    x, w = r.standard_normal((2, 1, 3, 4, 4, 4)), r.standard_normal((2, 3, 3, 3, 2, 2))
+
+    def run(impl: str):
+        def step(h, wk):
+            y = jaxconv.conv3d(h, wk, None, 1, "same", impl=impl)
+            return jnp.tanh(y), jnp.sum(y**2)
+
+        def loss(x, w):
+            return jnp.sum(jax.lax.scan(step, x, w)[1])
+
+        return jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1)), in_axes=(0, None)))
+
+    with jax.enable_x64(True):
+        (got, gg), (want, gw) = run("planes")(x, w), run("lax")(x, w)
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+        for g, h in zip(gg, gw, strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-10)
