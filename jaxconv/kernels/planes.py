@@ -9,14 +9,14 @@ depth-padded input per tap gives those planes for every ``z`` at once. The kd sl
 stacked on the channel axis in the order (groups, kd, C/groups), so that each group's channels
 stay contiguous, and the output depth is folded into the batch: the result is one 2-D conv
 with kd*C input channels, batch N*od, the kernel's (kh, kw) window, stride, padding and
-dilation, and the same groups, with the kernel reshaped to (O, kd*C/groups, kh, kw) in the
-matching order. The 2-D conv runs through a 2-D implementation given by the caller (jaxconv's
+dilation, and the same groups, with the kernel reshaped to (kh, kw, kd*C/groups, O) (HWIO)
+in the matching order. The 2-D conv runs through a 2-D implementation given by the caller (jaxconv's
 dispatch), so its gradients take jaxconv's 2-D paths; the stacking's own derivative is pads
 and adds. Forward and reverse mode both work wherever the 2-D path's do.
 
-Layouts: the 2-D conv runs in NHWC (XLA:CPU's faster layout, and the one jaxconv's 2-D rules
-compute in). NDHWC input needs no transpose; NCDHW moves its channels last inside the
-stacking copy and back in one copy of the output.
+Layouts: the 2-D conv runs in NHWC (the layout jaxconv's 2-D rules compute in, and on XLA:CPU
+faster than NCHW for the strided convs lax runs). NDHWC input needs no transpose; NCDHW
+moves its channels last inside the stacking copy and back in one copy of the output.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 from jaxconv.geometry import ConvGeometry, conv_geometry
+from jaxconv.kernels.windows import strided_taps
 from jaxconv.kernels.xla import conv_lax
 
 Array = jax.Array
@@ -49,19 +48,10 @@ def depth_planes(x: Array, geom: ConvGeometry) -> list[Array]:
     """The kd depth taps of ``x`` (batched, ``geom.layout``): for tap ``a`` the input planes
     ``z*sd + a*dd`` of the zero-padded depth axis, ``z < od``. kd arrays shaped like ``x``
     with the depth axis D -> od."""
-    axis = geom.axes[0]
-    (lo, hi), sd, dd, od = geom.padding[0], geom.stride[0], geom.dilation[0], geom.out_size[0]
-    config = [(0, 0, 0)] * x.ndim
-    config[axis] = (lo, hi, 0)
-    padded = lax.pad(x, np.array(0, dtype=x.dtype), config)
-    strides = [1] * x.ndim
-    strides[axis] = sd
-    taps = []
-    for a in range(geom.kernel[0]):
-        start, limit = [0] * x.ndim, list(padded.shape)
-        start[axis], limit[axis] = a * dd, a * dd + (od - 1) * sd + 1
-        taps.append(lax.slice(padded, start, limit, strides))
-    return taps
+    return strided_taps(
+        x, geom.axes[:1], geom.kernel[:1], geom.padding[:1], geom.out_size[:1],
+        geom.stride[:1], geom.dilation[:1],
+    )  # fmt: skip
 
 
 def stacked_input(x: Array, geom: ConvGeometry) -> Array:
