@@ -239,13 +239,12 @@ def test_other_groups_fall_back_to_lax():
         )
 
 
-def test_auto_runs_depthwise_on_cpu_for_float32_and_float64_only():
+def test_auto_runs_depthwise_on_cpu_for_every_float_dtype():
     g2 = conv_geometry((2, 8, 9, 9), (16, 1, 3, 3), padding=1, groups=8)
     g1 = conv_geometry((2, 8, 30), (8, 1, 5), stride=2, groups=8, layout="NCL")
     for g in (g2, g1):
-        assert select_impl(g, jnp.float32, "cpu") == "depthwise"
-        assert select_impl(g, jnp.float64, "cpu") == "depthwise"
-        assert select_impl(g, jnp.bfloat16, "cpu") == "lax"
+        for dtype in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64):
+            assert select_impl(g, dtype, "cpu") == "depthwise"
         assert select_impl(g, jnp.float32, "gpu") == "lax"
     # one input channel (groups == C == 1) is an ordinary conv: the 2-D rules keep it
     lenet = conv_geometry((8, 28, 28, 1), (5, 5, 1, 6), padding=2, layout="NHWC")

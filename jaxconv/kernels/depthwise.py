@@ -22,7 +22,7 @@ The taps are computed in the caller's layout (channels first or last, or CHWN): 
 elementwise or a reduction over the non-channel axes, so no transpose is needed.
 
 float16/bfloat16: the taps are summed (and the weight gradient reduced) in float32 and the
-result rounded once to the input's dtype; ``impl="auto"`` keeps those dtypes on lax.
+result rounded once to the input's dtype, so ``impl="auto"`` takes this path for them too.
 """
 
 from __future__ import annotations

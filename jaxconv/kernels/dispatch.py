@@ -14,10 +14,11 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   back, and XLA folds the transposes into neighbouring fusions), or for CHWN input with few
   channels the batch-last rule (:mod:`~jaxconv.kernels.batch_last`; wide CHWN layers take the
   NHWC rule between transposes); lax for geometries it does not cover.
-- On CPU, float32/float64 depthwise convs (``groups == in_channels > 1``, any rank and layout)
-  run ``"depthwise"`` (:mod:`~jaxconv.kernels.depthwise`: a sum over taps of strided slices,
-  the weight gradient reduced chunk by chunk); XLA:CPU's grouped convolutions were 4-200x
-  slower, forward or backward, in the measured 1-D, 2-D and 3-D layers. One input channel
+- On CPU, depthwise convs (``groups == in_channels > 1``, any rank and layout, any float
+  dtype: float16/bfloat16 are summed in float32 and rounded once) run ``"depthwise"``
+  (:mod:`~jaxconv.kernels.depthwise`: a sum over taps of strided slices, the weight gradient
+  reduced chunk by chunk); XLA:CPU's grouped convolutions were 3-200x slower, forward or
+  backward, in the measured 1-D, 2-D and 3-D layers (bfloat16 too). One input channel
   (groups == C == 1) is an ordinary conv and keeps the rules above.
 - On CPU, float32/float64 3-D convs with groups 1 run ``"planes"``
   (:mod:`~jaxconv.kernels.planes`: ONE 2-D conv over the depth taps stacked on the channel
@@ -84,10 +85,10 @@ def select_impl(geom: ConvGeometry, dtype: Any, backend: str | None = None) -> s
     """The implementation ``impl="auto"`` runs for this geometry, dtype and backend (see the
     module docstring for why)."""
     full = jnp.dtype(dtype) in (jnp.float32, jnp.float64)
-    cpu_full = full and current_backend(backend) == "cpu"
-    if cpu_full and geom.groups > 1 and is_depthwise(geom):
+    cpu = current_backend(backend) == "cpu"
+    if cpu and geom.groups > 1 and is_depthwise(geom):
         return "depthwise"
-    if cpu_full and planes_apply(geom) and geom.groups == 1 and max(geom.kernel) > 1:
+    if cpu and full and planes_apply(geom) and geom.groups == 1 and max(geom.kernel) > 1:
         return "planes"
     if current_backend(backend) not in VJP_BACKENDS or not vjp_applies(geom):
         return "lax"
