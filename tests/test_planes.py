@@ -235,3 +235,35 @@ def test_inside_scan_and_vmap_matches_lax():
         np.testing.assert_allclose(got, want, rtol=1e-10)
         for g, h in zip(gg, gw, strict=True):
             np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["NCDHW", "NDHWC"])
+def test_unpadded_plane_convs_run_padded_and_cropped(layout, torch):
+    """An unpadded stride-1 conv takes the pad-by-one-and-crop 2-D conv: values against the
+    reference and torch, gradients against lax."""
+    r = np.random.default_rng(9)
+    x, w = r.standard_normal((2, 3, 5, 6, 7)), r.standard_normal((4, 3, 2, 3, 2))
+    want = reference.conv3d(x, w, None, (2, 1, 1), 0, (2, 1, 1))
+    t = torch.nn.functional.conv3d(torch.tensor(x), torch.tensor(w), None, (2, 1, 1), 0, (2, 1, 1))
+    np.testing.assert_allclose(t.numpy(), want, rtol=1e-10, atol=1e-10)
+    xl, wl = (x, w) if layout == "NCDHW" else (np.moveaxis(x, 1, -1), w.transpose(2, 3, 4, 1, 0))
+    want = want if layout == "NCDHW" else np.moveaxis(want, 1, -1)
+    geom = conv_geometry(xl.shape, wl.shape, stride=(2, 1, 1), dilation=(2, 1, 1), layout=layout)
+    x2 = planes.stacked_input(jnp.asarray(xl), geom)
+    w2 = planes.stacked_kernel(jnp.asarray(wl), geom)
+    assert planes.pads_and_crops(planes.plane_geometry(x2.shape, w2.shape, geom))
+    ct = r.standard_normal(want.shape)
+
+    def loss(impl):
+        def f(x, w):
+            y = jaxconv.conv3d(x, w, None, (2, 1, 1), 0, (2, 1, 1), layout=layout, impl=impl)
+            return jnp.sum(y * ct), y
+
+        return jax.jit(jax.grad(f, argnums=(0, 1), has_aux=True))
+
+    with jax.enable_x64(True):
+        (gx, gw), y = loss("planes")(xl, wl)
+        np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
+        (wx, ww), _ = loss("lax")(xl, wl)
+        np.testing.assert_allclose(gx, wx, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(gw, ww, rtol=1e-10, atol=1e-10)
