@@ -20,7 +20,8 @@ Two ways to compute the same function sit side by side so they can be compared a
 :class:`~jaxconv.geometry.ConvGeometry` and hand over to a registry of implementations in
 :mod:`jaxconv.kernels` (the speed paths, e.g. ``impl="vjp"``, whose derivative rules stay fast
 inside training loops); the default ``impl="auto"`` picks one for the backend and the geometry
-(:mod:`jaxconv.kernels.dispatch`). The speed paths are 2-D; 1-D and 3-D run XLA's convolution.
+(:mod:`jaxconv.kernels.dispatch`). The speed paths are 2-D, but for ``impl="depthwise"`` (any
+rank) and ``impl="planes"`` (3-D as one 2-D conv); other 1-D and 3-D convs run XLA's.
 
 Conventions follow the chapter (PyTorch): cross-correlation, channels-first inputs (NCL, NCHW,
 NCDHW) and O-I-spatial kernels by default; channels-last layouts (``"NLC"``, ``"NHWC"``,
@@ -262,9 +263,13 @@ def convolve2d(X: Any, K: Any) -> Array:
 
 # --- general conv1d / conv2d / conv3d ------------------------------------------------------
 
-#: The implementations each number of spatial axes takes: the speed paths of
-#: :mod:`jaxconv.kernels` are 2-D; 1-D and 3-D convolutions run XLA's own.
-_IMPLS_BY_NDIM = {1: ("auto", "lax"), 2: tuple(IMPLEMENTATIONS), 3: ("auto", "lax")}
+#: The implementations each number of spatial axes takes: conv2d every key of the registry
+#: ("planes" runs lax there), 1-D and 3-D the paths written for any rank or for 3-D.
+_IMPLS_BY_NDIM = {
+    1: ("auto", "lax", "depthwise"),
+    2: tuple(IMPLEMENTATIONS),
+    3: ("auto", "lax", "depthwise", "planes"),
+}
 
 
 @functools.partial(jax.jit, static_argnames=("geom", "impl", "precision"))
@@ -312,7 +317,10 @@ def _conv_nd(
     """The one convolution behind conv1d/2d/3d, over ``n`` spatial axes."""
     name = f"conv{n}d"
     if impl not in _IMPLS_BY_NDIM[n]:
-        only = "" if n == 2 else " (the 'patches' and 'vjp' paths are 2-D only)"
+        only = {
+            1: " ('patches' and 'vjp' are 2-D only, 'planes' 3-D only)",
+            3: " ('patches' and 'vjp' are 2-D only)",
+        }.get(n, "")
         raise ValueError(f"impl must be one of {_IMPLS_BY_NDIM[n]} for {name}{only}, got {impl!r}")
     layout = check_layout(layout, LAYOUTS_BY_NDIM[n])
     x, w = _as_float_array(input, "input"), _as_float_array(weight, "weight")
@@ -374,9 +382,25 @@ _CONV_ARGS = """
         padded input, bias not of shape (O,).
 """
 
-_LAX_ONLY = (
-    '``"auto"`` or ``"lax"`` (both ``lax.conv_general_dilated``; the 2-D speed paths '
-    "of :mod:`jaxconv.kernels` do not apply)."
+_DEPTHWISE = (
+    '``"depthwise"`` (``groups == C``: a sum over kernel taps of strided slices\n'
+    "        times per-channel weights, :mod:`~jaxconv.kernels.depthwise`; lax for other\n"
+    "        groups)"
+)
+
+_IMPLS_1D = (
+    '``"auto"`` (default: :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
+    "        (``lax.conv_general_dilated``) or\n        " + _DEPTHWISE + ".\n"
+    "        With NaN/inf weights, lax skips zero padding while depthwise multiplies it."
+)
+
+_IMPLS_3D = (
+    '``"auto"`` (default: :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
+    "        (``lax.conv_general_dilated``),\n        " + _DEPTHWISE + ",\n"
+    '        or ``"planes"`` (ONE 2-D conv of the kd depth taps stacked on the channel\n'
+    "        axis, the output depth folded into the batch, run by jaxconv's 2-D dispatch,\n"
+    "        :mod:`~jaxconv.kernels.planes`; NCDHW and NDHWC). With NaN/inf weights, lax\n"
+    "        skips zero padding while depthwise multiplies it."
 )
 
 
@@ -441,7 +465,7 @@ conv1d.__doc__ = (
         x_shapes="(N, C, L) or unbatched (C, L); NLC: (N, L, C) or (L, C).",
         w_shapes="OIL kernel (O, C // groups, k); NLC: LIO (k, C // groups, O).",
         layouts='``"NCL"`` (PyTorch\'s, OIL kernels) or ``"NLC"`` (LIO kernels).',
-        impls=_LAX_ONLY,
+        impls=_IMPLS_1D,
         out_shapes="(N, O, ol) (unbatched: (O, ol); NLC: channels last)",
     )
 )
@@ -467,10 +491,13 @@ conv2d.__doc__ = (
             "        the fastest measured path for the backend and geometry, see\n"
             '        :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
             '        (``lax.conv_general_dilated``), ``"patches"`` (strided slices into patches,\n'
-            '        then one matrix product) or ``"vjp"`` (gradients that stay fast inside\n'
-            "        loops; stride 1, dilation 1, groups 1, lax otherwise). With NaN/inf weights,\n"
-            "        lax skips zero padding while patches and the one-channel vjp path multiply\n"
-            "        it. The CHWN ``vjp`` path differentiates in reverse mode only (TypeError)."
+            '        then one matrix product), ``"vjp"`` (gradients that stay fast inside\n'
+            "        loops; stride 1, dilation 1, groups 1, lax otherwise),\n"
+            "        " + _DEPTHWISE + ",\n"
+            '        or ``"planes"`` (conv3d\'s; lax here). With NaN/inf weights,\n'
+            "        lax skips zero padding while patches, depthwise and the one-channel vjp path\n"
+            "        multiply it. The CHWN ``vjp`` path differentiates in reverse mode only\n"
+            "        (TypeError)."
         ),
         out_shapes=(
             "(N, O, oh, ow) (unbatched: (O, oh, ow); NHWC: channels last; CHWN: (O, oh, ow, N))"
@@ -484,7 +511,7 @@ conv3d.__doc__ = (
         x_shapes="(N, C, D, H, W) or unbatched (C, D, H, W); NDHWC: channels last.",
         w_shapes="OIDHW kernel (O, C // groups, kd, kh, kw); NDHWC: DHWIO.",
         layouts='``"NCDHW"`` (PyTorch\'s, OIDHW kernels) or ``"NDHWC"`` (DHWIO kernels).',
-        impls=_LAX_ONLY,
+        impls=_IMPLS_3D,
         out_shapes="(N, O, od, oh, ow) (unbatched: (O, od, oh, ow); NDHWC: channels last)",
     )
 )
