@@ -17,12 +17,14 @@ per axis (the sizes a strided forward conv maps to the same output differ by les
 stride). PyTorch takes no ``"same"``/``"valid"`` here, and neither does jaxconv.
 
 Arguments are validated on static shapes before tracing (ValueError/TypeError naming the
-argument). Two implementations compute the same function: ``impl="lax"``, one
+argument). Three implementations compute the same function: ``impl="lax"``, one
 ``lax.conv_general_dilated`` of the input dilated by the stride
-(:func:`jaxconv.kernels.xla.conv_transpose_lax`), and ``impl="phases"``, stride-1
+(:func:`jaxconv.kernels.xla.conv_transpose_lax`), ``impl="phases"``, stride-1
 convolutions per stride phase and a pixel shuffle (:mod:`jaxconv.kernels.phases`), XLA:CPU's
-fast form; ``"auto"`` picks per backend (:func:`jaxconv.kernels.dispatch.select_transpose_impl`).
-Both are differentiable in both modes and to any order.
+fast form, and for 3-D ``impl="planes"``, the same over depth planes
+(:mod:`jaxconv.kernels.transpose_planes`); ``"auto"`` picks per backend
+(:func:`jaxconv.kernels.dispatch.select_transpose_impl`). All are differentiable in both
+modes and to any order.
 """
 
 from __future__ import annotations
@@ -111,11 +113,13 @@ _DOC = """{n}-D transposed convolution, as ``torch.nn.functional.conv_transpose{
       dilation: int or a sequence of one or {n} ints, >= 1; the kernel's taps are ``d``
         apart.
       layout: {layouts}
-      impl: ``"auto"`` (default: the stride phases on CPU, lax elsewhere; see
-        :func:`jaxconv.kernels.dispatch.select_transpose_impl`), ``"lax"`` (one convolution
-        of the stride-dilated input) or ``"phases"`` (a stride-1 convolution per stride
-        phase, then a pixel shuffle; derivatives in XLA:CPU's fast forms). The same values;
-        NaN and inf reach the same outputs as in PyTorch on every path.
+      impl: ``"auto"`` (default: on CPU the stride phases, for 3-D over depth planes; lax
+        elsewhere; see :func:`jaxconv.kernels.dispatch.select_transpose_impl`), ``"lax"``
+        (one convolution of the stride-dilated input), ``"phases"`` (a stride-1 convolution
+        per stride phase, then a pixel shuffle; derivatives in XLA:CPU's fast forms) or
+        ``"planes"`` (3-D in NCDHW/NDHWC: one 2-D transposed conv over the depth planes,
+        then the depth taps added; the phases otherwise). The same values; NaN and inf
+        reach the same outputs as in PyTorch on every path.
       precision: ``lax.Precision`` or None (JAX's default), passed to the convolution.
 
     Returns:

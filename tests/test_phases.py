@@ -203,6 +203,35 @@ def test_weight_tangent_is_the_transposed_conv(i):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+PLANE_CASES = [i for i, c in enumerate(CASES) if c["n"] == 3]
+
+
+@pytest.mark.parametrize("i", PLANE_CASES)
+def test_3d_planes_equal_the_oracle_and_the_phases_in_both_modes(i):
+    """conv_transpose3d(impl="planes"): values against the float64 oracle, reverse- and
+    forward-mode derivatives against the direct phases (3-D convolutions)."""
+    c = CASES[i]
+    x, w = _arrays(c, 500 + i)
+    oracle = REFT[3](x, w, None, c["s"], c["p"], c["op"], c["groups"], c["d"])
+    x, w = _to_layout(x, w, c["layout"])
+    r = np.random.default_rng(600 + i)
+    with jax.enable_x64(True):
+        x, w = jnp.asarray(x), jnp.asarray(w)
+        got = jax.jit(lambda a, b: _call(c, a, b, "planes"))(x, w)
+        np.testing.assert_allclose(
+            _from_layout(np.asarray(got), c["layout"]), oracle, rtol=1e-10, atol=1e-10
+        )
+        ct = jnp.asarray(r.standard_normal(got.shape))
+        tx, tw = jnp.asarray(r.standard_normal(x.shape)), jnp.asarray(r.standard_normal(w.shape))
+        res = {}
+        for impl in ("planes", "phases"):
+            loss = lambda a, b, impl=impl: jnp.vdot(_call(c, a, b, impl), ct)  # noqa: E731
+            fwd = jax.jvp(lambda a, b, impl=impl: _call(c, a, b, impl), (x, w), (tx, tw))[1]
+            res[impl] = (*jax.jit(jax.grad(loss, (0, 1)))(x, w), fwd)
+    for g, h in zip(res["planes"], res["phases"], strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("where", ["input", "weight"])
 @pytest.mark.parametrize("k", [3, 4])
 def test_nan_and_inf_reach_torchs_outputs(where, k, torch):
@@ -234,10 +263,12 @@ def test_float32_and_bfloat16_against_the_oracle():
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 4)
 
 
-def test_auto_takes_the_phases_on_cpu():
+def test_auto_takes_the_phases_on_cpu_and_planes_for_3d():
     geom = conv_transpose_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=(1, 2))
     assert dispatch.select_transpose_impl(geom, "cpu") == "phases"
     assert dispatch.select_transpose_impl(geom, "gpu") == "lax"
+    cube = conv_transpose_geometry((1, 2, 5, 5, 5), (2, 2, 3, 3, 3), stride=2, layout="NCDHW")
+    assert dispatch.select_transpose_impl(cube, "cpu") == "planes"
     unit = conv_transpose_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=1)
     assert dispatch.select_transpose_impl(unit, "cpu") == "phases"
     assert dispatch.select_transpose_impl(unit, "tpu") == "lax"

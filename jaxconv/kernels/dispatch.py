@@ -18,7 +18,10 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   (:mod:`~jaxconv.kernels.phases`: a stride-1 convolution per phase, or one for all, a pixel
   shuffle, and derivatives in XLA:CPU's fast forms): XLA's own transposed convolution (the
   input dilated by the stride) and its weight gradient are many times slower there, also at
-  stride 1 without padding. GPU and TPU (not measured): lax.
+  stride 1 without padding. 3-D ones in NCDHW/NDHWC fold the depth into the batch and run
+  ONE 2-D transposed conv that way, then add the depth taps' planes
+  (:mod:`~jaxconv.kernels.transpose_planes`): XLA:CPU's 3-D convolutions are the slow ones.
+  GPU and TPU (not measured): lax.
 - On CPU, depthwise convs (``groups == in_channels > 1``, any rank and layout, any float
   dtype: float16/bfloat16 are summed in float32 and rounded once) run ``"depthwise"``
   (:mod:`~jaxconv.kernels.depthwise`: a sum over taps of strided slices, the weight gradient
@@ -54,6 +57,7 @@ from jaxconv.kernels.nhwc import conv_nhwc
 from jaxconv.kernels.patches import conv_patches
 from jaxconv.kernels.phases import conv_transpose_phases
 from jaxconv.kernels.planes import conv_planes, planes_apply
+from jaxconv.kernels.transpose_planes import PLANE_LAYOUTS, conv_transpose_planes
 from jaxconv.kernels.xla import conv_lax, conv_transpose_lax
 
 Array = jax.Array
@@ -131,7 +135,9 @@ IMPLEMENTATIONS: dict[str, ConvImpl] = {
 
 def select_transpose_impl(geom: ConvTransposeGeometry, backend: str | None = None) -> str:
     """The transposed-conv implementation ``impl="auto"`` runs (see the module docstring)."""
-    return "phases" if current_backend(backend) == "cpu" else "lax"
+    if current_backend(backend) != "cpu":
+        return "lax"
+    return "planes" if geom.layout in PLANE_LAYOUTS else "phases"
 
 
 def conv_transpose_auto(x: Array, w: Array, geom: ConvTransposeGeometry, precision: Any) -> Array:
@@ -146,6 +152,7 @@ ConvTransposeImpl = Callable[[Array, Array, ConvTransposeGeometry, Any], Array]
 TRANSPOSE_IMPLEMENTATIONS: dict[str, ConvTransposeImpl] = {
     "lax": conv_transpose_lax,
     "phases": conv_transpose_phases,
+    "planes": conv_transpose_planes,
     "auto": conv_transpose_auto,
 }
 

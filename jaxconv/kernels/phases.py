@@ -288,5 +288,10 @@ def _conv_transpose_phases_jvp(
     if not isinstance(tx, jax.custom_derivatives.SymbolicZero):
         terms.append(conv_transpose_lax(tx, w, geom, precision))
     if not isinstance(tw, jax.custom_derivatives.SymbolicZero):
-        terms.append(weight_tangent(x, tw, geom, precision))
+        # dilated kernels: XLA's simplifier miscompiles (aborts on) the weight tangent's
+        # conv with both dilations, so those take the dilated-input form
+        if max(geom.dilation) == 1:
+            terms.append(weight_tangent(x, tw, geom, precision))
+        else:
+            terms.append(conv_transpose_lax(x, tw, geom, precision))
     return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
