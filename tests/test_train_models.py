@@ -83,10 +83,25 @@ def test_recipes_are_the_books():
     )
 
 
+# name -> (smallest, largest) input side, as the networks' docstrings state them
+DOCUMENTED_SIZES = {
+    "alexnet": (193, 224),
+    "vgg11": (224, 255),
+    "vgg11_small": (224, 255),
+    "nin": (67, None),
+    "googlenet": (1, None),
+    "lenet_bn": (28, 31),
+    "resnet18": (1, None),
+    "densenet": (29, None),
+}
+
+
 @pytest.mark.parametrize("name", [n for n in RECIPES if n != "lenet"])
 def test_image_size_limits_are_the_networks(name):
-    """min_size and max_size are where the network starts and stops accepting input."""
+    """min_size and max_size are the sizes the docstrings state, and where the network starts
+    and stops accepting input: inside accepted, outside a ValueError."""
     recipe = RECIPES[name]
+    assert (recipe.min_size, recipe.max_size) == DOCUMENTED_SIZES[name]
     model = build_network(name, recipe.image_size)
 
     def trace(size):
