@@ -14,31 +14,20 @@ import shutil
 from pathlib import Path
 
 import chex
-import pytest
+from _runs import dataset_fixture, fit_quietly
 
-from jaxconv import data
 from jaxconv.checkpoint import CHECKPOINT_DIR, Checkpoints
-from jaxconv.train import TrainConfig, fit
 
 OLD_RUN = Path(__file__).parent / "data" / "lenet-sgd-b39160d"
 N_TRAIN, N_TEST, BATCH = 256, 128, 128
-
-
-@pytest.fixture(scope="module")
-def ds():
-    try:
-        full = data.load_fashion_mnist()
-    except data.DataNotFoundError as err:
-        pytest.skip(f"Fashion-MNIST not installed: {err}")
-    return data.subset(full, N_TRAIN, N_TEST)
+ds = dataset_fixture(N_TRAIN, N_TEST)
 
 
 def resume(ds, out_dir: Path, epochs: int):
-    cfg = TrainConfig(
-        variant="classic", optimizer="sgd", epochs=epochs, batch_size=BATCH, out_dir=out_dir,
-        resume=True, progress=False, plots=False,
+    return fit_quietly(
+        ds, out_dir, variant="classic", optimizer="sgd", epochs=epochs, batch_size=BATCH,
+        resume=True,
     )  # fmt: skip
-    return fit(cfg, dataset=ds)
 
 
 def copy_old_run(tmp_path: Path, name: str) -> Path:

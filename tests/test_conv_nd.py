@@ -10,6 +10,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _conv_helpers import (
+    DTYPE_TOL,
+    assert_grads_match_torch,
+    assert_low_precision,
+    assert_matches_in_both_layouts,
+    assert_nonfinite_like,
+    jax_shape,
+    to_last,
+    to_torch,
+    torch_op,
+    torch_shape,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -19,18 +31,6 @@ from jaxconv import reference
 
 CONVS = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}
 REFS = {1: reference.conv1d, 2: reference.conv2d, 3: reference.conv3d}
-CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
-
-
-def _torch_conv(torch, n: int):
-    return {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
-            3: torch.nn.functional.conv3d}[n]  # fmt: skip
-
-
-def _to_last(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NC* input and OI* kernel in the channels-last layout: N*C input, *IO kernel."""
-    n = w.ndim - 2
-    return np.moveaxis(x, -n - 1, -1), w.transpose(*range(2, n + 2), 1, 0)
 
 
 def _make_case(i: int) -> dict:
@@ -97,29 +97,19 @@ def _torch_out(torch, c: dict, x, w, b) -> np.ndarray:
         flat = [p for side in reversed(pad) for p in side]  # F.pad: last axis first
         tx, pad = torch.nn.functional.pad(tx, flat), 0
     g = _geometry(c) | {"padding": pad}
-    return _torch_conv(torch, c["n"])(tx, t(w), t(b), **g).numpy()
+    return torch_op(torch, "conv", c["n"])(tx, t(w), t(b), **g).numpy()
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's, on speed
 @pytest.mark.parametrize("c", CASES, ids=_case_id)
 def test_conv_nd_sweep_matches_reference_and_torch(c, torch):
-    x, w, b = _arrays(c)
-    want = _torch_out(torch, c, x, w, b)
-    np.testing.assert_allclose(REFS[c["n"]](x, w, b, **_geometry(c)), want, rtol=1e-10, atol=1e-10)
-    layout = {}
-    if c["last"]:
-        x, w = _to_last(x, w)
-        want = np.moveaxis(want, -c["n"] - 1, -1)
-        layout = {"layout": CHANNELS_LAST[c["n"]]}
-        np.testing.assert_allclose(
-            REFS[c["n"]](x, w, b, **_geometry(c), **layout), want, rtol=1e-10, atol=1e-10
-        )
-    conv = CONVS[c["n"]]
-    with jax.enable_x64(True):
-        f = lambda x, w, b: conv(x, w, b, **_geometry(c), **layout)  # noqa: E731
-        for got in (f(x, w, b), jax.jit(f)(x, w, b)):
-            assert got.dtype == jnp.float64 and got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    arrays = _arrays(c)
+    n, g = c["n"], _geometry(c)
+    assert_matches_in_both_layouts(
+        n, c["last"], arrays, _torch_out(torch, c, *arrays),
+        lambda x, w, b, **layout: REFS[n](x, w, b, **g, **layout),
+        lambda x, w, b, **layout: CONVS[n](x, w, b, **g, **layout),
+    )  # fmt: skip
 
 
 # --- torch's signature: positional ports, keyword names, argument forms ---------------------
@@ -193,8 +183,6 @@ def test_impl_auto_and_lax_agree_and_the_2d_paths_are_refused(n):
 
 # --- dtypes, NaN/inf ----------------------------------------------------------------------
 
-DTYPE_TOL = {jnp.float16: 2e-2, jnp.bfloat16: 1e-1, jnp.float32: 1e-5}
-
 
 @pytest.mark.parametrize("dtype", list(DTYPE_TOL), ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -203,11 +191,12 @@ def test_low_precision_dtypes_against_the_oracle(n, dtype):
     x = r.standard_normal((2, 4) + (6,) * n)
     w = r.standard_normal((4, 2) + (3,) * n) / 3
     b = r.standard_normal(4)
-    y = CONVS[n](jnp.asarray(x, dtype), jnp.asarray(w, dtype), jnp.asarray(b, dtype), 2, 1, 1, 2)
-    assert y.dtype == dtype
-    want = REFS[n](x, w, b, 2, 1, 1, 2)
-    tol = DTYPE_TOL[dtype]
-    np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=tol, atol=tol * 3)
+    assert_low_precision(
+        lambda x, w, b: CONVS[n](x, w, b, 2, 1, 1, 2),
+        lambda x, w, b: REFS[n](x, w, b, 2, 1, 1, 2),
+        (x, w, b),
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -217,12 +206,9 @@ def test_nan_and_inf_propagate_like_torch(n, torch):
     x[(0, 0) + (1,) * n] = np.nan
     x[(0, 1) + (4,) * n] = np.inf
     w = r.standard_normal((3, 2) + (2,) * n)
-    want = _torch_conv(torch, n)(torch.tensor(x), torch.tensor(w), None, 1, 1).numpy()
+    want = torch_op(torch, "conv", n)(torch.tensor(x), torch.tensor(w), None, 1, 1).numpy()
     with jax.enable_x64(True):
-        got = np.asarray(CONVS[n](x, w, None, 1, 1))
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
-    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-10)
+        assert_nonfinite_like(CONVS[n](x, w, None, 1, 1), want)
 
 
 # --- gradients ----------------------------------------------------------------------------
@@ -238,15 +224,13 @@ def _torch_expressible(c: dict) -> bool:
 def test_gradients_match_torch_autograd(c, torch):
     x, w, b = _arrays(c)
     b = np.random.default_rng(9).standard_normal(c["o"]) if b is None else b
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    ty = _torch_conv(torch, c["n"])(tx, tw, tb, **_geometry(c))
-    ct = np.random.default_rng(10).standard_normal(tuple(ty.shape))
-    (ty * torch.tensor(ct)).sum().backward()
-    with jax.enable_x64(True):
-        loss = lambda x, w, b: jnp.sum(CONVS[c["n"]](x, w, b, **_geometry(c)) * ct)  # noqa: E731
-        grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, b)
-    for name, g, t in zip(("input", "weight", "bias"), grads, (tx, tw, tb), strict=True):
-        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+    n, g = c["n"], _geometry(c)
+    assert_grads_match_torch(
+        torch,
+        lambda x, w, b: torch_op(torch, "conv", n)(x, w, b, **g),
+        lambda x, w, b: CONVS[n](x, w, b, **g),
+        (x, w, b),
+    )
 
 
 @pytest.mark.parametrize(
@@ -262,7 +246,7 @@ def test_check_grads_both_modes_second_order(n, kwargs):
         x = r.standard_normal((1, 4) + (3,) * n)
         w = r.standard_normal((2, 4 // kwargs.get("groups", 1)) + (2,) * n)
         if last:
-            x, w = _to_last(x, w)
+            x, w = to_last(x, w)
         b = r.standard_normal(2)
         f = jax.jit(lambda x, w, b: CONVS[n](x, w, b, **kwargs))
         check_grads(f, (x, w, b), order=2, modes=("fwd", "rev"))
@@ -310,9 +294,8 @@ def test_convnd_refuses_what_torch_refuses(case, torch):
         CONVS[n](**args)
     if "layout" in kwargs:
         return  # torch has no layout argument
-    t = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in args.items()}
     with pytest.raises((RuntimeError, TypeError, ValueError)):
-        _torch_conv(torch, n)(**t)
+        torch_op(torch, "conv", n)(**to_torch(torch, args))
 
 
 # --- property: the output shape is torch's, or both refuse --------------------------------
@@ -340,17 +323,6 @@ def test_output_shape_is_torchs_or_both_refuse(g):
     x_shape = (1, g["cin"], *g["size"])
     w_shape = (g["cout"], max(g["cin"] // g["groups"], 1), *g["k"])
     args = (g["stride"], g["padding"], g["dilation"], g["groups"])
-    try:
-        want = tuple(
-            _torch_conv(torch, g["n"])(
-                torch.zeros(x_shape), torch.zeros(w_shape), None, *args
-            ).shape
-        )
-    except RuntimeError:
-        want = None
-    x, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (x_shape, w_shape))
-    try:
-        got = jax.eval_shape(lambda x, w: CONVS[g["n"]](x, w, None, *args), x, w).shape
-    except (ValueError, TypeError):
-        got = None
+    want = torch_shape(torch, torch_op(torch, "conv", g["n"]), x_shape, w_shape, args)
+    got = jax_shape(CONVS[g["n"]], x_shape, w_shape, args)
     assert got == want, (g, got, want)

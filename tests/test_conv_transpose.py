@@ -10,6 +10,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _conv_helpers import (
+    CHANNELS_LAST,
+    DTYPE_TOL,
+    assert_grads_match_torch,
+    assert_low_precision,
+    assert_matches_in_both_layouts,
+    assert_nonfinite_like,
+    jax_shape,
+    to_last,
+    to_torch,
+    torch_op,
+    torch_shape,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -24,19 +37,6 @@ REFT = {
     3: reference.conv_transpose3d,
 }
 CONVS = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}
-CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
-
-
-def _torch_convt(torch, n: int):
-    F = torch.nn.functional
-    return {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[n]
-
-
-def _to_last(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NC* input and (C_in, C_out // g, *k) weight in channels-last form: N*C input and
-    (*k, C_out // g, C_in) weight (the forward conv's spatial-I-O kernel)."""
-    n = w.ndim - 2
-    return np.moveaxis(x, -n - 1, -1), w.transpose(*range(2, n + 2), 1, 0)
 
 
 def _make_case(i: int) -> dict:
@@ -101,7 +101,7 @@ def _args(c: dict) -> tuple:
 
 def _torch(torch, c: dict, x, w, b) -> np.ndarray:
     t = lambda a: None if a is None else torch.tensor(a)  # noqa: E731
-    return _torch_convt(torch, c["n"])(t(x), t(w), t(b), *_args(c)).detach().numpy()
+    return torch_op(torch, "conv_transpose", c["n"])(t(x), t(w), t(b), *_args(c)).detach().numpy()
 
 
 def test_sweep_covers_the_geometry_torchs_samples_leave_out():
@@ -127,21 +127,13 @@ def _s(c: dict) -> tuple[int, ...]:
 
 @pytest.mark.parametrize("c", CASES, ids=_case_id)
 def test_sweep_matches_oracle_and_torch(c, torch):
-    x, w, b = _arrays(c)
-    want = _torch(torch, c, x, w, b)
-    np.testing.assert_allclose(REFT[c["n"]](x, w, b, *_args(c)), want, rtol=1e-10, atol=1e-10)
-    layout = {}
-    if c["last"]:
-        x, w = _to_last(x, w)
-        want = np.moveaxis(want, -c["n"] - 1, -1)
-        layout = {"layout": CHANNELS_LAST[c["n"]]}
-        got_ref = REFT[c["n"]](x, w, b, *_args(c), **layout)
-        np.testing.assert_allclose(got_ref, want, rtol=1e-10, atol=1e-10)
-    with jax.enable_x64(True):
-        f = lambda x, w, b: CONVT[c["n"]](x, w, b, *_args(c), **layout)  # noqa: E731
-        for got in (f(x, w, b), jax.jit(f)(x, w, b)):
-            assert got.dtype == jnp.float64 and got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    arrays = _arrays(c)
+    n, args = c["n"], _args(c)
+    assert_matches_in_both_layouts(
+        n, c["last"], arrays, _torch(torch, c, *arrays),
+        lambda x, w, b, **layout: REFT[n](x, w, b, *args, **layout),
+        lambda x, w, b, **layout: CONVT[n](x, w, b, *args, **layout),
+    )  # fmt: skip
 
 
 def test_keywords_and_argument_forms(torch):
@@ -190,7 +182,7 @@ def test_equals_the_vjp_of_the_forward_conv(c):
     y, w, _ = _arrays(c)
     layout = {}
     if c["last"]:
-        y, w = _to_last(y, w)
+        y, w = to_last(y, w)
         layout = {"layout": CHANNELS_LAST[c["n"]]}
     with jax.enable_x64(True):
         out = CONVT[c["n"]](y, w, None, *_args(c), **layout)
@@ -209,15 +201,13 @@ def test_equals_the_vjp_of_the_forward_conv(c):
 def test_gradients_match_torch_autograd(c, torch):
     x, w, b = _arrays(c)
     b = np.random.default_rng(3).standard_normal(c["cout"]) if b is None else b
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    ty = _torch_convt(torch, c["n"])(tx, tw, tb, *_args(c))
-    ct = np.random.default_rng(4).standard_normal(tuple(ty.shape))
-    (ty * torch.tensor(ct)).sum().backward()
-    with jax.enable_x64(True):
-        loss = lambda x, w, b: jnp.sum(CONVT[c["n"]](x, w, b, *_args(c)) * ct)  # noqa: E731
-        grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, b)
-    for name, g, t in zip(("input", "weight", "bias"), grads, (tx, tw, tb), strict=True):
-        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+    n, args = c["n"], _args(c)
+    assert_grads_match_torch(
+        torch,
+        lambda x, w, b: torch_op(torch, "conv_transpose", n)(x, w, b, *args),
+        lambda x, w, b: CONVT[n](x, w, b, *args),
+        (x, w, b),
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,15 +224,13 @@ def test_check_grads_both_modes_second_order(n, args, layout):
         x = r.standard_normal((1, 2) + (2,) * n)
         w = r.standard_normal((2, 4 // groups) + (2,) * n)
         if layout == CHANNELS_LAST.get(n):
-            x, w = _to_last(x, w)
+            x, w = to_last(x, w)
         b = r.standard_normal(4)
         f = jax.jit(lambda x, w, b: CONVT[n](x, w, b, *args, layout=layout))
         check_grads(f, (x, w, b), order=2, modes=("fwd", "rev"))
 
 
 # --- dtypes, NaN/inf ----------------------------------------------------------------------
-
-DTYPE_TOL = {jnp.float16: 2e-2, jnp.bfloat16: 1e-1, jnp.float32: 1e-5}
 
 
 @pytest.mark.parametrize("dtype", list(DTYPE_TOL), ids=lambda d: jnp.dtype(d).name)
@@ -253,11 +241,11 @@ def test_low_precision_dtypes_against_the_oracle(n, dtype):
     w = r.standard_normal((4, 2) + (3,) * n) / 3
     b = r.standard_normal(4)
     args = (2, 1, 1, 2, 1)
-    y = CONVT[n](jnp.asarray(x, dtype), jnp.asarray(w, dtype), jnp.asarray(b, dtype), *args)
-    assert y.dtype == dtype
-    tol = DTYPE_TOL[dtype]
-    np.testing.assert_allclose(
-        np.asarray(y, np.float64), REFT[n](x, w, b, *args), rtol=tol, atol=tol * 3
+    assert_low_precision(
+        lambda x, w, b: CONVT[n](x, w, b, *args),
+        lambda x, w, b: REFT[n](x, w, b, *args),
+        (x, w, b),
+        dtype,
     )
 
 
@@ -272,11 +260,7 @@ def test_nan_and_inf_propagate_like_torch(where, torch):
     args = (None, 2, 1, 1, 1, (1, 2))
     want = torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(w), *args).numpy()
     with jax.enable_x64(True):
-        got = np.asarray(jaxconv.conv_transpose2d(x, w, *args))
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
-    fin = np.isfinite(want)
-    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10)
+        assert_nonfinite_like(jaxconv.conv_transpose2d(x, w, *args), want)
 
 
 # --- errors: what torch refuses, refused before tracing -----------------------------------
@@ -325,9 +309,10 @@ def test_refuses_what_torch_refuses(case, variant, torch):
         f(x, w)
     if "layout" in kwargs:
         return  # torch has no layout argument
-    t = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in args.items()}
     with pytest.raises((RuntimeError, TypeError, ValueError, NotImplementedError)):
-        torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(w), **t)
+        torch.nn.functional.conv_transpose2d(
+            torch.tensor(x), torch.tensor(w), **to_torch(torch, args)
+        )
 
 
 # --- property: the output shape is torch's, or both refuse --------------------------------
@@ -352,19 +337,8 @@ def test_output_shape_is_torchs_or_both_refuse(g):
     torch = pytest.importorskip("torch")
     x_shape, w_shape = (1, g["cin"], *g["size"]), (g["cin"], g["cout_g"], *g["k"])
     args = (g["stride"], g["padding"], g["output_padding"], g["groups"], g["dilation"])
-    try:
-        want = tuple(
-            _torch_convt(torch, g["n"])(
-                torch.zeros(x_shape), torch.zeros(w_shape), None, *args
-            ).shape
-        )
-    except RuntimeError:
-        want = None
-    x, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (x_shape, w_shape))
-    try:
-        got = jax.eval_shape(lambda x, w: CONVT[g["n"]](x, w, None, *args), x, w).shape
-    except (ValueError, TypeError):
-        got = None
+    want = torch_shape(torch, torch_op(torch, "conv_transpose", g["n"]), x_shape, w_shape, args)
+    got = jax_shape(CONVT[g["n"]], x_shape, w_shape, args)
     if got is None and want is not None and 0 in want[2:]:
         return  # an empty output: torch refuses it on some backends, jaxconv on all
     assert got == want, (g, got, want)

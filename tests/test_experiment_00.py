@@ -1,8 +1,9 @@
 """experiments/00_from_dense_to_conv.py (chapter 6.1): its numbers, quick run and piece by piece.
 
 The layer pieces are checked against float64 NumPy loops written from the chapter's formulas;
-the quick run (which needs Fashion-MNIST for its Where's Waldo part) is run once per module and
-its returned numbers, printed tables and figure are checked.
+the quick run (which needs Fashion-MNIST for its Where's Waldo part) is run once, in one test
+(so that pytest-xdist never runs it in two workers), and its returned numbers, printed tables
+and figure are checked.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _runs import fashion_subset
 from conftest import load_script
+from test_experiments import png_size
 
 SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "00_from_dense_to_conv.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -30,12 +33,10 @@ def module():
     return load_script(SCRIPT, "experiment_00_from_dense_to_conv")
 
 
-@pytest.fixture(scope="module")
-def quick(module, tmp_path_factory):
+def quick_run(module, out: Path) -> tuple[dict, str, Path]:
     """(result, stdout, out_dir) of ``main(Config(quick=True))``; skipped without the data."""
     from jaxconv.data import DataNotFoundError
 
-    out = tmp_path_factory.mktemp("00_from_dense_to_conv")
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
@@ -195,8 +196,15 @@ def test_normalized_xcorr_matches_float64_and_ignores_brightness(module, seed):
     np.testing.assert_allclose(brighter, ncc, atol=2e-4)
 
 
-def test_quick_run_numbers(quick):
-    res, out, _ = quick
+def test_quick_run(module, tmp_path):
+    run = quick_run(module, tmp_path)
+    check_quick_run_numbers(run)
+    check_quick_run_finds_waldo_on_every_canvas(run)
+    check_quick_run_writes_its_figure_and_table(run)
+
+
+def check_quick_run_numbers(run: tuple) -> None:
+    res, out, _ = run
     assert res["diff_invariant"] < 2e-5 and res["diff_local"] < 1e-5
     assert res["rel_diff_local"] < 1e-5
     assert res["shift_error_invariant"] < 1e-5 and res["shift_error_dense"] > 0.1
@@ -208,8 +216,8 @@ def test_quick_run_numbers(quick):
         assert printed in out
 
 
-def test_quick_run_finds_waldo_on_every_canvas(quick):
-    res, out, _ = quick
+def check_quick_run_finds_waldo_on_every_canvas(run: tuple) -> None:
+    res, out, _ = run
     assert len(res["waldo_hidden"]) == 5
     assert len(set(res["waldo_hidden"])) > 1  # Waldo moves between canvases
     assert res["waldo_found"] == res["waldo_hidden"]
@@ -219,10 +227,8 @@ def test_quick_run_finds_waldo_on_every_canvas(quick):
     assert "normalized cross-correlation finds him 5 times" in out
 
 
-def test_waldo_over_more_seeds_and_grids(module, quick):
-    from jaxconv import data as data_lib
-
-    items = module.small_items(data_lib.load_fashion_mnist().test.images[:2000])
+def test_waldo_over_more_seeds_and_grids(module):
+    items = module.small_items(fashion_subset(1, 2000).test.images)
     for seed in range(10, 22):
         grid = 4 + seed % 3
         canvas, template, corner = module.make_canvas(items, grid, np.random.default_rng(seed))
@@ -230,10 +236,14 @@ def test_waldo_over_more_seeds_and_grids(module, quick):
         assert module.peak(np.asarray(ncc)) == corner, f"seed {seed}, grid {grid}"
 
 
-def test_quick_run_writes_its_figure_and_table(quick):
-    res, _, out = quick
+def check_quick_run_writes_its_figure_and_table(run: tuple) -> None:
+    res, _, out = run
     (figure,) = res["figures"]
+    assert Path(figure).name == "wheres_waldo.png"
     assert Path(figure).read_bytes()[:8] == PNG_SIGNATURE
+    width, height = png_size(figure)
+    assert width >= 300 and height >= 200
+    assert Path(figure).stat().st_size > 10_000  # a drawn figure, not an empty canvas
     with open(out / "parameter_counts.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["weights"]) for r in rows] == [10**9, 10**12, 1999**2, 25]

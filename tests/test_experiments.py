@@ -1,9 +1,10 @@
 """experiments/*.py: every script runs in quick mode and reproduces the chapter's numbers.
 
 Each script is loaded from its file and its ``main(Config(quick=True, out_dir=tmp))`` run once
-per session (a cached fixture); the tests then check what it returned and printed against the
-values the chapter prints, against PyTorch where it has the op, and that its figures are real
-PNGs.
+per session (a cached fixture that also checks that its figures are real PNGs); one test per
+script (so that pytest-xdist never runs a script in two workers) then checks what it returned
+and printed against the values the chapter prints, and against PyTorch where it has the op.
+00_from_dense_to_conv's quick run is checked in tests/test_experiment_00.py.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def load(name: str) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def run(tmp_path_factory):
-    """``run(name, **overrides)`` -> (result dict, stdout) of the quick run, once per session."""
+    """``run(name)`` -> (result dict, stdout) of the quick run, once per session, its figures
+    checked (:func:`check_figures`)."""
     cache: dict[str, tuple[dict, str]] = {}
 
     def _run(name: str) -> tuple[dict, str]:
@@ -48,6 +50,7 @@ def run(tmp_path_factory):
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
                 result = module.main(cfg)
+            check_figures(name, result)
             cache[name] = (result, buf.getvalue())
         return cache[name]
 
@@ -139,7 +142,7 @@ def test_cross_correlation_and_edges(run):
 # --------------------------------------------------------------------------- 6.2.4
 
 
-def test_learning_the_edge_kernel(run):
+def test_learning_a_kernel(run):
     res, out = run("02_learning_a_kernel")
     losses = res["losses"]
     printed = [line for line in out.splitlines() if line.startswith("epoch ")]
@@ -152,11 +155,12 @@ def test_learning_the_edge_kernel(run):
     assert len(res["seed_final_losses"]) == 10
     assert np.all(res["seed_final_losses"] < 0.5)
     assert np.all(res["seed_kernel_errors"] < 0.15)
+    check_learning_2d_kernels(res, out)
+    check_edge_kernel_loop_matches_pytorch(res, pytest.importorskip("torch"))  # torch last
 
 
-def test_edge_kernel_loop_matches_pytorch(run, torch):
+def check_edge_kernel_loop_matches_pytorch(res: dict, torch) -> None:
     """The book's PyTorch loop from the same start gives the same losses and kernel."""
-    res, _ = run("02_learning_a_kernel")
     X = torch.ones((6, 8))
     X[:, 2:6] = 0
     Y = torch.tensor(reference.corr2d(X.numpy(), np.array([[1.0, -1.0]])), dtype=torch.float32)
@@ -177,8 +181,7 @@ def test_edge_kernel_loop_matches_pytorch(run, torch):
     )
 
 
-def test_learning_2d_kernels(run):
-    res, out = run("02_learning_a_kernel")
+def check_learning_2d_kernels(res: dict, out: str) -> None:
     learned = res["learned_2d"]
     assert set(learned) == {"sobel_x", "gaussian_blur"}
     for name, r in learned.items():
@@ -284,7 +287,7 @@ def test_channels(run):
 # --------------------------------------------------------------------------- 6.5
 
 
-def test_pooling_chapter_values(run):
+def test_pooling_chapter_values_and_table(run):
     res, out = run("07_pooling")
     np.testing.assert_array_equal(res["pool2d_max"], [[4.0, 5.0], [7.0, 8.0]])
     np.testing.assert_array_equal(res["pool2d_avg"], [[2.0, 3.0], [5.0, 6.0]])
@@ -298,10 +301,10 @@ def test_pooling_chapter_values(run):
         p["MaxPool2d((2, 3), stride=(2, 3), padding=(0, 1))"], [[[[5.0, 7.0], [13.0, 15.0]]]]
     )
     assert "[[[[10.]]]]" in out
+    check_pooling_table_matches_pytorch(res, pytest.importorskip("torch"))  # torch last
 
 
-def test_pooling_table_matches_pytorch(run, torch):
-    res, _ = run("07_pooling")
+def check_pooling_table_matches_pytorch(res: dict, torch) -> None:
     F = torch.nn.functional
     kinds = {5: (2, 2), 6: (3, 2)}
     assert len(res["variants"]) == 24
@@ -361,7 +364,6 @@ def test_lenet_summary_and_training(lenet):
 # --------------------------------------------------------------------------- figures
 
 FIGURES = {
-    "00_from_dense_to_conv": ["wheres_waldo.png"],
     "01_cross_correlation": ["edge_detection.png"],
     "02_learning_a_kernel": ["learn_edge_kernel.png", "learn_2d_kernels.png"],
     "03_convolution_vs_correlation": ["conv_vs_corr.png"],
@@ -373,12 +375,15 @@ FIGURES = {
 }
 
 
-@pytest.mark.parametrize("name", CHAPTER_6)
-def test_figures_are_pngs(name, run, request):
-    res, _ = request.getfixturevalue("lenet") if name == "08_lenet" else run(name)
+def check_figures(name: str, res: dict) -> None:
+    """The script's figures are the ones it should draw, each a real PNG of a drawn figure."""
     paths = [Path(p) for p in res["figures"]]
     assert sorted(p.name for p in paths) == sorted(FIGURES[name])
     for path in paths:
         width, height = png_size(path)
         assert width >= 300 and height >= 200, path
         assert path.stat().st_size > 10_000, path  # a drawn figure, not an empty canvas
+
+
+def test_every_chapter_6_script_has_its_figures_listed():
+    assert sorted(FIGURES) == [name for name in CHAPTER_6 if name != "00_from_dense_to_conv"]

@@ -1,10 +1,10 @@
 """experiments/09_alexnet.py ... 15_densenet.py (chapter 7) in quick mode.
 
-Each script's ``main(Config(quick=True, out_dir=tmp))`` runs once per session (a cached
-fixture); the tests check the shapes it printed against the torch reference network walked
-layer by layer as the book does (on torch's meta device: nothing computed), its parameter count
-against torch's, that its short training ran, what its section's figure measures, and that the
-figures are PNGs.
+Each script's ``main(Config(quick=True, out_dir=tmp))`` runs once, in one test per script (one
+test, so that pytest-xdist never runs a script in two workers); it checks the shapes the script
+printed against the torch reference network walked layer by layer as the book does (on torch's
+meta device: nothing computed), its parameter count against torch's, that its short training
+ran, that the figures are PNGs, and what its section's figure measures.
 """
 
 from __future__ import annotations
@@ -34,21 +34,13 @@ SCRIPTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def run(tmp_path_factory):
-    cache: dict[str, tuple[dict, str]] = {}
-
-    def _run(name: str) -> tuple[dict, str]:
-        if name not in cache:
-            module = load_script(EXPERIMENTS / f"{name}.py", f"experiment_{name}")
-            cfg = module.Config(out_dir=tmp_path_factory.mktemp(name), quick=True)
-            buf = io.StringIO()
-            with contextlib.redirect_stdout(buf):
-                result = module.main(cfg)
-            cache[name] = (result, buf.getvalue())
-        return cache[name]
-
-    return _run
+def run(name: str, out_dir: Path) -> tuple[dict, str]:
+    """The script's ``main`` in quick mode: what it returns and what it printed."""
+    module = load_script(EXPERIMENTS / f"{name}.py", f"experiment_{name}")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        result = module.main(module.Config(out_dir=out_dir, quick=True))
+    return result, buf.getvalue()
 
 
 def torch_walk(name: str, kwargs: dict, size: int) -> tuple[list[tuple[str, tuple]], int]:
@@ -65,9 +57,7 @@ def torch_walk(name: str, kwargs: dict, size: int) -> tuple[list[tuple[str, tupl
     return rows, sum(p.numel() for p in net.parameters())
 
 
-@pytest.mark.parametrize("name", list(SCRIPTS))
-def test_shapes_and_parameters_are_the_books(run, name):
-    result, out = run(name)
+def check_shapes_and_parameters_are_the_books(name: str, result: dict, out: str) -> None:
     ref_name, kwargs, size = SCRIPTS[name]
     rows, n_params = torch_walk(ref_name, kwargs, size)
     assert result["shapes"] == rows
@@ -77,9 +67,7 @@ def test_shapes_and_parameters_are_the_books(run, name):
         assert f"{layer} output shape:\t {shape}" in out
 
 
-@pytest.mark.parametrize("name", list(SCRIPTS))
-def test_quick_training_ran_and_the_figures_are_pngs(run, name):
-    result, out = run(name)
+def check_quick_training_ran_and_the_figures_are_pngs(result: dict, out: str) -> None:
     assert len(result["history"]) == 1
     assert all(math.isfinite(v) for v in result["final"].values())
     assert "epoch 1: loss" in out
@@ -89,8 +77,7 @@ def test_quick_training_ran_and_the_figures_are_pngs(run, name):
         assert width > 200 and height > 150
 
 
-def test_vgg_small_is_a_quarter_of_the_channels(run):
-    result, _ = run("10_vgg")
+def check_vgg_small_is_a_quarter_of_the_channels(result: dict, out: str) -> None:
     full = [s[1] for _, s in result["shapes"][:5]]
     small = [s[1] for _, s in result["small_shapes"][:5]]
     assert full == [64, 128, 256, 512, 512] and small == [c // 4 for c in full]
@@ -103,15 +90,13 @@ def test_vgg_small_is_a_quarter_of_the_channels(run):
     )
 
 
-def test_nin_has_no_dense_parameters(run):
-    result, _ = run("11_nin")
+def check_nin_has_no_dense_parameters(result: dict, out: str) -> None:
     split = result["params_by_kind"]
     assert split["nin"]["linear"] == 0 and split["nin"]["conv"] == result["n_params"]
     assert split["alexnet"]["linear"] > 0.9 * sum(split["alexnet"].values())
 
 
-def test_inception_channels_add_up(run):
-    result, _ = run("12_googlenet")
+def check_inception_channels_add_up(result: dict, out: str) -> None:
     split = result["inception_channels"]
     assert len(split) == 9
     assert split[0] == (192, (64, 128, 32, 32))  # the book's first block: 256 channels out
@@ -120,8 +105,7 @@ def test_inception_channels_add_up(run):
     assert sum(split[-1][1]) == 1024
 
 
-def test_batch_norm_keeps_each_layer_near_mean_0_std_1(run):
-    result, out = run("13_batch_norm")
+def check_batch_norm_keeps_each_layer_near_mean_0_std_1(result: dict, out: str) -> None:
     assert result["gamma"].shape == result["beta"].shape == (6,)
     with_bn = np.array(result["activation_stats"]["with batch norm"])  # (4, 2): mean, std
     without = np.array(result["activation_stats"]["without batch norm"])
@@ -136,16 +120,14 @@ def test_batch_norm_keeps_each_layer_near_mean_0_std_1(run):
     assert "first BatchNorm2d: gamma" in out
 
 
-def test_residual_stack_learns_where_the_plain_one_does_not(run):
-    result, out = run("14_resnet")
+def check_residual_stack_learns_where_the_plain_one_does_not(result: dict, out: str) -> None:
     plain, residual = result["stack_losses"]["plain"], result["stack_losses"]["residual"]
     assert plain.shape == residual.shape and len(plain) >= 20
     assert residual[-5:].mean() < plain[-5:].mean() - 0.1
     assert abs(plain[0] - math.log(10)) < 0.2  # both start near chance
 
 
-def test_densenet_blocks_and_channel_growth(run):
-    result, _ = run("15_densenet")
+def check_densenet_blocks_and_channel_growth(result: dict, out: str) -> None:
     assert result["block_shape"] == (4, 23, 8, 8)
     assert result["transition_shape"] == (4, 10, 4, 4)
     growth = dict(result["channel_growth"])
@@ -153,3 +135,23 @@ def test_densenet_blocks_and_channel_growth(run):
     assert blocks == [growth[f"block {i} conv 4"] for i in range(1, 5)] == [192, 224, 240, 248]
     transitions = [s[1] for name, s in result["shapes"][2:7:2]]
     assert transitions == [growth[f"transition {i}"] for i in range(1, 4)] == [96, 112, 120]
+
+
+#: script -> what its section's figure measures (AlexNet's figure is its kernels: a PNG)
+SECTION_CHECKS = {
+    "09_alexnet": lambda result, out: None,
+    "10_vgg": check_vgg_small_is_a_quarter_of_the_channels,
+    "11_nin": check_nin_has_no_dense_parameters,
+    "12_googlenet": check_inception_channels_add_up,
+    "13_batch_norm": check_batch_norm_keeps_each_layer_near_mean_0_std_1,
+    "14_resnet": check_residual_stack_learns_where_the_plain_one_does_not,
+    "15_densenet": check_densenet_blocks_and_channel_growth,
+}
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_quick_run(name, tmp_path):
+    result, out = run(name, tmp_path)
+    check_shapes_and_parameters_are_the_books(name, result, out)
+    check_quick_training_ran_and_the_figures_are_pngs(result, out)
+    SECTION_CHECKS[name](result, out)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _runs import dataset_fixture, fit_quietly
 
 from jaxconv import data, metrics
 from jaxconv import train as train_lib
@@ -37,29 +38,16 @@ from jaxconv.train import (
 
 N_TRAIN, N_TEST, BATCH = 512, 256, 64
 STEPS_PER_EPOCH = N_TRAIN // BATCH
+ds = dataset_fixture(N_TRAIN, N_TEST)
 
 
-@pytest.fixture(scope="module")
-def ds():
-    try:
-        full = data.load_fashion_mnist()
-    except data.DataNotFoundError as err:
-        pytest.skip(f"Fashion-MNIST not installed: {err}")
-    return data.subset(full, N_TRAIN, N_TEST)
-
-
-def config(out_dir, **overrides) -> TrainConfig:
-    # A constant rate: these tests "interrupt" a run by asking for fewer epochs, which would
-    # change a cosine schedule's length (the SIGKILL tests in test_faults.py use the default).
-    settings = dict(
-        epochs=2, batch_size=BATCH, out_dir=out_dir, progress=False, plots=False,
-        lr_schedule="constant",
-    )  # fmt: skip
-    return TrainConfig(**{**settings, **overrides})
+# A constant rate: these tests "interrupt" a run by asking for fewer epochs, which would
+# change a cosine schedule's length (the SIGKILL tests in test_faults.py use the default).
+SETTINGS = dict(epochs=2, batch_size=BATCH, lr_schedule="constant")
 
 
 def run(ds, out_dir, **overrides) -> FitResult:
-    return fit(config(out_dir, **overrides), dataset=ds)
+    return fit_quietly(ds, out_dir, **{**SETTINGS, **overrides})
 
 
 def steps(out_dir) -> list[str]:
@@ -398,7 +386,7 @@ def test_bad_subset_fails_before_the_disk_is_touched(ds, tmp_path, overrides, me
 
 def test_data_error_leaves_no_out_dir(tmp_path):
     with pytest.raises(data.DataNotFoundError, match="data_dir"):
-        fit(config(tmp_path / "run", data_dir=tmp_path / "no-data"))
+        fit(TrainConfig(out_dir=tmp_path / "run", data_dir=tmp_path / "no-data", **SETTINGS))
     assert list(tmp_path.iterdir()) == []
 
 

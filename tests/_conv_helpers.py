@@ -1,0 +1,114 @@
+"""Checks shared by the N-D convolution tests (test_conv_nd.py, test_conv_transpose.py).
+
+Each helper compares a jaxconv op with PyTorch or the float64 NumPy oracle in one way; the
+test files build the cases (forward conv or transposed conv) and pass the ops in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: Spatial rank -> the channels-last layout name.
+CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
+
+#: Tolerance against the float64 oracle per low-precision dtype (rtol; atol is 3x).
+DTYPE_TOL = {jnp.float16: 2e-2, jnp.bfloat16: 1e-1, jnp.float32: 1e-5}
+
+
+def torch_op(torch: Any, family: str, n: int) -> Callable:
+    """``torch.nn.functional.<family><n>d``, e.g. ``torch_op(torch, "conv_transpose", 3)``."""
+    return getattr(torch.nn.functional, f"{family}{n}d")
+
+
+def to_torch(torch: Any, args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` with every NumPy array as a torch tensor (other values unchanged)."""
+    return {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in args.items()}
+
+
+def to_last(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An NC* input and a (dim 0, dim 1, *k) weight in channels-last form: N*C input and
+    (*k, dim 1, dim 0) weight. For a conv's OI* weight that is the *IO kernel; for a
+    transposed conv's (C_in, C_out // g, *k) weight, the forward conv's spatial-I-O kernel."""
+    n = w.ndim - 2
+    return np.moveaxis(x, -n - 1, -1), w.transpose(*range(2, n + 2), 1, 0)
+
+
+def assert_matches_in_both_layouts(
+    n: int, last: bool, arrays: tuple, want: np.ndarray, reference: Callable, op: Callable
+) -> None:
+    """``reference(x, w, b, **layout)`` (float64 NumPy) and ``op(x, w, b, **layout)`` (jaxconv,
+    float64, eager and jitted) equal torch's channels-first output ``want``; with ``last``,
+    the inputs, ``want`` and ``layout`` are put channels-last first (the reference is also
+    checked channels-first)."""
+    x, w, b = arrays
+    np.testing.assert_allclose(reference(x, w, b), want, rtol=1e-10, atol=1e-10)
+    layout = {}
+    if last:
+        x, w = to_last(x, w)
+        want = np.moveaxis(want, -n - 1, -1)
+        layout = {"layout": CHANNELS_LAST[n]}
+        np.testing.assert_allclose(reference(x, w, b, **layout), want, rtol=1e-10, atol=1e-10)
+    with jax.enable_x64(True):
+        f = lambda x, w, b: op(x, w, b, **layout)  # noqa: E731
+        for got in (f(x, w, b), jax.jit(f)(x, w, b)):
+            assert got.dtype == jnp.float64 and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def assert_grads_match_torch(torch: Any, torch_fn: Callable, op: Callable, arrays: tuple) -> None:
+    """The jitted float64 gradients of ``sum(op(x, w, b) * ct)`` with respect to input,
+    weight and bias equal torch autograd's through ``torch_fn``, for a seeded random
+    cotangent ``ct``."""
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in arrays)
+    ty = torch_fn(tx, tw, tb)
+    ct = np.random.default_rng(10).standard_normal(tuple(ty.shape))
+    (ty * torch.tensor(ct)).sum().backward()
+    with jax.enable_x64(True):
+        loss = lambda x, w, b: jnp.sum(op(x, w, b) * ct)  # noqa: E731
+        grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*arrays)
+    for name, g, t in zip(("input", "weight", "bias"), grads, (tx, tw, tb), strict=True):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def assert_low_precision(op: Callable, reference: Callable, arrays: tuple, dtype: Any) -> None:
+    """``op`` on ``arrays`` cast to ``dtype`` returns ``dtype`` and is within
+    :data:`DTYPE_TOL` of the float64 ``reference``."""
+    y = op(*(jnp.asarray(a, dtype) for a in arrays))
+    assert y.dtype == dtype
+    tol = DTYPE_TOL[dtype]
+    np.testing.assert_allclose(
+        np.asarray(y, np.float64), reference(*arrays), rtol=tol, atol=tol * 3
+    )
+
+
+def assert_nonfinite_like(got: np.ndarray, want: np.ndarray) -> None:
+    """NaN and inf where ``want`` has them, and the finite values equal."""
+    got = np.asarray(got)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10)
+
+
+def torch_shape(torch: Any, torch_fn: Callable, x_shape: tuple, w_shape: tuple, args: tuple):
+    """The output shape of ``torch_fn(zeros(x_shape), zeros(w_shape), None, *args)``, or
+    None where torch refuses it (RuntimeError)."""
+    try:
+        return tuple(torch_fn(torch.zeros(x_shape), torch.zeros(w_shape), None, *args).shape)
+    except RuntimeError:
+        return None
+
+
+def jax_shape(op: Callable, x_shape: tuple, w_shape: tuple, args: tuple):
+    """The output shape of ``op(x, w, None, *args)`` traced abstractly (float32), or None
+    where jaxconv refuses it (ValueError or TypeError)."""
+    x, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (x_shape, w_shape))
+    try:
+        return jax.eval_shape(lambda x, w: op(x, w, None, *args), x, w).shape
+    except (ValueError, TypeError):
+        return None
