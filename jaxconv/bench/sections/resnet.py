@@ -7,7 +7,11 @@ Contenders, timed in one run in a rotating order, ratios to PyTorch:
   tests find it), one step of forward, backward and ``Adam.step``. Where that file is not there
   the row says so and the others still run.
 - jaxconv: ``jaxconv.models.resnet18`` and ``optax.adam``, one jitted step that updates the
-  parameters, the optimizer state and the batch statistics (as :mod:`jaxconv.steps` does).
+  parameters, the optimizer state and the batch statistics (as :mod:`jaxconv.steps` does), in
+  the layout training picks for a chapter-7 network on this backend
+  (:func:`jaxconv.kernels.dispatch.default_network_layout`: channels last on CPU, where each
+  conv then runs without transposes around it and Adam reads its gradients in stored order);
+  the batch is transposed to that layout once, outside the step.
 - plain Flax: the same architecture in ``flax.linen`` (Conv, BatchNorm, max_pool; NHWC), what a
   Flax user writes without jaxconv, with the same optax step.
 
@@ -38,7 +42,7 @@ from jaxconv.bench.timing import compiled, log
 
 ROWS = {
     "torch": "PyTorch eager, book ResNet-18, Adam",
-    "jaxconv": "jaxconv.models.resnet18 + optax.adam, jitted step",
+    "jaxconv": "jaxconv.models.resnet18 (training's layout) + optax.adam, jitted step",
     "flax": "plain Flax NHWC ResNet-18 + optax.adam, jitted step",
 }
 #: (batch, image side) of the book's setting, and of ``--quick``.
@@ -141,14 +145,25 @@ def step_runner(
     return run, seconds, exe.as_text
 
 
-def jaxconv_runner(x: Any, y: Any) -> tuple[Callable[[], None], float, Callable[[], str]]:
-    """jaxconv's ResNet-18 step (NCHW input, as the book's)."""
+def as_layout(x: Any, layout: str) -> Any:
+    """An NCHW batch in ``layout`` ("NCHW" or "NHWC")."""
+    return x.transpose(0, 2, 3, 1) if layout == "NHWC" else x
+
+
+def jaxconv_runner(
+    x: Any, y: Any, layout: str | None = None
+) -> tuple[Callable[[], None], float, Callable[[], str]]:
+    """jaxconv's ResNet-18 step on the NCHW batch ``x`` (the book's), in ``layout`` (None:
+    :func:`~jaxconv.kernels.dispatch.default_network_layout`, what training takes)."""
     import optax
 
+    from jaxconv.kernels.dispatch import default_network_layout
     from jaxconv.models import resnet18
     from jaxconv.networks import init_variables
 
-    model, tx = resnet18(), optax.adam(LEARNING_RATE)
+    layout = default_network_layout() if layout is None else layout
+    model, tx = resnet18(layout=layout), optax.adam(LEARNING_RATE)
+    x = as_layout(x, layout)
     variables = init_variables(model, 0, x.shape)
 
     def apply(v: Any, xb: Any) -> Any:
@@ -359,7 +374,8 @@ def bench_resnet_profile(setup: Setup) -> list[Row]:
 
 
 def jaxconv_batch_stats(x: Any) -> Any:
-    """The batch statistics tree of jaxconv's ResNet-18 (only its structure is used)."""
+    """The batch statistics tree of jaxconv's ResNet-18 (only its structure is used; it is
+    the same in every layout) for the NCHW batch ``x``."""
     import jax
 
     from jaxconv.models import resnet18
