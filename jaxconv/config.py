@@ -52,7 +52,9 @@ class TrainConfig:
     network's layout, "NCHW" (torch's) or "NHWC" (channels last: conv weights stored HWIO, so
     checkpoints differ between the two); None: NHWC on CPU, where the book's ResNet-18 step
     measured faster, NCHW elsewhere (:func:`jaxconv.kernels.dispatch.default_network_layout`).
-    A layout the model does not take is a ConfigError naming ``layout``.
+    A layout the model does not take is a ConfigError naming ``layout``. Resuming a network's
+    run with ``layout=None`` continues in its checkpoint's layout (:func:`jaxconv.train.fit`);
+    an explicit layout other than the checkpoint's is refused (CheckpointError).
     ``devices=None`` trains data-parallel over every device (of every process, see
     :mod:`jaxconv.distributed`); ``batch_size`` is global and must divide evenly by them.
     """

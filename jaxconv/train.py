@@ -109,16 +109,18 @@ def fit(
     plotted) leaves nothing it created (:class:`jaxconv.rundir.CreatedPaths`).
 
     Args:
-      config: the settings (default ``TrainConfig()``).
+      config: the settings (default ``TrainConfig()``). A resumed chapter-7 network run with
+        ``layout=None`` continues in its checkpoint's layout.
       dataset: a loaded data set (default: ``data.load_fashion_mnist(config.data_dir)``).
 
     Raises:
       ConfigError (ValueError) / TypeError: a bad setting, before any training.
       DataError: the data is missing or corrupt, before anything is written.
-      CheckpointError: resume found no readable checkpoint, or one of another model.
+      CheckpointError: resume found no readable checkpoint, or one of another model or of
+        the network in another layout.
       TrainingDiverged: an epoch's loss was not finite; the last good checkpoint is kept.
     """
-    cfg = (config or TrainConfig()).resolved()
+    cfg = _resume_layout(config or TrainConfig())
     mesh = distributed.make_mesh(cfg.devices)  # every device of every process, or cfg.devices
     distributed.check_batch_size(cfg.batch_size, mesh)
     ds = _load_data(cfg, dataset)  # before the disk is touched: a data error leaves nothing
@@ -135,6 +137,26 @@ def fit(
         if trained == 0 and distributed.is_primary():
             created.remove()
         raise
+
+
+def _resume_layout(config: TrainConfig) -> TrainConfig:
+    """``config`` resolved; a resumed chapter-7 network run that leaves ``layout`` None
+    continues in its checkpoint's layout (a run from before networks had a layout: NCHW)
+    rather than the backend's default, which would not fit its conv weights. An explicit
+    layout is kept (and checked against the checkpoint when it is restored)."""
+    cfg = config.resolved()
+    if config.layout is not None or not config.resume or cfg.is_lenet:
+        return cfg
+    directory = cfg.out_dir / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return cfg
+    with Checkpoints(directory, read_only=True) as ckpts:
+        meta = ckpts.read_meta()
+    saved = saved_network_layout(meta) if meta and meta.get("model") == cfg.model else None
+    if saved is None or saved == cfg.layout:
+        return cfg
+    logger.info("resuming %s in its checkpoint's layout %s", cfg.out_dir, saved)
+    return dataclasses.replace(cfg, layout=saved)
 
 
 def _load_data(cfg: TrainConfig, dataset: data_lib.FashionMNIST | None) -> data_lib.FashionMNIST:

@@ -152,3 +152,14 @@ def test_checkpoint_records_layout_evaluates_in_it_and_refuses_the_other(ds, tmp
         jax.tree.leaves(resumed.state.params)[0].shape
         == jax.tree.leaves(result.state.params)[0].shape
     )
+
+
+def test_resume_without_a_layout_continues_in_the_checkpoints(ds, tmp_path):
+    """layout=None on resume takes the checkpoint's layout, not the backend's default."""
+    out = tmp_path / "run"
+    run(ds, out, layout="NCHW")
+    resumed = run(ds, out, layout=None, epochs=2, resume=True)
+    assert resumed.epochs_trained == 1
+    assert resumed.state.params["0"]["weight"].shape == (6, 1, 5, 5)
+    with Checkpoints(out / CHECKPOINT_DIR, read_only=True) as ckpts:
+        assert ckpts.read_meta()["network_layout"] == "NCHW"
