@@ -51,7 +51,8 @@ class TrainConfig:
     (:func:`jaxconv.kernels.dispatch.default_layout`). For a chapter-7 network it is the
     network's layout, "NCHW" (torch's) or "NHWC" (channels last: conv weights stored HWIO, so
     checkpoints differ between the two); None: NHWC on CPU, where the book's ResNet-18 step
-    measured faster, NCHW elsewhere (:func:`jaxconv.kernels.dispatch.default_network_layout`).
+    trains faster (docs/BENCHMARKS.md), NCHW elsewhere
+    (:func:`jaxconv.kernels.dispatch.default_network_layout`).
     A layout the model does not take is a ConfigError naming ``layout``. Resuming a network's
     run with ``layout=None`` continues in its checkpoint's layout (:func:`jaxconv.train.fit`);
     an explicit layout other than the checkpoint's is refused (CheckpointError).
