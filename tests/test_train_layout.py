@@ -115,7 +115,8 @@ def test_model_input_in_each_layout(size):
 def test_both_layouts_train_the_same_network(ds, tmp_path):
     """lenet_bn from one seed, one epoch of two SGD steps, in NCHW and NHWC: the same initial
     draw, the same losses and, in torch's order, the same parameters and statistics (up to
-    float32 rounding)."""
+    float32 rounding). Resumed with layout=None, the NCHW run continues in NCHW (its
+    checkpoint's layout), not in the backend's default."""
     a = run(ds, tmp_path / "nchw", layout="NCHW")
     b = run(ds, tmp_path / "nhwc", layout="NHWC")
     assert a.state.params["0"]["weight"].shape == (6, 1, 5, 5)
@@ -129,6 +130,12 @@ def test_both_layouts_train_the_same_network(ds, tmp_path):
     assert sd_a.keys() == sd_b.keys()
     for k in sd_a:
         np.testing.assert_allclose(sd_a[k].numpy(), sd_b[k].numpy(), rtol=1e-3, atol=1e-5)
+
+    resumed = run(ds, tmp_path / "nchw", layout=None, epochs=2, resume=True)
+    assert resumed.epochs_trained == 1
+    assert resumed.state.params["0"]["weight"].shape == (6, 1, 5, 5)
+    with Checkpoints(tmp_path / "nchw" / CHECKPOINT_DIR, read_only=True) as ckpts:
+        assert ckpts.read_meta()["network_layout"] == "NCHW"
 
 
 def test_checkpoint_records_layout_evaluates_in_it_and_refuses_the_other(ds, tmp_path):
@@ -152,14 +159,3 @@ def test_checkpoint_records_layout_evaluates_in_it_and_refuses_the_other(ds, tmp
         jax.tree.leaves(resumed.state.params)[0].shape
         == jax.tree.leaves(result.state.params)[0].shape
     )
-
-
-def test_resume_without_a_layout_continues_in_the_checkpoints(ds, tmp_path):
-    """layout=None on resume takes the checkpoint's layout, not the backend's default."""
-    out = tmp_path / "run"
-    run(ds, out, layout="NCHW")
-    resumed = run(ds, out, layout=None, epochs=2, resume=True)
-    assert resumed.epochs_trained == 1
-    assert resumed.state.params["0"]["weight"].shape == (6, 1, 5, 5)
-    with Checkpoints(out / CHECKPOINT_DIR, read_only=True) as ckpts:
-        assert ckpts.read_meta()["network_layout"] == "NCHW"
