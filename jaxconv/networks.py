@@ -31,6 +31,7 @@ from a minimum up: NiN 67, DenseNet 29, GoogLeNet and ResNet 1 (the book: NiN 22
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -243,21 +244,14 @@ class Inception(nn.Module):
     @nn.compact
     def __call__(self, x: Any) -> Array:
         relu = jax.nn.relu
-        p1 = relu(Conv2d(self.c_in, self.c1, kernel_size=1, name="p1_1", layout=self.layout)(x))
-        p2 = relu(Conv2d(self.c_in, self.c2[0], kernel_size=1, name="p2_1", layout=self.layout)(x))
-        p2 = relu(
-            Conv2d(
-                self.c2[0], self.c2[1], kernel_size=3, padding=1, name="p2_2", layout=self.layout
-            )(p2)
-        )
-        p3 = relu(Conv2d(self.c_in, self.c3[0], kernel_size=1, name="p3_1", layout=self.layout)(x))
-        p3 = relu(
-            Conv2d(
-                self.c3[0], self.c3[1], kernel_size=5, padding=2, name="p3_2", layout=self.layout
-            )(p3)
-        )
+        conv = functools.partial(Conv2d, layout=self.layout)
+        p1 = relu(conv(self.c_in, self.c1, kernel_size=1, name="p1_1")(x))
+        p2 = relu(conv(self.c_in, self.c2[0], kernel_size=1, name="p2_1")(x))
+        p2 = relu(conv(self.c2[0], self.c2[1], kernel_size=3, padding=1, name="p2_2")(p2))
+        p3 = relu(conv(self.c_in, self.c3[0], kernel_size=1, name="p3_1")(x))
+        p3 = relu(conv(self.c3[0], self.c3[1], kernel_size=5, padding=2, name="p3_2")(p3))
         p4 = MaxPool2d(kernel_size=3, stride=1, padding=1, name="p4_1", layout=self.layout)(x)
-        p4 = relu(Conv2d(self.c_in, self.c4, kernel_size=1, name="p4_2", layout=self.layout)(p4))
+        p4 = relu(conv(self.c_in, self.c4, kernel_size=1, name="p4_2")(p4))
         return jnp.concatenate((p1, p2, p3, p4), axis=channel_axis(self.layout))
 
 
@@ -359,24 +353,14 @@ class Residual(nn.Module):
     @nn.compact
     def __call__(self, x: Any, train: bool = False) -> Array:
         s = self.strides
-        y = Conv2d(
-            self.c_in,
-            self.c_out,
-            kernel_size=3,
-            padding=1,
-            stride=s,
-            name="conv1",
-            layout=self.layout,
-        )(x)
-        y = jax.nn.relu(BatchNorm2d(self.c_out, name="bn1", layout=self.layout)(y, train=train))
-        y = Conv2d(
-            self.c_out, self.c_out, kernel_size=3, padding=1, name="conv2", layout=self.layout
-        )(y)
-        y = BatchNorm2d(self.c_out, name="bn2", layout=self.layout)(y, train=train)
+        conv = functools.partial(Conv2d, layout=self.layout)
+        norm = functools.partial(BatchNorm2d, layout=self.layout)
+        y = conv(self.c_in, self.c_out, kernel_size=3, padding=1, stride=s, name="conv1")(x)
+        y = jax.nn.relu(norm(self.c_out, name="bn1")(y, train=train))
+        y = conv(self.c_out, self.c_out, kernel_size=3, padding=1, name="conv2")(y)
+        y = norm(self.c_out, name="bn2")(y, train=train)
         if self.use_1x1conv:
-            x = Conv2d(
-                self.c_in, self.c_out, kernel_size=1, stride=s, name="conv3", layout=self.layout
-            )(x)
+            x = conv(self.c_in, self.c_out, kernel_size=1, stride=s, name="conv3")(x)
         return jax.nn.relu(y + x)
 
 
