@@ -195,6 +195,23 @@ class Checkpoints:
             ),
         )
 
+    def read_meta(self, epoch: int | None = None) -> dict[str, Any] | None:
+        """The JSON meta saved with ``epoch`` (None: the newest), without reading the state;
+        None where there is no such checkpoint or its meta cannot be read (a restore then
+        reports it)."""
+        epoch = self.latest_epoch() if epoch is None else epoch
+        if epoch is None:
+            return None
+        try:
+            restored = self._manager.restore(
+                epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+        except Exception:  # unreadable: restore() falls back and says why
+            return None
+        meta = dict(restored.meta)
+        meta.pop(DIGEST_KEY, None)
+        return meta
+
     def _restore_one(self, epoch: int, target: Any | None) -> tuple[Any, dict[str, Any]]:
         if target is None:
             # The arrays carry the shardings they were saved with (over 4 devices, say), which

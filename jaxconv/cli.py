@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxconv.bench.cli import add_parser as add_bench_parser
     from jaxconv.conv import IMPLEMENTATIONS
     from jaxconv.models import MODEL_LAYOUTS, VARIANTS
+    from jaxconv.networks import LAYOUTS as NETWORK_LAYOUTS
     from jaxconv.recipes import MODEL_NAMES, RECIPES
     from jaxconv.steps import LR_SCHEDULES, OPTIMIZERS
     from jaxconv.train import TrainConfig
@@ -314,9 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--layout",
-        choices=MODEL_LAYOUTS,
+        choices=tuple(dict.fromkeys(NETWORK_LAYOUTS + MODEL_LAYOUTS)),
         default=None,
-        help="LeNet's activation layout (default: CHWN on CPU, NHWC elsewhere)",
+        help="the model's layout: LeNet's activations NHWC or CHWN (default: CHWN on CPU, NHWC "
+        "elsewhere); a chapter-7 network's NCHW or NHWC (channels last; default: NHWC on CPU, "
+        "NCHW elsewhere)",
     )
     train.add_argument(
         "--devices",

@@ -5,7 +5,9 @@ it first), most of them from the model's recipe (:data:`jaxconv.recipes.RECIPES`
 ``image_size=None`` the book's size for the model, ``optimizer=None`` and ``batch_size=None``
 the model's, ``learning_rate=None`` the model's rate when the optimizer is the model's (else
 the optimizer's default), ``lr_schedule=None`` constant (LeNet: the variant's schedule),
-``layout=None`` the backend's layout (:func:`jaxconv.kernels.dispatch.default_layout`),
+``layout=None`` the backend's layout for the model (LeNet:
+:func:`jaxconv.kernels.dispatch.default_layout`, a chapter-7 network:
+:func:`~jaxconv.kernels.dispatch.default_network_layout`),
 ``out_dir=None`` ``runs/lenet-<variant>`` or ``runs/<model>``. A resolved config has no None
 left in those.
 """
@@ -21,10 +23,10 @@ import optax
 from jaxconv import conv as conv_lib
 from jaxconv._args import as_int, check_bool
 from jaxconv.errors import ConfigError, positive_int
-from jaxconv.kernels.dispatch import default_layout
+from jaxconv.kernels.dispatch import default_layout, default_network_layout
 from jaxconv.metrics import tensorboard_available
-from jaxconv.models import check_model_layout, check_variant
-from jaxconv.recipes import check_image_size, check_model
+from jaxconv.models import check_variant
+from jaxconv.recipes import check_image_size, check_layout, check_model
 from jaxconv.steps import check_optimizer
 
 
@@ -33,7 +35,7 @@ class TrainConfig:
     """A training run's settings; every field has a default (``fit(TrainConfig())`` runs).
 
     ``model`` names a network of :data:`jaxconv.recipes.RECIPES`: ``"lenet"`` (chapter 6,
-    ``variant`` and ``layout`` apply to it only) or a chapter-7 network, trained on
+    ``variant`` applies to it only) or a chapter-7 network, trained on
     Fashion-MNIST resized on device to ``image_size`` (None: the book's size for it).
     ``optimizer``, ``batch_size`` and ``learning_rate`` None take the model's recipe (the
     book's: SGD and its rate for the chapter-7 networks; Adam 3e-3, batch 256 for LeNet).
@@ -44,11 +46,18 @@ class TrainConfig:
     epochs where constant Adam 1e-3 stays near 0.89 (docs/RESULTS.md). ``optimizer`` may also be
     an ``optax.GradientTransformation`` (then ``learning_rate`` must be None).
     ``out_dir=None`` means ``runs/lenet-<variant>``.
-    ``layout`` is LeNet's activation layout, "NHWC" or "CHWN"; None: the backend's, CHWN on
-    CPU, where it trains faster, NHWC elsewhere (:func:`jaxconv.kernels.dispatch.default_layout`).
-    Params do not depend on it. ``devices=None`` trains data-parallel over every device (of
-    every process, see :mod:`jaxconv.distributed`); ``batch_size`` is global and must divide
-    evenly by them.
+    ``layout`` is LeNet's activation layout, "NHWC" or "CHWN" (params do not depend on it); None:
+    the backend's, CHWN on CPU, where it trains faster, NHWC elsewhere
+    (:func:`jaxconv.kernels.dispatch.default_layout`). For a chapter-7 network it is the
+    network's layout, "NCHW" (torch's) or "NHWC" (channels last: conv weights stored HWIO, so
+    checkpoints differ between the two); None: NHWC on CPU, where the book's ResNet-18 step
+    trains faster (docs/BENCHMARKS.md), NCHW elsewhere
+    (:func:`jaxconv.kernels.dispatch.default_network_layout`).
+    A layout the model does not take is a ConfigError naming ``layout``. Resuming a network's
+    run with ``layout=None`` continues in its checkpoint's layout (:func:`jaxconv.train.fit`);
+    an explicit layout other than the checkpoint's is refused (CheckpointError).
+    ``devices=None`` trains data-parallel over every device (of every process, see
+    :mod:`jaxconv.distributed`); ``batch_size`` is global and must divide evenly by them.
     """
 
     model: str = "lenet"
@@ -73,7 +82,7 @@ class TrainConfig:
     plots: bool = True
     progress: bool = True
     conv_impl: str | None = None  # jaxconv.conv2d's impl; None: its default
-    layout: str | None = None  # LeNet's activation layout; None: the backend's default_layout()
+    layout: str | None = None  # the model's layout (see above); None: the backend's for it
     scan_unroll: int = 1
     devices: int | None = None  # data-parallel over this many devices; None: all of them
     image_size: int | None = None  # chapter-7 networks: resize to this; None: the book's size
@@ -101,7 +110,10 @@ class TrainConfig:
                 "conv_impl",
                 f"must be None or one of {tuple(conv_lib.IMPLEMENTATIONS)}, got {self.conv_impl!r}",
             )
-        layout = default_layout() if self.layout is None else check_model_layout(self.layout)
+        if self.layout is not None:
+            layout = check_layout(self.model, self.layout)
+        else:
+            layout = default_layout() if self.is_lenet else default_network_layout()
         positive_int(batch_size, "batch_size")
         for name in _POSITIVE_INTS:
             positive_int(getattr(self, name), name)
@@ -151,6 +163,9 @@ class TrainConfig:
             "num_classes": 10,
             "conv_impl": self.conv_impl,
             "layout": self.layout,
+            # A network's layout decides how its conv weights are stored (OIHW or HWIO); a
+            # checkpoint without this key is of a network that was always NCHW.
+            "network_layout": None if self.is_lenet else self.layout,
             "optimizer": self.optimizer if named else "custom",
             "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule,
@@ -160,6 +175,15 @@ class TrainConfig:
             "train_subset": self.train_subset,
             "test_subset": self.test_subset,
         }
+
+
+def saved_network_layout(meta: dict[str, Any]) -> str | None:
+    """The layout of the network a checkpoint's ``meta`` records (None for LeNet, whose params
+    are the same in every layout): its ``network_layout``, or NCHW for a checkpoint written
+    before networks had a layout (they were all NCHW, whatever its ``layout`` field says)."""
+    if meta.get("model") == "LeNet":
+        return None
+    return meta.get("network_layout") or "NCHW"
 
 
 _POSITIVE_INTS = (

@@ -7,6 +7,10 @@ accepts, and the optimizer, learning rate and batch size of the book's training 
 :mod:`jaxconv.models`, trained as ``jaxconv train`` always has (its variant, layouts and
 Adam 3e-3 default); every other name is a :mod:`jaxconv.networks` factory.
 
+Layouts: LeNet runs in :data:`jaxconv.models.MODEL_LAYOUTS` (its activations; params the same in
+both), a chapter-7 network in :data:`jaxconv.networks.LAYOUTS` (NCHW or NHWC: input and every
+layer, conv weights OIHW or HWIO); :func:`check_layout` says which a model takes.
+
 VGG: ``vgg11`` is VGG-11 at full width (128.8M parameters, as ``networks.vgg11()``);
 ``vgg11_small`` is the quarter-width ``VGG11_SMALL`` the book trains (its ``ratio = 4``).
 """
@@ -23,6 +27,7 @@ import flax.linen as nn
 from jaxconv import networks
 from jaxconv._args import as_int
 from jaxconv.errors import ConfigError
+from jaxconv.models import MODEL_LAYOUTS
 
 #: Fashion-MNIST's images are 28x28; the data set stays that size on device.
 SOURCE_SIZE = 28
@@ -100,14 +105,31 @@ def check_image_size(name: str, size: Any) -> int:
     return size
 
 
-def build_network(name: str, image_size: int) -> nn.Module:
-    """Chapter-7 network ``name`` (not ``lenet``) for ``(N, 1, image_size, image_size)``
-    input: its ``example_input_shape`` records the run's size (a static field, so the
-    training state carries it)."""
+def layouts(name: str) -> tuple[str, ...]:
+    """The layouts model ``name`` trains in: LeNet's activation layouts, or a network's."""
+    return MODEL_LAYOUTS if check_model(name).factory is None else networks.LAYOUTS
+
+
+def check_layout(name: str, layout: Any) -> str:
+    """``layout`` if model ``name`` takes it (:func:`layouts`), else ConfigError naming
+    ``layout``, the model and the layouts it takes."""
+    allowed = layouts(name)
+    if layout not in allowed:
+        raise ConfigError("layout", f"must be one of {allowed} for {name}, got {layout!r}")
+    return layout
+
+
+def build_network(name: str, image_size: int, layout: str = "NCHW") -> nn.Module:
+    """Chapter-7 network ``name`` (not ``lenet``) in ``layout`` for square ``image_size``
+    input with one channel, ``(N, 1, S, S)`` or ``(N, S, S, 1)``: its
+    ``example_input_shape`` records the run's size (a static field, so the training state
+    carries it)."""
     recipe = check_model(name)
     if recipe.factory is None:
         raise ConfigError("model", f"{name!r} is built by jaxconv.models.LeNet, not here")
-    return recipe.factory().clone(example_input_shape=(1, 1, image_size, image_size))
+    layout = check_layout(name, layout)
+    shape = networks.example_input_shape(1, image_size, layout)
+    return recipe.factory(layout=layout).clone(example_input_shape=shape)
 
 
 __all__ = [
@@ -117,5 +139,7 @@ __all__ = [
     "Recipe",
     "build_network",
     "check_image_size",
+    "check_layout",
     "check_model",
+    "layouts",
 ]

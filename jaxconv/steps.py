@@ -8,7 +8,8 @@ around it (config, checkpoints, metrics, progress) is :mod:`jaxconv.train`.
 
 Models: the chapter-6 :class:`~jaxconv.models.LeNet` takes NHWC ``(B, 28, 28, 1)`` images and
 has no training mode; a chapter-7 network (:mod:`jaxconv.networks`) takes NCHW ``(B, 1, S, S)``
-images, ``S`` its ``example_input_shape``'s side (the batch is resized on device, in the jit),
+or, built channels last, NHWC ``(B, S, S, 1)`` images, as its ``example_input_shape`` says
+(``S`` its side; the batch is resized on device, in the jit),
 updates its ``batch_stats`` in training and uses them in evaluation, and draws dropout masks.
 :func:`model_input` and :func:`apply_model` are the only places that tell them apart.
 
@@ -190,7 +191,7 @@ def is_lenet(model: nn.Module) -> bool:
 
 def input_shape(model: nn.Module) -> tuple[int, ...]:
     """One example's batched input shape: LeNet's NHWC :data:`INPUT_SHAPE`, else the
-    network's ``example_input_shape`` (NCHW, its image size)."""
+    network's ``example_input_shape`` (``(1, 1, S, S)`` NCHW or ``(1, S, S, 1)`` NHWC)."""
     return INPUT_SHAPE if is_lenet(model) else tuple(model.example_input_shape)
 
 
@@ -201,7 +202,9 @@ def to_input(images: Array) -> Array:
 
 def model_input(model: nn.Module, images: Array) -> Array:
     """uint8 (B, 28, 28) -> what ``model`` takes, on device: LeNet's NHWC :func:`to_input`;
-    for a network NCHW float32 (B, 1, S, S) in [0, 1], resized bilinearly to its side S.
+    for a network float32 in [0, 1], resized bilinearly to its side S, shaped as its
+    ``example_input_shape``: NCHW (B, 1, S, S) or NHWC (B, S, S, 1) (one channel: the same
+    values in the same order, so a reshape).
 
     The book's transforms are ``Resize(S)`` then ``ToTensor()`` (x / 255); torchvision's
     resize is bilinear with half-pixel centres, as ``jax.image.resize``'s (which works in
@@ -209,11 +212,12 @@ def model_input(model: nn.Module, images: Array) -> Array:
     """
     if is_lenet(model):
         return to_input(images)
+    shape = input_shape(model)  # (1, 1, S, S) or (1, S, S, 1)
     x = images.astype(jnp.float32)[:, None] / 255.0  # (B, 1, 28, 28)
-    size = input_shape(model)[-1]
+    size = shape[2]  # S in both layouts
     if size != x.shape[-1]:
         x = jax.image.resize(x, (*x.shape[:2], size, size), "bilinear")  # (B, 1, S, S)
-    return x
+    return x.reshape((x.shape[0], *shape[1:]))  # (B, 1, S, S) or (B, S, S, 1)
 
 
 def apply_model(

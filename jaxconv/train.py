@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from jaxconv import data as data_lib
 from jaxconv import distributed
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
-from jaxconv.config import TrainConfig
+from jaxconv.config import TrainConfig, saved_network_layout
 from jaxconv.errors import ArgumentError, ConfigError, positive_int
 from jaxconv.kernels.dispatch import default_layout
 from jaxconv.metrics import (
@@ -109,16 +109,18 @@ def fit(
     plotted) leaves nothing it created (:class:`jaxconv.rundir.CreatedPaths`).
 
     Args:
-      config: the settings (default ``TrainConfig()``).
+      config: the settings (default ``TrainConfig()``). A resumed chapter-7 network run with
+        ``layout=None`` continues in its checkpoint's layout.
       dataset: a loaded data set (default: ``data.load_fashion_mnist(config.data_dir)``).
 
     Raises:
       ConfigError (ValueError) / TypeError: a bad setting, before any training.
       DataError: the data is missing or corrupt, before anything is written.
-      CheckpointError: resume found no readable checkpoint, or one of another model.
+      CheckpointError: resume found no readable checkpoint, or one of another model or of
+        the network in another layout.
       TrainingDiverged: an epoch's loss was not finite; the last good checkpoint is kept.
     """
-    cfg = (config or TrainConfig()).resolved()
+    cfg = _resume_layout(config or TrainConfig())
     mesh = distributed.make_mesh(cfg.devices)  # every device of every process, or cfg.devices
     distributed.check_batch_size(cfg.batch_size, mesh)
     ds = _load_data(cfg, dataset)  # before the disk is touched: a data error leaves nothing
@@ -135,6 +137,26 @@ def fit(
         if trained == 0 and distributed.is_primary():
             created.remove()
         raise
+
+
+def _resume_layout(config: TrainConfig) -> TrainConfig:
+    """``config`` resolved; a resumed chapter-7 network run that leaves ``layout`` None
+    continues in its checkpoint's layout (a run from before networks had a layout: NCHW)
+    rather than the backend's default, which would not fit its conv weights. An explicit
+    layout is kept (and checked against the checkpoint when it is restored)."""
+    cfg = config.resolved()
+    if config.layout is not None or not config.resume or cfg.is_lenet:
+        return cfg
+    directory = cfg.out_dir / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return cfg
+    with Checkpoints(directory, read_only=True) as ckpts:
+        meta = ckpts.read_meta()
+    saved = saved_network_layout(meta) if meta and meta.get("model") == cfg.model else None
+    if saved is None or saved == cfg.layout:
+        return cfg
+    logger.info("resuming %s in its checkpoint's layout %s", cfg.out_dir, saved)
+    return dataclasses.replace(cfg, layout=saved)
 
 
 def _load_data(cfg: TrainConfig, dataset: data_lib.FashionMNIST | None) -> data_lib.FashionMNIST:
@@ -303,7 +325,7 @@ def _initial_state(cfg: TrainConfig, n_train: int) -> TrainState:
     if cfg.is_lenet:
         model = LeNet(cfg.variant, conv_impl=cfg.conv_impl, layout=cfg.layout)
     else:
-        model = build_network(cfg.model, cfg.image_size)
+        model = build_network(cfg.model, cfg.image_size, cfg.layout)
     if isinstance(cfg.optimizer, str):
         steps = cfg.epochs * (n_train // cfg.batch_size) if cfg.lr_schedule == "cosine" else None
         tx = named_optimizer(cfg.optimizer, cfg.learning_rate, steps)
@@ -330,6 +352,27 @@ def _check_resumable(saved: dict[str, Any], now: dict[str, Any], where: Path) ->
         )
 
 
+def _check_layout_resumable(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
+    """A network's checkpoint holds conv weights in its layout (OIHW for NCHW, HWIO for NHWC):
+    continuing it in the other layout is refused, before the restore (which would take the
+    mismatched shapes for an unreadable checkpoint). LeNet's params are the same in every
+    layout."""
+    if saved.get("model") != now["model"]:
+        return  # _check_resumable names the model mismatch
+    before, after = saved_network_layout(saved), now.get("network_layout")
+    if before is not None and after is not None and before != after:
+        raise CheckpointError(
+            f"the checkpoint in {str(where)!r} is of a {before} {now['model']} (conv weights "
+            f"stored {_KERNELS[before]}), this run's layout is {after} ({_KERNELS[after]}): "
+            f"pass layout={before!r} to continue it, or use another out_dir",
+            ("layout", "out_dir"),
+        )
+
+
+#: The stored conv weight layout of a network in each activation layout.
+_KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
+
+
 def _restore_or_start(
     cfg: TrainConfig, ckpts: Checkpoints, state: TrainState, meta: dict[str, Any]
 ) -> TrainState:
@@ -344,6 +387,9 @@ def _restore_or_start(
             "pass resume=True to continue that run, or choose another out_dir",
             ("out_dir", "resume=True"),
         )
+    newest = ckpts.read_meta()
+    if newest is not None:
+        _check_layout_resumable(newest, meta, ckpts.directory)
     state, saved_meta, _ = ckpts.restore(state, quarantine=True)
     _check_resumable(saved_meta, meta, ckpts.directory)
     logger.info("resumed from %s at epoch %d", ckpts.directory, int(state.epoch))
@@ -400,7 +446,8 @@ def evaluate_checkpoint(
             label = f"LeNet({meta['variant']!r})"
         else:
             size = check_image_size(name, meta["image_size"])
-            model, label = build_network(name, size), f"{name} at {size}px"
+            layout = saved_network_layout(meta)
+            model, label = build_network(name, size, layout), f"{name} ({layout}) at {size}px"
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{where} has bad metadata: {err}") from None
     expected = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(input_shape(model)))

@@ -60,7 +60,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     [
         (["train", "--variant", "lenet5"], "invalid choice: 'lenet5'"),
         (["train", "--optimizer", "adamax9"], "invalid choice: 'adamax9'"),
-        (["train", "--layout", "NCHW"], "invalid choice: 'NCHW'"),
+        (["train", "--layout", "NCHW"], "--layout must be one of ('NHWC', 'CHWN') for lenet"),
         (["train", "--epochs", "two"], "invalid int value: 'two'"),
         (["train", "--conv-impl", "fft"], "argument --conv-impl: invalid choice: 'fft'"),
         (["train", "--epochs", "0"], "--epochs must be a positive int"),

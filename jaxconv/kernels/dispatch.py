@@ -38,7 +38,9 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU
   (:mod:`~jaxconv.kernels.stored`).
-- Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`).
+- Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`), and the
+  chapter-7 networks channels last (NHWC) on CPU, NCHW elsewhere
+  (:func:`default_network_layout`).
 """
 
 from __future__ import annotations
@@ -185,6 +187,18 @@ def default_layout(backend: str | None = None) -> str:
     training needs; the model's own default stays NHWC, where jax.jvp works too.
     """
     return "CHWN" if current_backend(backend) == "cpu" else "NHWC"
+
+
+def default_network_layout(backend: str | None = None) -> str:
+    """The layout training runs a chapter-7 network in: "NHWC" on CPU, "NCHW" elsewhere.
+
+    Why: XLA:CPU convolves channels last; an NCHW network runs every conv between NCHW <->
+    NHWC transposes, and its OIHW weight gradients reach the optimizer through HWIO -> OIHW
+    transposes. Channels last (conv weights stored HWIO) has neither, and the book's ResNet-18
+    step measured faster in it (docs/BENCHMARKS.md). Other backends: not measured, so torch's
+    layout. Both layouts compute the same function from the same torch weights.
+    """
+    return "NHWC" if current_backend(backend) == "cpu" else "NCHW"
 
 
 #: XLA compile options for programs that run once (parameter initialisation): without the

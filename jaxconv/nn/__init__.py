@@ -8,6 +8,14 @@ layouts under torch's names (a conv's ``weight`` OIHW and ``bias``; a linear's `
 as torch does by default, so that a network's variables and its torch ``state_dict`` are the
 same tree under the same keys (see :mod:`jaxconv.convert`).
 
+``layout`` (a keyword of the conv, transposed conv, batch norm, pooling and ``Flatten``
+layers) is torch's channels first by default (``"NCL"``, ``"NCHW"``, ``"NCDHW"``) or channels
+last (``"NLC"``, ``"NHWC"``, ``"NDHWC"``). Channels last stores conv weights in that layout's
+kernel form (HWIO; drawn as torch's, then transposed), so XLA:CPU runs the convs and the
+optimizer reads the gradients without transposes; ``Flatten`` then restores torch's C-major
+order, so the layers after it keep torch's weights, and :mod:`jaxconv.convert` transposes the
+conv weights to and from torch's state_dict (each layer's ``torch_param_axes()``).
+
 Layers compute through jaxconv's functional ops (the conv, transposed conv, pooling,
 unpooling, adaptive pooling, fold and pixel-shuffle families). A layer's dimension is a class
 attribute and its op another, so the 1-D, 2-D and 3-D layers are a subclass each::
@@ -25,6 +33,7 @@ In training, call ``apply(..., train=True, mutable=["batch_stats"], rngs={"dropo
 from __future__ import annotations
 
 from jaxconv.nn._common import (
+    LAYER_LAYOUTS,
     takes_train,
     torch_bias_init,
     torch_weight_init,
@@ -79,6 +88,7 @@ from jaxconv.nn.pooling import (
 )
 
 __all__ = [
+    "LAYER_LAYOUTS",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d",

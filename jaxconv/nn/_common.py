@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconv._args import as_tuple
+from jaxconv._args import LAYOUTS_BY_NDIM, as_tuple
 
 Array = jax.Array
 
@@ -51,6 +51,41 @@ def positive(value: Any, n: int, name: str) -> tuple[int, ...]:
     if min(t) < 1:
         raise ValueError(f"{name} must be positive (>= 1), got {value!r}")
     return t
+
+
+#: The layouts a layer over ``n`` spatial axes takes: channels first (torch's, the default)
+#: and channels last (JAX's native form, where XLA:CPU runs convs without transposes).
+LAYER_LAYOUTS: dict[int, tuple[str, str]] = {
+    n: (LAYOUTS_BY_NDIM[n][0], LAYOUTS_BY_NDIM[n][1]) for n in (1, 2, 3)
+}
+
+#: Every layout name a layer takes, channels-first ones first.
+ALL_LAYER_LAYOUTS = tuple(v[0] for v in LAYER_LAYOUTS.values()) + tuple(
+    v[1] for v in LAYER_LAYOUTS.values()
+)
+
+
+def check_layer_layout(layer: str, layout: Any, nd: int) -> bool:
+    """Whether ``layout`` is the channels-last name of ``nd`` spatial axes (False: torch's
+    channels-first one); ValueError naming ``layout`` and ``layer`` for anything else."""
+    allowed = LAYER_LAYOUTS[nd]
+    if not isinstance(layout, str) or layout not in allowed:
+        raise ValueError(f"{layer}: layout must be one of {allowed}, got {layout!r}")
+    return layout == allowed[1]
+
+
+def channels_last_kernel(weight: Array) -> Array:
+    """A conv weight in torch's order (axis 0, axis 1, *kernel) -> (*kernel, axis 1, axis 0):
+    OIHW -> HWIO for a conv, (C_in, C_out // g, kh, kw) -> (kh, kw, C_out // g, C_in) for a
+    transposed conv (the channels-last forms jaxconv's functional ops take)."""
+    nd = weight.ndim - 2
+    return jnp.transpose(weight, torch_to_channels_last(nd))
+
+
+def torch_to_channels_last(nd: int) -> tuple[int, ...]:
+    """The axes permutation from a torch conv weight to its channels-last form (see
+    :func:`channels_last_kernel`): ``(2, ..., nd + 1, 1, 0)``."""
+    return tuple(range(2, nd + 2)) + (1, 0)
 
 
 @functools.cache

@@ -11,7 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv import folding
-from jaxconv.nn._common import Array, call_layer, torch_bias_init, torch_weight_init
+from jaxconv.nn._common import (
+    ALL_LAYER_LAYOUTS,
+    Array,
+    call_layer,
+    torch_bias_init,
+    torch_weight_init,
+)
 
 
 class Sequential(nn.Module):
@@ -113,13 +119,37 @@ class PixelUnshuffle(nn.Module):
 
 
 class Flatten(nn.Module):
-    """torch.nn.Flatten: merges axes ``start_dim`` .. ``end_dim`` (inclusive) into one."""
+    """torch.nn.Flatten: merges axes ``start_dim`` .. ``end_dim`` (inclusive) into one.
+
+    ``layout`` names the input's layout; channels first (any of ``"NCL"``, ``"NCHW"``,
+    ``"NCDHW"``, the default ``"NCHW"``) flattens the axes as they are. Channels last
+    (``"NLC"``, ``"NHWC"``, ``"NDHWC"``; input batched or unbatched in that layout) first moves
+    the channels to torch's place, then flattens as torch does, so the result is torch's for
+    the same data in torch's layout (C-major: a following ``Linear`` takes torch's weight as
+    it is) and ``start_dim``/``end_dim`` count torch's axes. At the end of a network this is a
+    small transpose (after a global pool, none at all).
+    """
 
     start_dim: int = 1
     end_dim: int = -1
+    layout: str = "NCHW"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ALL_LAYER_LAYOUTS:
+            raise ValueError(
+                f"Flatten: layout must be one of {ALL_LAYER_LAYOUTS}, got {self.layout!r}"
+            )
+        super().__post_init__()
 
     def __call__(self, x: Any) -> Array:
         x = jnp.asarray(x)
+        if self.layout.endswith("C"):  # channels last: move them to torch's place first
+            if x.ndim not in (len(self.layout), len(self.layout) - 1):
+                raise ValueError(
+                    f"Flatten: layout={self.layout!r} takes input of rank {len(self.layout)} "
+                    f"or {len(self.layout) - 1} (unbatched), got shape {x.shape}"
+                )
+            x = jnp.moveaxis(x, -1, 1 if x.ndim == len(self.layout) else 0)  # (N, C, *spatial)
         start, end = self.start_dim % max(x.ndim, 1), self.end_dim % max(x.ndim, 1)
         if start > end:
             raise ValueError(

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.nn._common import Array
+from jaxconv.nn._common import Array, check_layer_layout
 
 
 class _BatchNorm(nn.Module):
@@ -25,6 +25,9 @@ class _BatchNorm(nn.Module):
     Statistics are plain means over the batch axis: under ``jax.jit`` with the batch sharded
     over devices they are the global batch's (XLA inserts the cross-device reduction), so
     data-parallel training needs no ``pmean``. Low-precision inputs are normalised in float32.
+
+    ``layout`` channels last (``"NLC"``, ``"NHWC"``, ``"NDHWC"``): the channels are the last
+    axis, statistics over every other; a 2-D (N, C) input is the same in both layouts.
     """
 
     num_features: int
@@ -33,8 +36,14 @@ class _BatchNorm(nn.Module):
     affine: bool = True
     track_running_stats: bool = True
     dtype: Any = jnp.float32
+    layout: str = "NCHW"  # each dimension's class sets its own channels-first default
 
     _ranks: ClassVar[tuple[int, ...]]
+    _nd: ClassVar[int]
+
+    def __post_init__(self) -> None:
+        check_layer_layout(type(self).__name__, self.layout, self._nd)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: Any, train: bool = False) -> Array:
@@ -43,13 +52,14 @@ class _BatchNorm(nn.Module):
         if x.ndim not in self._ranks:
             want = " or ".join(f"{r}-D" for r in self._ranks)
             raise ValueError(f"{name}: expected {want} input, got shape {x.shape}")
-        if x.shape[1] != self.num_features:
+        channel = x.ndim - 1 if check_layer_layout(name, self.layout, self._nd) else 1
+        if x.shape[channel] != self.num_features:
             raise ValueError(
-                f"{name}: input has {x.shape[1]} channels (axis 1), num_features is "
-                f"{self.num_features}; shape {x.shape}"
+                f"{name}: input has {x.shape[channel]} channels (axis {channel}), num_features "
+                f"is {self.num_features}; shape {x.shape}"
             )
         c, dtype = self.num_features, self.dtype
-        axes = (0,) + tuple(range(2, x.ndim))
+        axes = tuple(a for a in range(x.ndim) if a != channel)
         count = math.prod(x.shape[a] for a in axes)  # values per channel
         if self.track_running_stats:
             running_mean = self.variable("batch_stats", "running_mean", jnp.zeros, (c,), dtype)
@@ -86,18 +96,25 @@ class _BatchNorm(nn.Module):
 
 
 class BatchNorm1d(_BatchNorm):
-    """torch.nn.BatchNorm1d: input (N, C) or (N, C, L)."""
+    """torch.nn.BatchNorm1d: input (N, C) or (N, C, L); (N, C) or (N, L, C) with
+    ``layout="NLC"``."""
 
+    layout: str = "NCL"
     _ranks = (2, 3)
+    _nd = 1
 
 
 class BatchNorm2d(_BatchNorm):
-    """torch.nn.BatchNorm2d: input (N, C, H, W)."""
+    """torch.nn.BatchNorm2d: input (N, C, H, W); (N, H, W, C) with ``layout="NHWC"``."""
 
+    layout: str = "NCHW"
     _ranks = (4,)
+    _nd = 2
 
 
 class BatchNorm3d(_BatchNorm):
-    """torch.nn.BatchNorm3d: input (N, C, D, H, W)."""
+    """torch.nn.BatchNorm3d: input (N, C, D, H, W); (N, D, H, W, C) with ``layout="NDHWC"``."""
 
+    layout: str = "NCDHW"
     _ranks = (5,)
+    _nd = 3

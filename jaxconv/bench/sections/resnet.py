@@ -7,7 +7,12 @@ Contenders, timed in one run in a rotating order, ratios to PyTorch:
   tests find it), one step of forward, backward and ``Adam.step``. Where that file is not there
   the row says so and the others still run.
 - jaxconv: ``jaxconv.models.resnet18`` and ``optax.adam``, one jitted step that updates the
-  parameters, the optimizer state and the batch statistics (as :mod:`jaxconv.steps` does).
+  parameters, the optimizer state and the batch statistics (as :mod:`jaxconv.steps` does), in
+  both of the networks' layouts: ``layout="NCHW"`` (torch's) and ``"NHWC"`` (channels last:
+  each conv runs without transposes around it, Adam reads the HWIO gradients in stored order;
+  the batch is transposed once, outside the step). The note ``auto`` marks the layout training
+  picks on this backend (:func:`jaxconv.kernels.dispatch.default_network_layout`), which the
+  profile runs.
 - plain Flax: the same architecture in ``flax.linen`` (Conv, BatchNorm, max_pool; NHWC), what a
   Flax user writes without jaxconv, with the same optax step.
 
@@ -38,7 +43,8 @@ from jaxconv.bench.timing import compiled, log
 
 ROWS = {
     "torch": "PyTorch eager, book ResNet-18, Adam",
-    "jaxconv": "jaxconv.models.resnet18 + optax.adam, jitted step",
+    "jaxconv": "jaxconv.models.resnet18(layout='NCHW') + optax.adam, jitted step",
+    "jaxconv_nhwc": "jaxconv.models.resnet18(layout='NHWC') + optax.adam, jitted step",
     "flax": "plain Flax NHWC ResNet-18 + optax.adam, jitted step",
 }
 #: (batch, image side) of the book's setting, and of ``--quick``.
@@ -141,14 +147,25 @@ def step_runner(
     return run, seconds, exe.as_text
 
 
-def jaxconv_runner(x: Any, y: Any) -> tuple[Callable[[], None], float, Callable[[], str]]:
-    """jaxconv's ResNet-18 step (NCHW input, as the book's)."""
+def as_layout(x: Any, layout: str) -> Any:
+    """An NCHW batch in ``layout`` ("NCHW" or "NHWC")."""
+    return x.transpose(0, 2, 3, 1) if layout == "NHWC" else x
+
+
+def jaxconv_runner(
+    x: Any, y: Any, layout: str | None = None
+) -> tuple[Callable[[], None], float, Callable[[], str]]:
+    """jaxconv's ResNet-18 step on the NCHW batch ``x`` (the book's), in ``layout`` (None:
+    :func:`~jaxconv.kernels.dispatch.default_network_layout`, what training takes)."""
     import optax
 
+    from jaxconv.kernels.dispatch import default_network_layout
     from jaxconv.models import resnet18
     from jaxconv.networks import init_variables
 
-    model, tx = resnet18(), optax.adam(LEARNING_RATE)
+    layout = default_network_layout() if layout is None else layout
+    model, tx = resnet18(layout=layout), optax.adam(LEARNING_RATE)
+    x = as_layout(x, layout)
     variables = init_variables(model, 0, x.shape)
 
     def apply(v: Any, xb: Any) -> Any:
@@ -157,21 +174,33 @@ def jaxconv_runner(x: Any, y: Any) -> tuple[Callable[[], None], float, Callable[
     return step_runner(jax_step(apply, tx), variables, tx, x, y)
 
 
-#: jaxconv's compiled step per (device, batch, side): the table and the profile of one run
-#: share it (compiling ResNet-18 is most of a quick run).
-_COMPILED: dict[tuple[Any, int, int], tuple[Callable[[], None], float, Callable[[], str]]] = {}
+#: jaxconv's compiled step per (device, batch, side, layout): the table and the profile of one
+#: run share it (compiling ResNet-18 is most of a quick run).
+_COMPILED: dict[tuple[Any, int, int, str], tuple[Callable[[], None], float, Callable[[], str]]] = {}
+
+#: The row of each layout.
+LAYOUT_ROWS = {"NCHW": ROWS["jaxconv"], "NHWC": ROWS["jaxconv_nhwc"]}
+
+
+def training_layout(dev: Any) -> str:
+    """The layout training runs a chapter-7 network in on ``dev``'s backend."""
+    from jaxconv.kernels.dispatch import default_network_layout
+
+    return default_network_layout(dev.platform)
 
 
 def shared_jaxconv_runner(
-    dev: Any, batch: int, side: int
+    dev: Any, batch: int, side: int, layout: str | None = None
 ) -> tuple[Callable[[], None], float, Callable[[], str]]:
-    """:func:`jaxconv_runner` on :func:`batch_data` on ``dev``, compiled once per process."""
+    """:func:`jaxconv_runner` on :func:`batch_data` on ``dev`` in ``layout`` (None: the
+    training layout of ``dev``'s backend), compiled once per process."""
     import jax
 
-    key = (dev, batch, side)
+    layout = training_layout(dev) if layout is None else layout
+    key = (dev, batch, side, layout)
     if key not in _COMPILED:
         x, y = (jax.device_put(a, dev) for a in batch_data(batch, side))
-        _COMPILED[key] = jaxconv_runner(x, y)
+        _COMPILED[key] = jaxconv_runner(x, y, layout)
     return _COMPILED[key]
 
 
@@ -243,15 +272,15 @@ def bench_resnet(setup: Setup) -> list[Row]:
             rows.append(Row("resnet", case, "step", ROWS["torch"], np.nan, note=why))
         else:
             runners[ROWS["torch"]] = torch_runner(setup, book, xn, yn)
-    log("  compiling jaxconv")
-    runners[ROWS["jaxconv"]], compile_s[ROWS["jaxconv"]], _ = shared_jaxconv_runner(
-        setup.dev, batch, side
-    )
+    for layout, row in LAYOUT_ROWS.items():
+        log(f"  compiling jaxconv {layout}")
+        runners[row], compile_s[row], _ = shared_jaxconv_runner(setup.dev, batch, side, layout)
     log("  compiling flax")
     runners[ROWS["flax"]], compile_s[ROWS["flax"]], _ = flax_runner(x, y)
     base = ROWS["torch"] if ROWS["torch"] in runners else None
     reps = 1 if setup.args.quick else 2
-    rows += time_rows(setup, "resnet", case, "step", runners, compile_s, base, reps=reps)
+    auto = LAYOUT_ROWS[training_layout(setup.dev)]
+    rows += time_rows(setup, "resnet", case, "step", runners, compile_s, base, reps=reps, auto=auto)
     return rows
 
 
@@ -339,7 +368,8 @@ def bench_resnet_profile(setup: Setup) -> list[Row]:
     for name, ns in total.items():
         by_kind[kinds.get(name, "unnamed (XLA's own)")] += ns
     busy = sum(by_kind.values())
-    case = f"jaxconv ResNet-18 step, batch {batch}, {side}x{side} ({pick})"
+    layout = training_layout(setup.dev)
+    case = f"jaxconv ResNet-18 step, {layout}, batch {batch}, {side}x{side} ({pick})"
     rows = [Row("profile", case, "step", "busy time per step", busy / 1e9, 1.0)]
     rows += [
         Row("profile", case, "step", kind, ns / 1e9, ns / busy)
@@ -359,7 +389,8 @@ def bench_resnet_profile(setup: Setup) -> list[Row]:
 
 
 def jaxconv_batch_stats(x: Any) -> Any:
-    """The batch statistics tree of jaxconv's ResNet-18 (only its structure is used)."""
+    """The batch statistics tree of jaxconv's ResNet-18 (only its structure is used; it is
+    the same in every layout) for the NCHW batch ``x``."""
     import jax
 
     from jaxconv.models import resnet18
