@@ -11,6 +11,14 @@ One job per module:
 - :mod:`~jaxconv.kernels.nhwc`: the NHWC ``custom_jvp`` rule of ``impl="vjp"``.
 - :mod:`~jaxconv.kernels.batch_last`: the CHWN ``custom_vjp`` rule (patch matrices, col2im,
   row blocks).
+- :mod:`~jaxconv.kernels.depthwise`: depthwise convs (groups == channels, any rank) as sums
+  of strided taps times per-channel weights (``impl="depthwise"``).
+- :mod:`~jaxconv.kernels.planes`: a 3-D conv as ONE 2-D conv over stacked depth planes
+  (``impl="planes"``).
+- :mod:`~jaxconv.kernels.phases`: the transposed conv as stride-1 convs per stride phase and a
+  pixel shuffle, with derivatives in XLA:CPU's fast forms (``impl="phases"``).
+- :mod:`~jaxconv.kernels.transpose_planes`: a 3-D transposed conv as ONE 2-D transposed conv
+  over depth planes (``conv_transpose3d(impl="planes")``).
 - :mod:`~jaxconv.kernels.maxpool`: max pooling's values, derivative (N-D, and tiled 2-D) and
   indices.
 - :mod:`~jaxconv.kernels.stored`: a value XLA:CPU computes once and stores (max pooling's
