@@ -48,7 +48,7 @@ def main(cfg: Config) -> dict:
     block = DenseBlock(2, 3, 10)
     y = _shape(block, (4, 3, 8, 8))
     print(f"DenseBlock(2 convs, 3 -> growth 10) on (4, 3, 8, 8): {y}")
-    z = _shape(_transition(y[1], 10), y)
+    z = _shape(_transition(y[1], 10, "NCHW"), y)
     print(f"transition to 10 channels on {y}: {z}")
     shapes, n_params = _ch7.summary("densenet", 96)
     # --- 2. training -----------------------------------------------------------------------------
