@@ -112,3 +112,21 @@ def jax_shape(op: Callable, x_shape: tuple, w_shape: tuple, args: tuple):
         return jax.eval_shape(lambda x, w: op(x, w, None, *args), x, w).shape
     except (ValueError, TypeError):
         return None
+
+
+def case_arrays(c: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """float64 channels-first input (N, C, *size), or unbatched (C, *size), an OI* weight
+    (O, C // groups, *k) and an optional bias of a seeded sweep case ``c`` (keys i, batch, c,
+    o, groups, size, k, bias)."""
+    r = np.random.default_rng(c["i"])
+    lead = () if c["batch"] is None else (c["batch"],)
+    x = r.standard_normal(lead + (c["c"],) + c["size"])
+    w = r.standard_normal((c["o"], c["c"] // c["groups"]) + c["k"])
+    b = r.standard_normal(c["o"]) if c["bias"] else None
+    return x, w, b
+
+
+def case_geometry(c: Mapping[str, Any]) -> dict[str, Any]:
+    """The conv keyword arguments (stride, padding, dilation, groups) of a sweep case."""
+    return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
+                groups=c["groups"])  # fmt: skip

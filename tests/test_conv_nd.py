@@ -16,6 +16,8 @@ from _conv_helpers import (
     assert_low_precision,
     assert_matches_in_both_layouts,
     assert_nonfinite_like,
+    case_arrays,
+    case_geometry,
     jax_shape,
     to_last,
     to_torch,
@@ -74,19 +76,8 @@ def _case_id(c: dict) -> str:
     ).replace(" ", "")
 
 
-def _arrays(c: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """float64 channels-first arrays of case ``c`` (unbatched when batch is None)."""
-    r = np.random.default_rng(c["i"])
-    lead = () if c["batch"] is None else (c["batch"],)
-    x = r.standard_normal(lead + (c["c"],) + c["size"])
-    w = r.standard_normal((c["o"], c["c"] // c["groups"]) + c["k"])
-    b = r.standard_normal(c["o"]) if c["bias"] else None
-    return x, w, b
-
-
-def _geometry(c: dict) -> dict:
-    return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
-                groups=c["groups"])  # fmt: skip
+_arrays = case_arrays
+_geometry = case_geometry
 
 
 def _torch_out(torch, c: dict, x, w, b) -> np.ndarray:

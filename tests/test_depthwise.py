@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _conv_helpers import case_arrays, case_geometry
 from jax.test_util import check_grads
 
 import jaxconv
@@ -52,8 +53,8 @@ def _make_case(i: int) -> dict:
     )
     batch = 2 if layout == "CHWN" else [None, 1, 3][i % 3 if n != 1 else (i // 3) % 3]
     return dict(
-        i=i, n=n, layout=layout, c=c, m=m, k=k, size=size, stride=stride, padding=padding,
-        dilation=d, batch=batch, bias=bool(i % 4),
+        i=i, n=n, layout=layout, c=c, m=m, o=c * m, groups=c, k=k, size=size, stride=stride,
+        padding=padding, dilation=d, batch=batch, bias=bool(i % 4),
     )  # fmt: skip
 
 
@@ -67,18 +68,8 @@ def _case_id(c: dict) -> str:
     ).replace(" ", "")
 
 
-def _arrays(c: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """float64 channels-first input (N, C, *size) or (C, *size), OI* weight, bias."""
-    r = np.random.default_rng(c["i"])
-    lead = () if c["batch"] is None else (c["batch"],)
-    x = r.standard_normal(lead + (c["c"],) + c["size"])
-    w = r.standard_normal((c["c"] * c["m"], 1) + c["k"])
-    b = r.standard_normal(c["c"] * c["m"]) if c["bias"] else None
-    return x, w, b
-
-
-def _geometry(c: dict) -> dict:
-    return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["c"])
+_arrays = case_arrays
+_geometry = case_geometry
 
 
 def _in_layout(c: dict, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:

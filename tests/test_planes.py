@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _conv_helpers import case_arrays, case_geometry
 
 import jaxconv
 from jaxconv import reference
@@ -60,19 +61,8 @@ def _case_id(c: dict) -> str:
     ).replace(" ", "")
 
 
-def _arrays(c: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """float64 NCDHW input (or unbatched CDHW), OIDHW weight, bias."""
-    r = np.random.default_rng(c["i"])
-    lead = () if c["batch"] is None else (c["batch"],)
-    x = r.standard_normal(lead + (c["c"],) + c["size"])
-    w = r.standard_normal((c["o"], c["c"] // c["groups"]) + c["k"])
-    b = r.standard_normal(c["o"]) if c["bias"] else None
-    return x, w, b
-
-
-def _geometry(c: dict) -> dict:
-    return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
-                groups=c["groups"])  # fmt: skip
+_arrays = case_arrays
+_geometry = case_geometry
 
 
 def _in_layout(c: dict, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
