@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _book_reference import book_models
+from _runs import check_one_epoch_checkpoint
 from conftest import load_script
 from test_experiments import png_size
 
@@ -32,6 +33,20 @@ SCRIPTS = {
     "14_resnet": ("resnet18", {}, 224),
     "15_densenet": ("densenet", {}, 96),
 }
+
+#: script -> (the recipe its quick run trains, at which image size): one epoch on 32 training
+#: and 16 test images, batch 16 (experiments/_ch7.py). These runs are those networks'
+#: one-epoch training tests; test_train_models trains the rest.
+TRAINS = {
+    "09_alexnet": ("alexnet", 193),
+    "10_vgg": ("vgg11_small", 224),
+    "11_nin": ("nin", 67),
+    "12_googlenet": ("googlenet", 32),
+    "13_batch_norm": ("lenet_bn", 28),
+    "14_resnet": ("resnet18", 32),
+    "15_densenet": ("densenet", 32),
+}
+QUICK_TEST, QUICK_STEPS = 16, 32 // 16
 
 
 def run(name: str, out_dir: Path) -> tuple[dict, str]:
@@ -75,6 +90,13 @@ def check_quick_training_ran_and_the_figures_are_pngs(result: dict, out: str) ->
     for figure in result["figures"]:
         width, height = png_size(figure)
         assert width > 200 and height > 150
+
+
+def check_the_quick_run_saved_and_evaluates(name: str, result: dict, out_dir: Path) -> None:
+    model, size = TRAINS[name]
+    check_one_epoch_checkpoint(
+        out_dir / "run-quick", model, size, QUICK_STEPS, result["history"], QUICK_TEST
+    )
 
 
 def check_vgg_small_is_a_quarter_of_the_channels(result: dict, out: str) -> None:
@@ -154,4 +176,5 @@ def test_quick_run(name, tmp_path):
     result, out = run(name, tmp_path)
     check_shapes_and_parameters_are_the_books(name, result, out)
     check_quick_training_ran_and_the_figures_are_pngs(result, out)
+    check_the_quick_run_saved_and_evaluates(name, result, tmp_path)
     SECTION_CHECKS[name](result, out)
