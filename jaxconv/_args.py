@@ -45,6 +45,11 @@ LAYOUTS_BY_NDIM: dict[int, tuple[str, ...]] = {
 }
 
 
+def spatial_letters(layout: str) -> str:
+    """The spatial axes' letters of ``layout``, in order ("HW" for NCHW and CHWN, "L" for NLC)."""
+    return "".join(c for c in layout if c not in "NC")
+
+
 def layout_axes(layout: str, batched: bool = True) -> tuple[int, Ints]:
     """``(channel axis, spatial axes)`` of an array in ``layout``; unbatched arrays have no N."""
     letters = layout if batched else layout.replace("N", "")

@@ -28,6 +28,7 @@ from jaxconv._args import (
     layout_axes,
     padding_sides,
     positive_tuple,
+    spatial_letters,
 )
 from jaxconv.shapes import (
     AXIS_NAMES,
@@ -138,7 +139,7 @@ def _operands(
         raise ValueError(f"{w} must have rank {len(spec)} ({spec}), got shape {w_shape}")
     batched = len(x_shape) == len(layout)
     channel, axes = layout_axes(layout, batched)
-    letters = [c for c in layout if c not in "NC"]
+    letters = spatial_letters(layout)
     if min(w_shape) < 1:
         raise ValueError(f"{w} must have no empty dimension, got shape {w_shape}")
     size = tuple(x_shape[a] for a in axes)

@@ -34,14 +34,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._args import LAYOUT_KERNELS, Ints, Pads
+from jaxconv._args import LAYOUT_KERNELS, Ints, Pads, spatial_letters
 from jaxconv.geometry import ConvTransposeGeometry
 from jaxconv.kernels.xla import conv_transpose_lax
 
 Array = jax.Array
-
-#: Spatial axis letters for lax dimension numbers, by rank (the last ``n``).
-AXIS_LETTERS = "DHW"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +120,7 @@ def phase_plan(geom: ConvTransposeGeometry) -> PhasePlan:
 def _conv_kernel(w: Array, geom: ConvTransposeGeometry) -> Array:
     """``w`` as the stride-1 convs take it, (G * O_g, C_in // G, *k): PyTorch's
     (C_in, O_g, *k) with in and out channels swapped within each group."""
-    spatial = "".join(c for c in geom.layout if c not in "NC")
+    spatial = spatial_letters(geom.layout)
     w = w.transpose([LAYOUT_KERNELS[geom.layout].index(c) for c in "OI" + spatial])
     cin, og, G = w.shape[0], w.shape[1], geom.groups
     w = w.reshape(G, cin // G, og, *geom.kernel).swapaxes(1, 2)
@@ -144,7 +141,7 @@ def shuffle(z: Array, geom: ConvTransposeGeometry, plan: PhasePlan) -> Array:
     """Interleave and crop: ``z`` is (s_1, ..., s_n, *layout) with spatial sizes Q, phase
     ``r`` at ``z[r]`` -> the transposed conv's output in ``geom.layout``."""
     layout, n = geom.layout, len(geom.kernel)
-    spatial = [c for c in layout if c not in "NC"]
+    spatial = spatial_letters(layout)
     names = [*(f"r{i}" for i in range(n)), *layout]
     order, shape = [], []
     for c in layout:
@@ -200,7 +197,7 @@ def _conv(
     x: Array, w: Array, pads: Pads, dilation: Ints, layout: str, groups: int, precision: Any
 ) -> Array:
     """A phase: the stride-1 conv of ``x`` with an "OI" + spatial kernel."""
-    spatial = "".join(c for c in layout if c not in "NC")
+    spatial = spatial_letters(layout)
     return lax.conv_general_dilated(
         x,
         w,
@@ -214,12 +211,12 @@ def _conv(
 
 
 def _channels_first(x: Array, layout: str) -> Array:
-    spatial = [c for c in layout if c not in "NC"]
+    spatial = spatial_letters(layout)
     return x.transpose([layout.index(c) for c in ["N", "C", *spatial]])
 
 
 def _from_channels_first(y: Array, layout: str) -> Array:
-    order = ["N", "C", *(c for c in layout if c not in "NC")]
+    order = ["N", "C", *spatial_letters(layout)]
     return y.transpose([order.index(c) for c in layout])
 
 
@@ -235,7 +232,7 @@ def weight_tangent(x: Array, tw: Array, geom: ConvTransposeGeometry, precision: 
     the input instead, a slow one."""
     n, G = len(geom.kernel), geom.groups
     x = _channels_first(x, geom.layout)
-    spatial = "".join(c for c in geom.layout if c not in "NC")
+    spatial = spatial_letters(geom.layout)
     tw = tw.transpose([LAYOUT_KERNELS[geom.layout].index(c) for c in "OI" + spatial])
     N, C, og = x.shape[0], x.shape[1], tw.shape[1]
     kernel = x.reshape(N, G, C // G, *geom.in_size).swapaxes(0, 1)  # (G, N, C_g, *in)
@@ -246,7 +243,6 @@ def weight_tangent(x: Array, tw: Array, geom: ConvTransposeGeometry, precision: 
             geom.in_size, geom.stride, geom.padding, geom.output_padding, strict=True
         )
     ]
-    sp = "".join(AXIS_LETTERS[-n:])
     y = lax.conv_general_dilated(
         tw,
         kernel,
@@ -254,7 +250,7 @@ def weight_tangent(x: Array, tw: Array, geom: ConvTransposeGeometry, precision: 
         pads,
         lhs_dilation=geom.dilation,
         rhs_dilation=geom.stride,
-        dimension_numbers=("CN" + sp, "OI" + sp, "CN" + sp),
+        dimension_numbers=("CN" + spatial, "OI" + spatial, "CN" + spatial),
         feature_group_count=G,
         precision=precision,
     )  # (G * N, O_g, *out)

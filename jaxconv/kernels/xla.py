@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._args import LAYOUT_KERNELS
+from jaxconv._args import LAYOUT_KERNELS, spatial_letters
 from jaxconv.geometry import ConvGeometry, ConvTransposeGeometry
 
 Array = jax.Array
@@ -46,7 +46,7 @@ def conv_transpose_lax(x: Array, w: Array, geom: ConvTransposeGeometry, precisio
     ``w`` is the forward conv's kernel in ``LAYOUT_KERNELS[geom.layout]``, its O axis this
     op's input channels; ``geom.padding`` is torch's ``(p, p)`` per axis.
     """
-    spatial = "".join(c for c in geom.layout if c not in "NC")
+    spatial = spatial_letters(geom.layout)
     G, cin, cout = geom.groups, geom.in_channels, geom.out_channels
     # to torch's (C_in, C_out // G, *k), then per group swap in/out -> (C_out, C_in // G, *k)
     w = w.transpose([LAYOUT_KERNELS[geom.layout].index(c) for c in "OI" + spatial])
