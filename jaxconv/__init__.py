@@ -54,6 +54,7 @@ _EXPORTS = {
     "conv_output_shape": "shapes",
     "pool_output_shape": "shapes",
     "receptive_field": "shapes",
+    "jit": "compile",
 }
 _SUBMODULES = (
     "reference",

@@ -34,7 +34,7 @@ from jaxconv import distributed
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
 from jaxconv.config import TrainConfig, saved_network_layout
 from jaxconv.errors import ArgumentError, ConfigError, positive_int
-from jaxconv.kernels.dispatch import default_layout
+from jaxconv.kernels.dispatch import compiler_options, default_layout
 from jaxconv.metrics import (
     CURVES_FILE,
     METRICS_FILE,
@@ -254,7 +254,7 @@ class _Run:
             batch_size=self.cfg.batch_size,
             unroll=self.cfg.scan_unroll,
             **sharding,
-        ).compile()
+        ).compile(compiler_options())
         self.run_eval = evaluate.lower(
             self.state.model,
             self.state.params,
@@ -262,7 +262,7 @@ class _Run:
             test_y,
             batch_size=self.cfg.eval_batch_size,
             batch_stats=self.state.batch_stats,
-        ).compile()
+        ).compile(compiler_options())
         self.compile_seconds = time.perf_counter() - t0
 
     def train_one_epoch(self, epoch: int) -> None:

@@ -90,15 +90,17 @@ def jax_pass(
     target: Any,
     passes: str,
     constants: Sequence[Any] = (),
+    options: dict[str, Any] | None = None,
 ) -> tuple[Callable[[], Any], float]:
     """A warmed-up runner of ``f(*inputs, *constants)`` ("fwd") or of the gradients of every
     input ("fwd+bwd", see :func:`grad_fn`; ``constants``, e.g. integer indices, are passed
-    but not differentiated), compiled apart, and its compile seconds."""
+    but not differentiated), compiled apart with the XLA compile ``options`` (see
+    :func:`~jaxconv.bench.timing.compiled`), and its compile seconds."""
     if passes == "fwd":
         fn, args = f, (*inputs, *constants)
     else:
         fn, args = grad_fn(f, tuple(range(len(inputs)))), (*inputs, *constants, target)
-    exe, seconds = compiled(fn, *args)
+    exe, seconds = compiled(fn, *args, options=options)
     return jax_runner(exe, *args), seconds
 
 
@@ -308,12 +310,15 @@ def jaxconv_runner(
     import jax
 
     from jaxconv import train
+    from jaxconv.kernels.dispatch import compiler_options
     from jaxconv.models import LeNet
 
     model = LeNet("modern", conv_impl=conv_impl, layout=layout)
     state = train.TrainState.create(model, train.make_optimizer("adam", 1e-3), 0)
     t0 = time.perf_counter()
-    exe = train.train_epoch.lower(state, X, Y, batch_size=batch, unroll=unroll).compile()
+    exe = train.train_epoch.lower(state, X, Y, batch_size=batch, unroll=unroll).compile(
+        compiler_options()  # as training compiles it
+    )
     compile_s = time.perf_counter() - t0
     holder = {"state": state}
 

@@ -219,8 +219,11 @@ def _cpu_name() -> str:
 
 
 def machine_info(dev: Any, torch: Any, command: str) -> dict[str, Any]:
-    """Date, CPU, device, library versions, XLA_FLAGS and the ``command`` of this run."""
+    """Date, CPU, device, library versions, XLA_FLAGS, the compile options of jaxconv's rows
+    and the ``command`` of this run."""
     import jax
+
+    from jaxconv.kernels.dispatch import compiler_options
 
     cpu = f"{_cpu_name()}, {os.cpu_count()} logical cores"
     if pinned() and hasattr(os, "sched_getaffinity"):
@@ -234,6 +237,7 @@ def machine_info(dev: Any, torch: Any, command: str) -> dict[str, Any]:
         if torch is None
         else f"{torch.__version__}, {torch.get_num_threads()} threads",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jaxconv_compiler_options": str(compiler_options(dev.platform) or "none"),
         "command": command,
     }
     try:

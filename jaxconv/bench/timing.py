@@ -73,12 +73,16 @@ def summarise(
     return result
 
 
-def compiled(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any], float]:
-    """``jax.jit(fn)`` lowered and compiled for ``args``, and the seconds that took."""
+def compiled(
+    fn: Callable[..., Any], *args: Any, options: dict[str, Any] | None = None
+) -> tuple[Callable[..., Any], float]:
+    """``jax.jit(fn)`` lowered and compiled for ``args`` with the XLA compile ``options``
+    (jaxconv's rows: :func:`jaxconv.kernels.dispatch.compiler_options`, as ``jaxconv.jit``
+    compiles; plain JAX's rows: none), and the seconds that took."""
     import jax
 
     t0 = time.perf_counter()
-    exe = jax.jit(fn).lower(*args).compile()
+    exe = jax.jit(fn).lower(*args).compile(options)
     return exe, time.perf_counter() - t0
 
 

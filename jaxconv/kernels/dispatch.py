@@ -41,6 +41,9 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
 - Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`), and the
   chapter-7 networks channels last (NHWC) on CPU, NCHW elsewhere
   (:func:`default_network_layout`).
+- Programs jaxconv compiles itself (training's epoch and evaluation, ``jaxconv.jit``, the
+  benchmark's jaxconv rows) take :func:`compiler_options`: on CPU, XLA's own (Eigen)
+  convolutions instead of YNNPACK's, which do not use a second thread.
 """
 
 from __future__ import annotations
@@ -199,6 +202,40 @@ def default_network_layout(backend: str | None = None) -> str:
     layout. Both layouts compute the same function from the same torch weights.
     """
     return "NHWC" if current_backend(backend) == "cpu" else "NCHW"
+
+
+#: XLA:CPU's library fusions that jaxconv's programs keep: its default set (dots and
+#: reductions through YNNPACK) without YNNPACK's 2-D convolutions. YNNPACK ran the 64 -> 64
+#: 3x3 layer as fast on 2 threads as on one; XLA's own convolution uses both (forward 14.7 ->
+#: 8.2 ms) and the book's ResNet-18 training step took 0.78x the time on 2 threads, 0.96x on
+#: one core (docs/BENCHMARKS.md). Only the convolution kernel changes, not what is computed.
+CPU_COMPILER_OPTIONS: dict[str, Any] = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    ),
+}
+
+
+@functools.cache
+def _accepted(backend: str, options: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether this jaxlib compiles with ``options`` on ``backend`` (an option XLA does not
+    know, e.g. after an upgrade renamed it, is an error at compile time)."""
+    x = jax.device_put(0.0, jax.local_devices(backend=backend)[0])
+    try:
+        jax.jit(lambda x: x + 1).lower(x).compile(dict(options))
+    except Exception:  # noqa: BLE001 - any refusal means: compile without them
+        return False
+    return True
+
+
+def compiler_options(backend: str | None = None) -> dict[str, Any]:
+    """The XLA compile options of the programs jaxconv compiles on ``backend`` (None: JAX's
+    default backend): :data:`CPU_COMPILER_OPTIONS` on CPU where this jaxlib accepts them,
+    none elsewhere (not measured)."""
+    backend = current_backend(backend)
+    if backend != "cpu" or not _accepted(backend, tuple(CPU_COMPILER_OPTIONS.items())):
+        return {}
+    return dict(CPU_COMPILER_OPTIONS)
 
 
 #: XLA compile options for programs that run once (parameter initialisation): without the

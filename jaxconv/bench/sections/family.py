@@ -173,6 +173,8 @@ def bench_case(case: FamilyCase, setup: Setup) -> list[Row]:
     """One row of the family table: fwd and fwd+bwd of every contender that runs."""
     import jax
 
+    from jaxconv.kernels.dispatch import compiler_options
+
     rng = np.random.default_rng(3)
     x = rng.standard_normal(case.x).astype(np.float32)
     w = (rng.standard_normal(case.w) / math.sqrt(np.prod(case.w[1:]))).astype(np.float32)
@@ -186,6 +188,7 @@ def bench_case(case: FamilyCase, setup: Setup) -> list[Row]:
     torch_runs = {}
     if setup.torch is not None:
         torch_runs = torch_passes(setup, torch_fn(setup.torch, case), (x, w), ct)
+    options = {ours_name: compiler_options()}  # as jaxconv.jit compiles; plain lax: none
     rows = []
     for passes in PASSES:
         runners: dict[str, Callable[[], Any]] = {}
@@ -195,7 +198,9 @@ def bench_case(case: FamilyCase, setup: Setup) -> list[Row]:
             extra.append(_failed(case, passes, ours_name, "not in this jaxconv"))
         for name, f in jax_fns.items():
             try:
-                runners[name], compile_s[name] = jax_pass(f, (jx, jw), jct, passes)
+                runners[name], compile_s[name] = jax_pass(
+                    f, (jx, jw), jct, passes, options=options.get(name)
+                )
             except Exception as err:  # noqa: BLE001 - one contender's failure is its row
                 extra.append(_failed(case, passes, name, f"FAILED: {type(err).__name__}: {err}"))
         if torch_runs:

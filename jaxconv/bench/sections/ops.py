@@ -104,6 +104,9 @@ def bench_conv(case: ConvCase, setup: Setup) -> list[Row]:
     import jax
 
     import jaxconv
+    from jaxconv.kernels.dispatch import compiler_options
+
+    options = compiler_options()  # every row is jaxconv's conv2d, compiled as jaxconv.jit does
 
     args, dev = setup.args, setup.dev
     rng = np.random.default_rng(0)
@@ -137,7 +140,9 @@ def bench_conv(case: ConvCase, setup: Setup) -> list[Row]:
         compile_s: dict[str, float] = {}
         for name, (layout, _) in CONV_IMPLS.items():
             ax, act = arrays[layout]
-            runners[name], compile_s[name] = jax_pass(conv_with(name), (ax, jw, jb), act, passes)
+            runners[name], compile_s[name] = jax_pass(
+                conv_with(name), (ax, jw, jb), act, passes, options=options
+            )
         if torch_runs:
             runners["torch"] = torch_runs[passes]
         rows += time_rows(
@@ -149,7 +154,9 @@ def bench_conv(case: ConvCase, setup: Setup) -> list[Row]:
     runners, compile_s = {}, {}
     for name in SCAN_IMPLS:
         ax, act = arrays[CONV_IMPLS[name][0]]
-        exe, compile_s[name] = compiled(scan_fn(conv_with(name), length), ax, jw, jb, act)
+        exe, compile_s[name] = compiled(
+            scan_fn(conv_with(name), length), ax, jw, jb, act, options=options
+        )
         runners[name] = jax_runner(exe, ax, jw, jb, act)
     reps = 1 if case.name == "ResNet" else args.reps  # lax's ResNet step takes seconds
     return rows + time_rows(
@@ -173,6 +180,7 @@ def bench_pool(case: PoolCase, setup: Setup) -> list[Row]:
     from jax import lax
 
     import jaxconv
+    from jaxconv.kernels.dispatch import compiler_options
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((case.n, case.c, case.h, case.h)).astype(np.float32)
@@ -195,8 +203,11 @@ def bench_pool(case: PoolCase, setup: Setup) -> list[Row]:
     rows = []
     for passes in PASSES:
         runners, compile_s = {}, {}
-        for name, f in (("jaxconv", ours), ("lax.reduce_window", plain)):
-            runners[name], compile_s[name] = jax_pass(f, (jx,), jct, passes)
+        for name, f, options in (
+            ("jaxconv", ours, compiler_options()),  # as jaxconv.jit compiles
+            ("lax.reduce_window", plain, None),
+        ):
+            runners[name], compile_s[name] = jax_pass(f, (jx,), jct, passes, options=options)
         if torch_runs:
             runners["torch"] = torch_runs[passes]
         rows += time_rows(setup, "ops", case.label(), passes, runners, compile_s, "torch")

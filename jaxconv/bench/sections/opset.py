@@ -221,6 +221,8 @@ def bench_case(case: OpCase, setup: Setup) -> list[Row]:
     """One op: fwd and fwd+bwd of PyTorch, jaxconv and plain JAX where it has the op."""
     import jax
 
+    from jaxconv.kernels.dispatch import compiler_options
+
     rng = np.random.default_rng(5)
     floats, consts = case_arrays(case, rng)
     ours = jaxconv_fn(case)
@@ -230,6 +232,7 @@ def bench_case(case: OpCase, setup: Setup) -> list[Row]:
     ct = rng.standard_normal(out.shape).astype(np.float32)
     jct = jax.device_put(ct, setup.dev)
     jax_fns = {f"jaxconv.{case.op}": ours}
+    options = {f"jaxconv.{case.op}": compiler_options()}  # as jaxconv.jit; plain JAX: none
     plain = plain_fn(case)
     if plain is not None:
         jax_fns[plain[0]] = plain[1]
@@ -243,7 +246,9 @@ def bench_case(case: OpCase, setup: Setup) -> list[Row]:
         failed: list[Row] = []
         for name, f in jax_fns.items():
             try:
-                runners[name], compile_s[name] = jax_pass(f, jf, jct, passes, jc)
+                runners[name], compile_s[name] = jax_pass(
+                    f, jf, jct, passes, jc, options=options.get(name)
+                )
             except Exception as err:  # noqa: BLE001 - one contender's failure is its row
                 why = f"FAILED: {type(err).__name__}: {err}".splitlines()[0][:160]
                 failed.append(Row("opset", case.label(), passes, name, math.nan, note=why))

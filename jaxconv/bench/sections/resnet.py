@@ -129,15 +129,20 @@ def jax_step(apply: Callable[..., Any], tx: Any) -> Callable[..., Any]:
 
 
 def step_runner(
-    step: Callable[..., Any], variables: dict[str, Any], tx: Any, x: Any, y: Any
+    step: Callable[..., Any],
+    variables: dict[str, Any],
+    tx: Any,
+    x: Any,
+    y: Any,
+    options: dict[str, Any] | None = None,
 ) -> tuple[Callable[[], None], float, Callable[[], str]]:
-    """A warmed-up runner of the compiled ``step`` that carries its state from call to call,
-    its compile seconds, and the compiled program's HLO text."""
+    """A warmed-up runner of the compiled ``step`` (XLA compile ``options``) that carries its
+    state from call to call, its compile seconds, and the compiled program's HLO text."""
     import jax
 
     params = variables["params"]
     carry = [params, variables.get("batch_stats", {}), tx.init(params)]
-    exe, seconds = compiled(step, *carry, x, y)
+    exe, seconds = compiled(step, *carry, x, y, options=options)
 
     def run() -> None:
         *new, _ = exe(*carry, x, y)
@@ -159,7 +164,7 @@ def jaxconv_runner(
     :func:`~jaxconv.kernels.dispatch.default_network_layout`, what training takes)."""
     import optax
 
-    from jaxconv.kernels.dispatch import default_network_layout
+    from jaxconv.kernels.dispatch import compiler_options, default_network_layout
     from jaxconv.models import resnet18
     from jaxconv.networks import init_variables
 
@@ -171,7 +176,8 @@ def jaxconv_runner(
     def apply(v: Any, xb: Any) -> Any:
         return model.apply(v, xb, train=True, mutable=["batch_stats"])
 
-    return step_runner(jax_step(apply, tx), variables, tx, x, y)
+    # compiled as jaxconv.jit compiles it (what `jaxconv train` does for its epoch)
+    return step_runner(jax_step(apply, tx), variables, tx, x, y, compiler_options())
 
 
 #: jaxconv's compiled step per (device, batch, side, layout): the table and the profile of one
