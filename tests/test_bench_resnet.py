@@ -68,7 +68,8 @@ def test_quick_resnet_section_with_its_profile(tmp_path):
         for key in ("jaxconv", "flax"):
             assert step[resnet.ROWS[key]]["ratio"] > 0
     prof = [r for r in rows if r["table"] == "profile" and r["case"].startswith("jaxconv")]
-    busy, *kinds = prof
+    wall, busy, *kinds = prof
+    assert wall["contender"].startswith("wall time per step") and wall["seconds"] > 0
     assert busy["contender"] == "busy time per step" and busy["seconds"] > 0
     names = {r["contender"] for r in kinds}
     assert any(n.startswith("conv fwd -> ") for n in names), names

@@ -33,8 +33,8 @@ def describe_ops(hlo: str) -> dict[str, str]:
 
 def _event_lines(data: Any) -> tuple[str, list[Any]]:
     """(what was picked, the profile's lines of op events): on a GPU XLA's op line if the
-    profiler wrote one, else the kernels per stream; on XLA:CPU the thunks of its Eigen
-    threads."""
+    profiler wrote one, else the kernels per stream; on XLA:CPU the thunks of its threads
+    (:data:`CPU_THUNK_THREADS`)."""
     planes = [p for p in data.planes if p.name.startswith("/device:")]
     if planes:
         lines = [ln for p in planes for ln in p.lines]
@@ -45,9 +45,23 @@ def _event_lines(data: Any) -> tuple[str, list[Any]]:
         for p in data.planes
         if p.name.startswith("/host:CPU")
         for ln in p.lines
-        if ln.name.startswith("tf_XLAEigen")
+        if ln.name.startswith(CPU_THUNK_THREADS)
     ]
     return "XLA:CPU thunks", lines
+
+
+#: The threads XLA:CPU runs thunks on: its intra-op pool, and the client's own thread, which
+#: runs thunks itself (XLA's convolutions among them) and waits for the pool.
+CPU_THUNK_THREADS = ("tf_XLAEigen", "tf_XLAPjRtCpuClient")
+
+#: Events that contain other thunks (control flow, the executor's wait): counting them would
+#: count their bodies twice.
+_CONTAINERS = re.compile(r"^(ThunkExecutor|(while|conditional|call)(\.\d+)?$)")
+
+
+def counts(event_name: str) -> bool:
+    """Whether a profile event is a thunk or kernel of its own (not a container of others)."""
+    return not _CONTAINERS.match(event_name)
 
 
 def bench_profile(setup: Setup) -> list[Row]:
@@ -72,7 +86,7 @@ def bench_profile(setup: Setup) -> list[Row]:
         pick, lines = _event_lines(data)
         for line in lines:
             for ev in line.events:
-                if ev.name.startswith("ThunkExecutor"):
+                if not counts(ev.name):
                     continue
                 total[ev.name] += ev.duration_ns
                 count[ev.name] += 1
