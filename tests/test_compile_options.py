@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _conv_helpers import case_arrays, case_geometry, to_last
 
 import jaxconv
 from jaxconv import reference as ref
@@ -62,17 +63,19 @@ def test_jit_runs_convolutions_without_ynnpack_and_callers_options_win():
 
 
 def _conv_cases(n: int):
-    """Seeded 2-D conv geometries with 17-48 channels (YNNPACK takes convs over 16)."""
+    """Seeded 2-D conv geometries with 17-48 channels (YNNPACK takes convs over 16), as
+    :func:`_conv_helpers.case_arrays` reads them, and a layout."""
     rng = np.random.default_rng(7)
     for i in range(n):
         groups = int(rng.choice([1, 1, 2]))
-        c = groups * int(rng.integers(9, 25))
-        o = groups * int(rng.integers(9, 25))
-        k = tuple(int(v) for v in rng.integers(1, 4, 2))
         yield dict(
             i=i,
-            x=(int(rng.integers(1, 4)), c, *(int(v) for v in rng.integers(6, 12, 2))),
-            w=(o, c // groups, *k),
+            batch=int(rng.integers(1, 4)),
+            c=groups * int(rng.integers(9, 25)),
+            o=groups * int(rng.integers(9, 25)),
+            size=tuple(int(v) for v in rng.integers(6, 12, 2)),
+            k=tuple(int(v) for v in rng.integers(1, 4, 2)),
+            bias=True,
             stride=int(rng.integers(1, 3)),
             padding=int(rng.integers(0, 2)),
             dilation=int(rng.integers(1, 3)),
@@ -81,19 +84,12 @@ def _conv_cases(n: int):
         )
 
 
-def _arrays(case):
-    r = np.random.default_rng(case["i"])
-    x, w = r.standard_normal(case["x"]), r.standard_normal(case["w"]) / 4
-    b = r.standard_normal(case["w"][0])
-    if case["layout"] == "NHWC":
-        x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
-    return x, w, b
-
-
 @pytest.mark.parametrize("case", list(_conv_cases(8)), ids=lambda c: f"case{c['i']}")
 def test_conv2d_under_jaxconv_jit_equals_the_reference_and_jax_jit(case):
-    x, w, b = _arrays(case)
-    kw = {k: case[k] for k in ("stride", "padding", "dilation", "groups", "layout")}
+    x, w, b = case_arrays(case)
+    if case["layout"] == "NHWC":
+        x, w = to_last(x, w)
+    kw = {**case_geometry(case), "layout": case["layout"]}
 
     def f(x, w, b):
         return jaxconv.conv2d(x, w, b, **kw)

@@ -44,9 +44,9 @@ def _rel(ours, theirs) -> float:
     return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30))
 
 
-def _jax_step(model, train: bool):
+def _jax_step(model, train: bool, grads: bool = True):
     """Evaluation logits, and the loss, its logits, updated statistics and parameter gradient
-    in ``train`` mode, in one compiled function."""
+    (None unless ``grads``) in ``train`` mode, in one compiled function."""
 
     def step(variables, x, labels):
         def loss_fn(params):
@@ -58,10 +58,13 @@ def _jax_step(model, train: bool):
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
             return loss, (logits, updates)
 
-        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            variables["params"]
-        )
-        return model.apply(variables, x), loss, logits, updates, grads
+        if grads:
+            (loss, (logits, updates)), g = jax.value_and_grad(loss_fn, has_aux=True)(
+                variables["params"]
+            )
+        else:
+            (loss, (logits, updates)), g = loss_fn(variables["params"]), None
+        return model.apply(variables, x), loss, logits, updates, g
 
     return jax.jit(step)
 

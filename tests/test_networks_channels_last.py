@@ -11,12 +11,11 @@ allows; one compiled function per network.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
-import optax
 import pytest
 from _book_reference import reference_net
 from flax import traverse_util
+from test_networks import _jax_step
 
 from jaxconv import networks
 from jaxconv.convert import expected_variables, from_torch, to_torch, torch_axes
@@ -40,31 +39,6 @@ def _rel(ours, theirs) -> float:
     return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30))
 
 
-def _step(model, train: bool, grads: bool):
-    """Evaluation logits, training-mode logits and updated statistics (``train``), and the
-    parameter gradient of the loss (``grads``), in one compiled function."""
-
-    def step(variables, x, labels):
-        def loss_fn(params):
-            v = {**variables, "params": params}
-            if train:
-                logits, updates = model.apply(v, x, train=True, mutable=["batch_stats"])
-            else:
-                logits, updates = model.apply(v, x), {}
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-            return loss, (logits, updates)
-
-        if grads:
-            (_, (logits, updates)), g = jax.value_and_grad(loss_fn, has_aux=True)(
-                variables["params"]
-            )
-        else:
-            (_, (logits, updates)), g = loss_fn(variables["params"]), None
-        return model.apply(variables, x), logits, updates, g
-
-    return jax.jit(step)
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_channels_last_network_equals_torch(torch, name):
     kwargs, batch, size, train, grads = CASES[name]
@@ -77,7 +51,7 @@ def test_channels_last_network_equals_torch(torch, name):
     x = rng.standard_normal((batch, 1, size, size)).astype(np.float32)
     labels = rng.integers(0, 10, batch)
 
-    eval_logits, logits, updates, g = _step(model, train, grads)(
+    eval_logits, _, logits, updates, g = _jax_step(model, train, grads)(
         variables, x.transpose(0, 2, 3, 1), labels
     )
 
