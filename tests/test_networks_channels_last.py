@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 from _book_reference import reference_net
 from flax import traverse_util
-from test_networks import _jax_step
+from test_networks import RTOL, _jax_step, _rel
 
 from jaxconv import networks
 from jaxconv.convert import expected_variables, from_torch, to_torch, torch_axes
-
-RTOL = 1e-4  # max |ours - torch| / max |torch|, float32
 
 # name -> (factory kwargs, batch, image size, train mode, check gradients)
 CASES = {
@@ -32,11 +30,6 @@ CASES = {
     "resnet18": ({}, 4, 32, True, False),
     "densenet": ({}, 4, 32, True, False),
 }
-
-
-def _rel(ours, theirs) -> float:
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30))
 
 
 @pytest.mark.parametrize("name", list(CASES))
