@@ -27,6 +27,29 @@ def variant(request):
     return request.param
 
 
+#: ``JAXCONV_TEST_FULL=1``: every case of the seeded sweeps that use :func:`with_variants`
+#: runs both eager and jitted, and sweeps that size themselves by :data:`FULL` run all their
+#: cases. By default (the README's test command) a sweep runs every case jitted and a quarter
+#: of them eager too: un-jitted JAX compiles every primitive of every new shape on its own,
+#: which made the eager half most of a sweep's time, and a quarter of the cases already
+#: covers each padding form, layout and path un-jitted.
+FULL = os.environ.get("JAXCONV_TEST_FULL", "") == "1"
+EAGER_EVERY = 1 if FULL else 4
+
+
+def with_variants(cases, ids=None) -> list:
+    """``pytest.param(case, variant)`` for ``@pytest.mark.parametrize(("c", "variant"), ...)``:
+    each case under ``jax.jit``, and cases ``0, EAGER_EVERY, 2*EAGER_EVERY, ...`` also eager
+    (in the ``variant`` fixture's ids)."""
+    params = []
+    for i, case in enumerate(cases):
+        name = str(i) if ids is None else ids(case)
+        params.append(pytest.param(case, jax.jit, id=f"{name}-jit"))
+        if i % EAGER_EVERY == 0:
+            params.append(pytest.param(case, _identity, id=f"{name}-eager"))
+    return params
+
+
 @pytest.fixture(scope="session")
 def torch():
     """PyTorch (CPU build), the independent oracle; skips the test where it is not installed."""

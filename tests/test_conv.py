@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import with_variants
 from jax.test_util import check_grads
 
 from jaxconv import conv, reference
@@ -281,7 +282,7 @@ def _oracles(i: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("c", CASES, ids=_case_id)
+@pytest.mark.parametrize(("c", "variant"), with_variants(CASES, _case_id))
 def test_conv2d_sweep(c, impl, variant, torch):
     x, w, b = _case_arrays(c)
     f = variant(lambda x, w, b: conv2d(x, w, b, impl=impl, **_kwargs(c)))
@@ -314,7 +315,7 @@ BATCHED_CASES = [c for c in CASES if c["batch"]]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("c", BATCHED_CASES, ids=_case_id)
+@pytest.mark.parametrize(("c", "variant"), with_variants(BATCHED_CASES, _case_id))
 def test_conv2d_sweep_chwn(c, impl, variant, torch):
     """layout="CHWN" (batch last): the same sweep's values against the same two oracles."""
     x, w, b = _case_arrays(c)
