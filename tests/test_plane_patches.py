@@ -106,45 +106,51 @@ def test_plane_patches_match_reference_and_torch(c, torch):
     want = _out_to_layout(c, want)
     with jax.enable_x64(True):
         f = lambda x, w, b: _apply(c, "plane_patches", x, w, b)  # noqa: E731
-        for got in (f(xl, wl, b), jax.jit(f)(xl, wl, b)):
-            assert got.dtype == jnp.float64 and got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        got = f(xl, wl, b)
+        assert got.dtype == jnp.float64 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        if c["i"] % 2:  # under an outer jit too, for every other case (compiles dominate)
+            np.testing.assert_allclose(jax.jit(f)(xl, wl, b), want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["rows"] is not None], ids=_case_id)
+@pytest.mark.parametrize("c", [c for c in CASES if c["rows"] is not None][:6], ids=_case_id)
 def test_chunks_split_along_every_axis_match_reference(c):
     """Chunks of 1 or 7 output positions (split batch, planes and rows) give the same
-    values, eager and jitted."""
+    values (jitted; eager == jit is the public function's test above)."""
     x, w, _ = case_arrays(c)
     x = x if c["batch"] is not None else x[None]
     xl, wl, _ = _in_layout(c, x, w)
     want = _out_to_layout(c, reference.conv3d(x, w, None, **case_geometry(c)))
     with jax.enable_x64(True):
         f = lambda x, w: _chunked(c, x, w)  # noqa: E731
-        for got in (f(jnp.asarray(xl), jnp.asarray(wl)), jax.jit(f)(xl, wl)):
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(jax.jit(f)(xl, wl), want, rtol=1e-10, atol=1e-10)
 
 
 def _grads(c: dict, impl: str, x, w, b, ct) -> tuple:
-    """Reverse mode: gradients of <conv3d(x, w, b), ct> w.r.t. x, w (and b)."""
-    argnums = (0, 1, 2) if b is not None else (0, 1)
+    """Reverse mode: gradients of <conv3d(x, w, b), ct> w.r.t. x, w (and b), or w alone for
+    every other case (the input then has no tangent)."""
+    argnums = ((0, 1, 2) if b is not None else (0, 1)) if c["i"] % 2 else (1,)
     return jax.grad(lambda x, w, b: jnp.sum(_apply(c, impl, x, w, b) * ct), argnums)(x, w, b)
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 3 == 1], ids=_case_id)
+@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 3 == 1][:5], ids=_case_id)
 def test_plane_patches_gradients_match_lax_eager_and_jitted(c):
     x, w, b = case_arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
     with jax.enable_x64(True):
         ct = np.random.default_rng(100 + c["i"]).standard_normal(_apply(c, "lax", xl, wl, b).shape)
         want = _grads(c, "lax", xl, wl, b, ct)
-        jitted = jax.jit(lambda x, w, b, ct: _grads(c, "plane_patches", x, w, b, ct))
-        for got in (_grads(c, "plane_patches", xl, wl, b, ct), jitted(xl, wl, b, ct)):
+        runs = [_grads(c, "plane_patches", xl, wl, b, ct)]
+        if c["i"] % 2:  # under an outer jit too, for every other case (compiles dominate)
+            runs.append(
+                jax.jit(lambda x, w, b, ct: _grads(c, "plane_patches", x, w, b, ct))(xl, wl, b, ct)
+            )
+        for got in runs:
             for g, h in zip(got, want, strict=True):
                 np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 5 == 2], ids=_case_id)
+@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 5 == 2][:3], ids=_case_id)
 def test_plane_patches_forward_mode_matches_lax(c):
     x, w, b = case_arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
@@ -272,3 +278,19 @@ def test_float32_values_and_gradients_match_torch(torch):
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(("stride", "chunked"), [((1, 1, 1), True), ((1, 2, 2), False)])
+def test_differentiated_values_come_from_the_chunks_only_at_unit_plane_stride(stride, chunked):
+    """Under differentiation an unpadded stride-1 layer keeps the chunked values, a strided one
+    takes the planes path's (which share their stacked input with the weight gradient)."""
+    r = np.random.default_rng(10)
+    x = r.standard_normal((2, 4, 5, 9, 8)).astype(np.float32)
+    w = r.standard_normal((3, 4, 3, 3, 3)).astype(np.float32)
+    values = {
+        impl: jax.jit(lambda x, w, impl=impl: jaxconv.conv3d(x, w, None, stride, impl=impl))(x, w)
+        for impl in ("plane_patches", "planes")
+    }
+    conv = lambda w: jaxconv.conv3d(x, w, None, stride, impl="plane_patches")  # noqa: E731
+    y, _ = jax.jit(lambda w: jax.vjp(conv, w))(w)
+    np.testing.assert_array_equal(y, values["plane_patches" if chunked else "planes"])

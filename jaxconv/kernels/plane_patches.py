@@ -22,8 +22,11 @@ the identity (a bitcast) when only one axis is split, and which also makes NCDHW
 Derivatives: a ``custom_jvp`` (:mod:`~jaxconv.kernels.borrowed`) whose values are the
 chunked products and whose tangent is the tangent of ``tangent_conv`` (an entry of jaxconv's
 conv registry computing the same function), so forward mode, reverse mode (its transpose) and
-higher derivatives are those of that path; the tangent path's own values are not used, and
-XLA removes them.
+higher derivatives are those of that path. A differentiated layer strided in (H, W) takes that
+path's values too (it runs exactly the planes path then): the planes' forward shares the
+stacked depth planes with their weight gradient, and forward+backward measured 1.12x the
+planes' time with the chunked values (conv3d 4x16x32^3 k3 s2 p1), against 0.88x for the
+unpadded stride-1 layer.
 """
 
 from __future__ import annotations
@@ -172,4 +175,4 @@ def conv_plane_patches(
     (N, od, oh, ow, O)."""
     if not plane_patches_apply(geom):
         return conv_lax(x, w, geom, precision)
-    return _plane_patches(x, w, geom, precision, tangent_conv)
+    return _plane_patches(x, w, geom, precision, tangent_conv, geom.stride[1:] != (1, 1))
