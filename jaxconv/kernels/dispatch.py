@@ -48,8 +48,8 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
 - On CPU, float32 NCL ``conv1d`` at stride 1 with groups 1 and a kernel of 2 taps or more
   runs ``"tap_outputs"`` (:mod:`~jaxconv.kernels.tap_outputs`: per batch item one matrix
   product with the taps stacked on the output rows, then k shifted row slices added; XLA's
-  conv's derivatives): XLA:CPU's NCL convolution ran 1.04-1.45x its forward time (conv1d
-  32x64x4000 k9: 1.43x; forward+backward 1.04-1.09x), and transposing to NLC and back
+  conv's derivatives): XLA:CPU's NCL convolution ran 0.96-1.45x its forward time (conv1d
+  32x64x4000 k9: 1.43x; forward+backward 1.04-1.14x), and transposing to NLC and back
   cost as much again. Strided 1-D convs
   (every position computed, half kept: 1.5x slower), NLC (XLA's NLC conv is as fast) and
   float64 (not measured) stay on lax.

@@ -48,9 +48,10 @@ def tap_outputs_apply(geom: ConvGeometry, itemsize: int = 4) -> bool:
 
 def tap_outputs_wins(geom: ConvGeometry) -> bool:
     """Whether this path's values were the faster on XLA:CPU than XLA's NCL conv (float32,
-    one core; docs/BENCHMARKS.md): at stride 1 with a kernel of 2 taps or more, 0.69-0.96x
-    its forward time (1 to 256 channels, k3 to k9, lengths 500 to 16000) and 0.88-0.99x
-    forward+backward. At stride 2 it computes every position and keeps half: 1.5x."""
+    one core; docs/BENCHMARKS.md): at stride 1 with a kernel of 2 taps or more, 0.69-0.94x
+    its forward time (1 to 256 channels, k3 to k9, lengths 500 to 16000; 1.04x on the
+    smallest layer, 8x32x1024 k3 at 0.8 ms) and 0.88-0.96x forward+backward. At stride 2
+    it computes every position and keeps half: 1.5x."""
     return tap_outputs_apply(geom) and geom.stride == (1,) and geom.kernel[0] > 1
 
 
