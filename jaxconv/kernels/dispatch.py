@@ -39,18 +39,19 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   ``"plane_patches"`` (:mod:`~jaxconv.kernels.plane_patches`: patch matrices of a few output
   rows at a time, one YNNPACK matrix product each, with the planes path's derivatives):
   its forward took 0.47-0.97x the planes' time there on one core (the family conv3d rows
-  0.56-0.62x at stride 1, 0.60x at stride 2); forward+backward of the stride-1 row
-  0.86-0.88x. Differentiated strided layers run exactly the planes path (the planes'
-  forward shares its stacked input with the weight gradient: with the chunked values
-  forward+backward took 1.12x). Elsewhere (padded stride-1 layers, small strided planes)
-  the two were within 10% or the planes faster; float64 is not measured and stays on the
-  planes.
+  0.56-0.62x at stride 1, 0.60x at stride 2; on 2 threads 0.79x and 0.90x). A
+  differentiated call runs exactly the planes path, values included: their forward shares
+  its stacked input with the weight gradient, and with the chunked values forward+backward
+  took 1.12x at stride 2 and, at stride 1, 0.88x on one core but 1.05x on 2 threads (the
+  chunk loop's products run on one thread). Elsewhere (padded stride-1 layers, small
+  strided planes) the two were within 10% or the planes faster; float64 is not measured
+  and stays on the planes.
 - On CPU, float32 NCL ``conv1d`` at stride 1 with groups 1 and a kernel of 2 taps or more
   runs ``"tap_outputs"`` (:mod:`~jaxconv.kernels.tap_outputs`: per batch item one matrix
   product with the taps stacked on the output rows, then k shifted row slices added; XLA's
   conv's derivatives): XLA:CPU's NCL convolution ran 0.96-1.45x its forward time (conv1d
-  32x64x4000 k9: 1.43x; forward+backward 1.04-1.14x), and transposing to NLC and back
-  cost as much again. Strided 1-D convs
+  32x64x4000 k9: 1.43x; forward+backward 1.04-1.14x; on 2 threads 1.00x forward and
+  1.06x forward+backward), and transposing to NLC and back cost as much again. Strided 1-D convs
   (every position computed, half kept: 1.5x slower), NLC (XLA's NLC conv is as fast) and
   float64 (not measured) stay on lax.
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input

@@ -1,8 +1,9 @@
 """A 3-D convolution's values as patch matrices of a few output planes at a time:
 ``conv3d(impl="plane_patches")``.
 
-Why: on XLA:CPU a matrix product (YNNPACK's) runs a 3-D conv's forward faster than any
-convolution XLA has for it, if the patch matrix it multiplies stays in cache. Built whole,
+Why: on XLA:CPU a matrix product (YNNPACK's) ran some 3-D convs' forward faster than the
+depth planes' 2-D convolution (:func:`beats_planes` says which), if the patch matrix it
+multiplies stays in cache. Built whole,
 the patch matrix (every output position times kd*kh*kw*C) is many times the input and the
 copy into it dominates; built for a chunk of output rows inside a loop it is rewritten in
 place, chunk after chunk, while the product reads it from cache. The derivatives are
@@ -22,11 +23,11 @@ the identity (a bitcast) when only one axis is split, and which also makes NCDHW
 Derivatives: a ``custom_jvp`` (:mod:`~jaxconv.kernels.borrowed`) whose values are the
 chunked products and whose tangent is the tangent of ``tangent_conv`` (an entry of jaxconv's
 conv registry computing the same function), so forward mode, reverse mode (its transpose) and
-higher derivatives are those of that path. A differentiated layer strided in (H, W) takes that
-path's values too (it runs exactly the planes path then): the planes' forward shares the
-stacked depth planes with their weight gradient, and forward+backward measured 1.12x the
-planes' time with the chunked values (conv3d 4x16x32^3 k3 s2 p1), against 0.88x for the
-unpadded stride-1 layer.
+higher derivatives are those of that path. A differentiated call takes that path's values too,
+so it runs exactly that path: the planes' forward shares its stacked depth planes with their
+weight gradient, and with the chunked values forward+backward measured 1.12x the planes' time
+at stride 2 (conv3d 4x16x32^3 k3 s2 p1, one core) and 1.05x at stride 1 on 2 threads (0.88x
+on one core; the chunk loop's products run on one thread).
 """
 
 from __future__ import annotations
@@ -170,9 +171,9 @@ def conv_plane_patches(
     x: Array, w: Array, geom: ConvGeometry, precision: Any, tangent_conv: ConvImpl
 ) -> Array:
     """Batched 3-D conv (NCDHW or NDHWC, groups 1): values by chunked patch matrices,
-    derivatives those of ``tangent_conv`` (an entry of the conv registry: batched input,
-    kernel, geometry, precision); lax for other geometries. Returns (N, O, od, oh, ow) or
-    (N, od, oh, ow, O)."""
+    derivatives (and a differentiated call's values) those of ``tangent_conv`` (an entry of
+    the conv registry: batched input, kernel, geometry, precision); lax for other
+    geometries. Returns (N, O, od, oh, ow) or (N, od, oh, ow, O)."""
     if not plane_patches_apply(geom):
         return conv_lax(x, w, geom, precision)
-    return _plane_patches(x, w, geom, precision, tangent_conv, geom.stride[1:] != (1, 1))
+    return _plane_patches(x, w, geom, precision, tangent_conv, True)
