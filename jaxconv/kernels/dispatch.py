@@ -43,9 +43,9 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   differentiated call runs exactly the planes path, values included: their forward shares
   its stacked input with the weight gradient, and with the chunked values forward+backward
   took 1.12x at stride 2 and, at stride 1, 0.88x on one core but 1.05x on 2 threads (the
-  chunk loop's products run on one thread). Elsewhere (padded stride-1 layers, small
-  strided planes) the two were within 10% or the planes faster; float64 is not measured
-  and stays on the planes.
+  chunk loop's products run on one thread). Elsewhere the measurements went both ways
+  (padded stride-1 layers 0.62-1.31x, strided 8x8 output planes 1.09-1.17x), so those stay
+  on the planes; float64 is not measured and stays there too.
 - On CPU, float32 NCL ``conv1d`` at stride 1 with groups 1 and a kernel of 2 taps or more
   runs ``"tap_outputs"`` (:mod:`~jaxconv.kernels.tap_outputs`: per batch item one matrix
   product with the taps stacked on the output rows, then k shifted row slices added; XLA's

@@ -78,12 +78,13 @@ def beats_planes(geom: ConvGeometry) -> bool:
 
     - unpadded with stride 1 and dilation 1 in (H, W) and a kernel of at least 2x2 (the
       planes path runs it padded by one and cropped): 0.56-0.97x its time at every measured
-      channel count (4 to 128 in, 16 to 64 out, k3 and k5);
+      channel count (4 to 128 in, 16 to 64 out, k3 and k5, 16^3 to 32^3 inputs);
     - strided in (H, W) with output planes of at least :data:`MIN_STRIDED_PLANE` positions:
-      0.47-0.96x (16 to 64 channels, 16x16 output planes); with 8x8 output planes 1.09-1.17x.
+      0.47-0.96x (8 to 64 channels, 16x16 output planes); with 8x8 output planes 1.09-1.17x.
 
-    Padded stride-1 layers stay on the planes path: there the two were within 10% either way
-    but for 16-channel 32x32 planes (0.62-0.75x) and 128 channels (1.27x)."""
+    Padded stride-1 layers stay on the planes path: measured 0.62-1.31x, faster only with
+    16-32 channels on 32x32 planes, slower on 16x16 and 20x20 planes, with k5 and with 128
+    channels."""
     if not plane_patches_apply(geom) or max(geom.kernel) == 1:
         return False
     (kh, kw), (oh, ow) = geom.kernel[1:], geom.out_size[1:]
