@@ -39,7 +39,7 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   ``"plane_patches"`` (:mod:`~jaxconv.kernels.plane_patches`: patch matrices of a few output
   rows at a time, one YNNPACK matrix product each, with the planes path's derivatives):
   its forward took 0.47-0.97x the planes' time there on one core (the family conv3d rows
-  0.56-0.62x at stride 1, 0.60x at stride 2; on 2 threads 0.79x and 0.90x). A
+  0.56-0.62x at stride 1, 0.60-0.70x at stride 2; on 2 threads 0.79x and 0.90x). A
   differentiated call runs exactly the planes path, values included: their forward shares
   its stacked input with the weight gradient, and with the chunked values forward+backward
   took 1.12x at stride 2 and, at stride 1, 0.88x on one core but 1.05x on 2 threads (the
@@ -51,9 +51,9 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   product with the taps stacked on the output rows, then k shifted row slices added; XLA's
   conv's derivatives): XLA:CPU's NCL convolution ran 0.96-1.45x its forward time (conv1d
   32x64x4000 k9: 1.43x; forward+backward 1.04-1.14x; on 2 threads 1.00x forward and
-  1.06x forward+backward), and transposing to NLC and back cost as much again. Strided 1-D convs
-  (every position computed, half kept: 1.5x slower), NLC (XLA's NLC conv is as fast) and
-  float64 (not measured) stay on lax.
+  1.06x forward+backward), and transposing to NLC and back cost as much again. Strided
+  1-D convs (every position computed, half kept: 1.5x slower), NLC (XLA's NLC conv is as
+  fast) and float64 (not measured) stay on lax.
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU
