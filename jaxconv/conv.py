@@ -21,7 +21,9 @@ Two ways to compute the same function sit side by side so they can be compared a
 :mod:`jaxconv.kernels` (the speed paths, e.g. ``impl="vjp"``, whose derivative rules stay fast
 inside training loops); the default ``impl="auto"`` picks one for the backend and the geometry
 (:mod:`jaxconv.kernels.dispatch`). The speed paths are 2-D, but for ``impl="depthwise"`` (any
-rank) and ``impl="planes"`` (3-D as one 2-D conv); other 1-D and 3-D convs run XLA's.
+rank), ``impl="planes"`` (3-D as one 2-D conv), ``impl="plane_patches"`` (3-D values as chunked
+patch matrices) and ``impl="tap_outputs"`` (NCL 1-D values as stacked-tap products); other 1-D
+and 3-D convs run XLA's.
 
 Conventions follow the chapter (PyTorch): cross-correlation, channels-first inputs (NCL, NCHW,
 NCDHW) and O-I-spatial kernels by default; channels-last layouts (``"NLC"``, ``"NHWC"``,
@@ -266,9 +268,9 @@ def convolve2d(X: Any, K: Any) -> Array:
 #: The implementations each number of spatial axes takes: conv2d every key of the registry
 #: ("planes" runs lax there), 1-D and 3-D the paths written for any rank or for 3-D.
 _IMPLS_BY_NDIM = {
-    1: ("auto", "lax", "depthwise"),
+    1: ("auto", "lax", "depthwise", "tap_outputs"),
     2: tuple(IMPLEMENTATIONS),
-    3: ("auto", "lax", "depthwise", "planes"),
+    3: ("auto", "lax", "depthwise", "planes", "plane_patches"),
 }
 
 
@@ -318,8 +320,8 @@ def _conv_nd(
     name = f"conv{n}d"
     if impl not in _IMPLS_BY_NDIM[n]:
         only = {
-            1: " ('patches' and 'vjp' are 2-D only, 'planes' 3-D only)",
-            3: " ('patches' and 'vjp' are 2-D only)",
+            1: " ('patches' and 'vjp' are 2-D only, 'planes' 3-D only, as is 'plane_patches')",
+            3: " ('patches' and 'vjp' are 2-D only, 'tap_outputs' 1-D only)",
         }.get(n, "")
         raise ValueError(f"impl must be one of {_IMPLS_BY_NDIM[n]} for {name}{only}, got {impl!r}")
     layout = check_layout(layout, LAYOUTS_BY_NDIM[n])
@@ -390,8 +392,11 @@ _DEPTHWISE = (
 
 _IMPLS_1D = (
     '``"auto"`` (default: :func:`~jaxconv.kernels.dispatch.select_impl`), ``"lax"``\n'
-    "        (``lax.conv_general_dilated``) or\n        " + _DEPTHWISE + ".\n"
-    "        With NaN/inf weights, lax skips zero padding while depthwise multiplies it."
+    "        (``lax.conv_general_dilated``),\n        " + _DEPTHWISE + ",\n"
+    '        or ``"tap_outputs"`` (NCL, groups 1: per batch item one matrix product with the\n'
+    "        taps stacked on the output rows and the shifted rows added, XLA's derivatives,\n"
+    "        :mod:`~jaxconv.kernels.tap_outputs`; lax otherwise). With NaN/inf weights, lax\n"
+    "        skips zero padding while depthwise and tap_outputs multiply it."
 )
 
 _IMPLS_3D = (
@@ -399,8 +404,11 @@ _IMPLS_3D = (
     "        (``lax.conv_general_dilated``),\n        " + _DEPTHWISE + ",\n"
     '        or ``"planes"`` (ONE 2-D conv of the kd depth taps stacked on the channel\n'
     "        axis, the output depth folded into the batch, run by jaxconv's 2-D dispatch,\n"
-    "        :mod:`~jaxconv.kernels.planes`; NCDHW and NDHWC). With NaN/inf weights, lax\n"
-    "        skips zero padding while depthwise multiplies it."
+    "        :mod:`~jaxconv.kernels.planes`; NCDHW and NDHWC),\n"
+    '        or ``"plane_patches"`` (groups 1: patch matrices of a few output rows at a\n'
+    "        time, one matrix product each, the planes' derivatives,\n"
+    "        :mod:`~jaxconv.kernels.plane_patches`; lax otherwise). With NaN/inf weights, lax\n"
+    "        skips zero padding while depthwise and plane_patches multiply it."
 )
 
 
@@ -494,7 +502,8 @@ conv2d.__doc__ = (
             '        then one matrix product), ``"vjp"`` (gradients that stay fast inside\n'
             "        loops; stride 1, dilation 1, groups 1, lax otherwise),\n"
             "        " + _DEPTHWISE + ",\n"
-            '        or ``"planes"`` (conv3d\'s; lax here). With NaN/inf weights,\n'
+            '        or ``"planes"``, ``"plane_patches"`` (conv3d\'s) and ``"tap_outputs"``\n'
+            "        (conv1d's): lax here. With NaN/inf weights,\n"
             "        lax skips zero padding while patches, depthwise and the one-channel vjp path\n"
             "        multiply it. The CHWN ``vjp`` path differentiates in reverse mode only\n"
             "        (TypeError)."

@@ -34,6 +34,26 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   backward. Not for 1x1x1 kernels (lax was as fast backward and faster forward), nor other
   groups (the stacked 2-D conv is grouped too, and XLA:CPU's grouped gradients were slower
   than its 3-D ones). float16/bfloat16 stay on lax; GPU/TPU: lax (not measured).
+- Among those, float32 layers whose planes 2-D conv would be unpadded stride 1 (run padded
+  and cropped there), or strided with output planes of 16x16 or more, take
+  ``"plane_patches"`` (:mod:`~jaxconv.kernels.plane_patches`: patch matrices of a few output
+  rows at a time, one YNNPACK matrix product each, with the planes path's derivatives):
+  its forward took 0.47-0.97x the planes' time there on one core (the family conv3d rows
+  0.56-0.62x at stride 1, 0.60-0.70x at stride 2; on 2 threads 0.79x and 0.90x). A
+  differentiated call runs exactly the planes path, values included: their forward shares
+  its stacked input with the weight gradient, and with the chunked values forward+backward
+  took 1.12x at stride 2 and, at stride 1, 0.88x on one core but 1.05x on 2 threads (the
+  chunk loop's products run on one thread). Elsewhere the measurements went both ways
+  (padded stride-1 layers 0.62-1.31x, strided 8x8 output planes 1.09-1.17x), so those stay
+  on the planes; float64 is not measured and stays there too.
+- On CPU, float32 NCL ``conv1d`` at stride 1 with groups 1 and a kernel of 2 taps or more
+  runs ``"tap_outputs"`` (:mod:`~jaxconv.kernels.tap_outputs`: per batch item one matrix
+  product with the taps stacked on the output rows, then k shifted row slices added; XLA's
+  conv's derivatives): XLA:CPU's NCL convolution ran 0.96-1.45x its forward time (conv1d
+  32x64x4000 k9: 1.43x; forward+backward 1.04-1.14x; on 2 threads 1.00x forward and
+  1.06x forward+backward), and transposing to NLC and back cost as much again. Strided
+  1-D convs (every position computed, half kept: 1.5x slower), NLC (XLA's NLC conv is as
+  fast) and float64 (not measured) stay on lax.
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU
@@ -61,7 +81,9 @@ from jaxconv.kernels.depthwise import conv_depthwise, is_depthwise
 from jaxconv.kernels.nhwc import conv_nhwc
 from jaxconv.kernels.patches import conv_patches
 from jaxconv.kernels.phases import conv_transpose_phases
+from jaxconv.kernels.plane_patches import beats_planes, conv_plane_patches
 from jaxconv.kernels.planes import conv_planes, planes_apply
+from jaxconv.kernels.tap_outputs import conv_tap_outputs, tap_outputs_wins
 from jaxconv.kernels.transpose_planes import PLANE_LAYOUTS, conv_transpose_planes
 from jaxconv.kernels.xla import conv_lax, conv_transpose_lax
 
@@ -102,11 +124,14 @@ def select_impl(geom: ConvGeometry, dtype: Any, backend: str | None = None) -> s
     """The implementation ``impl="auto"`` runs for this geometry, dtype and backend (see the
     module docstring for why)."""
     full = jnp.dtype(dtype) in (jnp.float32, jnp.float64)
+    f32 = jnp.dtype(dtype) == jnp.float32
     cpu = current_backend(backend) == "cpu"
     if cpu and geom.groups > 1 and is_depthwise(geom):
         return "depthwise"
     if cpu and full and planes_apply(geom) and geom.groups == 1 and max(geom.kernel) > 1:
-        return "planes"
+        return "plane_patches" if f32 and beats_planes(geom) else "planes"
+    if cpu and f32 and tap_outputs_wins(geom):
+        return "tap_outputs"
     if current_backend(backend) not in VJP_BACKENDS or not vjp_applies(geom):
         return "lax"
     if not full:
@@ -134,8 +159,12 @@ IMPLEMENTATIONS: dict[str, ConvImpl] = {
     "vjp": conv_vjp,
     "depthwise": conv_depthwise,
     "planes": functools.partial(conv_planes, conv2d=conv_auto),
+    "tap_outputs": conv_tap_outputs,
     "auto": conv_auto,
 }
+IMPLEMENTATIONS["plane_patches"] = functools.partial(
+    conv_plane_patches, tangent_conv=IMPLEMENTATIONS["planes"]
+)
 
 
 def select_transpose_impl(geom: ConvTransposeGeometry, backend: str | None = None) -> str:

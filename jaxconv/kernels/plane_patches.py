@@ -1,0 +1,180 @@
+"""A 3-D convolution's values as patch matrices of a few output planes at a time:
+``conv3d(impl="plane_patches")``.
+
+Why: on XLA:CPU a matrix product (YNNPACK's) ran some 3-D convs' forward faster than the
+depth planes' 2-D convolution (:func:`beats_planes` says which), if the patch matrix it
+multiplies stays in cache. Built whole,
+the patch matrix (every output position times kd*kh*kw*C) is many times the input and the
+copy into it dominates; built for a chunk of output rows inside a loop it is rewritten in
+place, chunk after chunk, while the product reads it from cache. The derivatives are
+another matter: the loop's reverse mode would add every chunk's input gradient into a
+full-size buffer, so the tangent comes from the caller's path (jaxconv's depth planes,
+whose derivatives run 2-D convs in XLA:CPU's fast forms).
+
+How: the input goes channels last (NCDHW is transposed once) and is padded once. A
+``lax.map`` runs over chunks of ``nb`` batch items x ``g`` output planes x ``rh`` output rows
+(each a divisor of its axis, chosen by :func:`chunk_shape` so that a chunk's patch matrix
+holds about :data:`CHUNK_BYTES`, and at least :data:`MIN_ROWS` rows where a chunk can have
+them); per chunk, the kd*kh*kw strided taps of its input slab (stride and dilation as given)
+stacked on the channel axis form the (rows, kd*kh*kw*C) patch matrix, times the DHWIO kernel
+as a (kd*kh*kw*C, O) matrix. The chunks' outputs are put in place by one transpose, which is
+the identity (a bitcast) when only one axis is split, and which also makes NCDHW's output.
+
+Derivatives: a ``custom_jvp`` (:mod:`~jaxconv.kernels.borrowed`) whose values are the
+chunked products and whose tangent is the tangent of ``tangent_conv`` (an entry of jaxconv's
+conv registry computing the same function), so forward mode, reverse mode (its transpose) and
+higher derivatives are those of that path. A differentiated call takes that path's values too,
+so it runs exactly that path: the planes' forward shares its stacked depth planes with their
+weight gradient, and with the chunked values forward+backward measured 1.12x the planes' time
+at stride 2 (conv3d 4x16x32^3 k3 s2 p1, one core) and 1.05x at stride 1 on 2 threads (0.88x
+on one core; the chunk loop's products run on one thread).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv.geometry import ConvGeometry
+from jaxconv.kernels.borrowed import ConvImpl, with_derivatives_of
+from jaxconv.kernels.windows import strided_taps
+from jaxconv.kernels.xla import conv_lax
+
+Array = jax.Array
+
+#: The layouts this path is written for.
+PATCH_LAYOUTS = ("NCDHW", "NDHWC")
+
+#: Bytes a chunk's patch matrix aims at: small enough to stay in a core's cache between its
+#: copy and its product. On the measured layer (4x16x32^3 -> 32, k3) chunks of 0.8-3.1 MB
+#: ran alike and 4.7 MB slower; a whole depth plane of the batch (6 MB) 1.3x and the whole
+#: patch matrix (190 MB) 6x slower than one plane of one batch item (1.5 MB).
+CHUNK_BYTES = 2 * 2**20
+
+#: A chunk has at least this many rows where its axes allow, whatever its bytes: for wide
+#: layers (kd*kh*kw*C in the thousands) the product's own blocking keeps it efficient, and a
+#: product of a few rows would not be.
+MIN_ROWS = 256
+
+
+#: Output positions per plane a strided layer needs for this path to be chosen (16x16 won,
+#: 8x8 lost; see :func:`beats_planes`).
+MIN_STRIDED_PLANE = 256
+
+
+def plane_patches_apply(geom: ConvGeometry) -> bool:
+    """Whether ``impl="plane_patches"`` has its own path: a 3-D geometry in NCDHW or NDHWC
+    with groups 1."""
+    return geom.layout in PATCH_LAYOUTS and geom.groups == 1
+
+
+def beats_planes(geom: ConvGeometry) -> bool:
+    """Whether this path's values were the faster on XLA:CPU than the depth planes' (float32,
+    one core, forward; docs/BENCHMARKS.md): where the planes path's 2-D conv is
+
+    - unpadded with stride 1 and dilation 1 in (H, W) and a kernel of at least 2x2 (the
+      planes path runs it padded by one and cropped): 0.56-0.97x its time at every measured
+      channel count (4 to 128 in, 16 to 64 out, k3 and k5, 16^3 to 32^3 inputs);
+    - strided in (H, W) with output planes of at least :data:`MIN_STRIDED_PLANE` positions:
+      0.47-0.96x (8 to 64 channels, 16x16 output planes); with 8x8 output planes 1.09-1.17x.
+
+    Padded stride-1 layers stay on the planes path: measured 0.62-1.31x, faster only with
+    16-32 channels on 32x32 planes, slower on 16x16 and 20x20 planes, with k5 and with 128
+    channels."""
+    if not plane_patches_apply(geom) or max(geom.kernel) == 1:
+        return False
+    (kh, kw), (oh, ow) = geom.kernel[1:], geom.out_size[1:]
+    unpadded = geom.padding[1:] == ((0, 0), (0, 0))
+    unit = geom.stride[1:] == (1, 1) and geom.dilation[1:] == (1, 1)
+    if unpadded and unit and min(kh, kw) > 1:
+        return True
+    return geom.stride[1:] != (1, 1) and oh * ow >= MIN_STRIDED_PLANE
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is at most ``max(at_most, 1)``."""
+    return max(d for d in range(1, min(n, max(at_most, 1)) + 1) if n % d == 0)
+
+
+def chunk_rows(row_bytes: int) -> int:
+    """Output positions a chunk aims at: ``CHUNK_BYTES / row_bytes``, at least
+    :data:`MIN_ROWS` (``row_bytes``: the bytes of one patch-matrix row)."""
+    return max(CHUNK_BYTES // row_bytes, MIN_ROWS)
+
+
+def chunk_shape(batch: int, out_size: tuple[int, ...], rows: int) -> tuple[int, int, int]:
+    """(nb, g, rh): batch items, output planes and output rows of one chunk, each a divisor
+    of its axis (N, od, oh), holding at most ``rows`` output positions where it can (one
+    output row, ow positions, at least). Rows are filled first, then planes, then batch
+    items: a chunk's input slab is then one contiguous run of the input wherever it can be."""
+    od, oh, ow = out_size
+    rh = _largest_divisor(oh, rows // ow)
+    g = _largest_divisor(od, rows // (ow * oh)) if rh == oh else 1
+    nb = _largest_divisor(batch, rows // (ow * oh * od)) if g == od else 1
+    return nb, g, rh
+
+
+def _to_channels_last(x: Array, w: Array, layout: str) -> tuple[Array, Array]:
+    """x as NDHWC and w as DHWIO."""
+    if layout == "NDHWC":
+        return x, w
+    return x.transpose(0, 2, 3, 4, 1), w.transpose(2, 3, 4, 1, 0)
+
+
+def chunked_forward(
+    x: Array, w: Array, geom: ConvGeometry, precision: Any, rows: int | None = None
+) -> Array:
+    """The values: batched x in ``geom.layout`` (NCDHW or NDHWC), w OIDHW or DHWIO, groups
+    1 -> (N, O, od, oh, ow) or (N, od, oh, ow, O), by patch matrices of chunks of about
+    ``rows`` output positions (None: :func:`chunk_rows`; module docstring)."""
+    x, w = _to_channels_last(x, w, geom.layout)
+    n, c, o = x.shape[0], x.shape[-1], w.shape[-1]
+    kernel, stride, dilation = geom.kernel, geom.stride, geom.dilation
+    (od, oh, ow), taps = geom.out_size, math.prod(kernel)
+    padded = jnp.pad(x, ((0, 0), *geom.padding, (0, 0)))
+    rows = chunk_rows(taps * c * x.dtype.itemsize) if rows is None else rows
+    nb, g, rh = chunk_shape(n, geom.out_size, rows)
+    counts = (n // nb, od // g, oh // rh)
+    # Input extent of a chunk: (outputs - 1) * stride + (kernel - 1) * dilation + 1 per axis.
+    extent = [
+        (m - 1) * s + (k - 1) * d + 1
+        for m, s, k, d in zip((g, rh), stride[:2], kernel[:2], dilation[:2], strict=True)
+    ]
+    slab = (nb, *extent, padded.shape[3], c)
+    wmat = w.reshape(taps * c, o)
+
+    def chunk(i: Array) -> Array:
+        b, rest = jnp.divmod(i, counts[1] * counts[2])
+        z, r = jnp.divmod(rest, counts[2])
+        start = (b * nb, z * g * stride[0], r * rh * stride[1], 0, 0)
+        part = lax.dynamic_slice(padded, start, slab)  # (nb, din, hin, Wp, C)
+        cols = strided_taps(
+            part, (1, 2, 3), kernel, ((0, 0),) * 3, (g, rh, ow), stride, dilation
+        )  # taps x (nb, g, rh, ow, C)
+        cols = jnp.stack(cols, axis=4).reshape(nb * g * rh * ow, taps * c)
+        return jnp.dot(cols, wmat, precision=precision)  # (nb*g*rh*ow, O)
+
+    y = lax.map(chunk, jnp.arange(math.prod(counts)))
+    y = y.reshape(*counts, nb, g, rh, ow, o)  # (N/nb, od/g, oh/rh, nb, g, rh, ow, O)
+    if geom.layout == "NDHWC":
+        return y.transpose(0, 3, 1, 4, 2, 5, 6, 7).reshape(n, od, oh, ow, o)
+    return y.transpose(0, 3, 7, 1, 4, 2, 5, 6).reshape(n, o, od, oh, ow)
+
+
+_plane_patches = with_derivatives_of(chunked_forward)
+
+
+def conv_plane_patches(
+    x: Array, w: Array, geom: ConvGeometry, precision: Any, tangent_conv: ConvImpl
+) -> Array:
+    """Batched 3-D conv (NCDHW or NDHWC, groups 1): values by chunked patch matrices,
+    derivatives (and a differentiated call's values) those of ``tangent_conv`` (an entry of
+    the conv registry: batched input, kernel, geometry, precision); lax for other
+    geometries. Returns (N, O, od, oh, ow) or (N, od, oh, ow, O)."""
+    if not plane_patches_apply(geom):
+        return conv_lax(x, w, geom, precision)
+    return _plane_patches(x, w, geom, precision, tangent_conv, True)
