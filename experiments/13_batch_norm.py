@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
@@ -103,14 +104,12 @@ def _sigmoid_inputs(net: Sequential, lr: float, ds: Any, n: int, seed: int) -> l
     state, _ = train_epoch(state, images, labels, batch_size=128)
     x = model_input(net, jnp.asarray(ds.test.images[:512]))  # (512, 1, 28, 28)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    _, inter = net.apply(
-        variables,
-        x,
-        train=True,
-        capture_intermediates=True,
-        mutable=["intermediates", "batch_stats"],
-    )
-    inter = inter["intermediates"]
+    capture = jax.jit(
+        lambda v, x: net.apply(
+            v, x, train=True, capture_intermediates=True, mutable=["intermediates", "batch_stats"]
+        )[1]["intermediates"]
+    )  # one compiled forward instead of one compile per primitive
+    inter = capture(variables, x)
     rows = []
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Sigmoid):
