@@ -26,7 +26,9 @@ from jaxconv.conv import (
 from jaxconv.kernels import batch_last
 from jaxconv.shapes import conv_output_shape, conv_padding
 
-IMPLS = tuple(conv.IMPLEMENTATIONS)
+#: conv1d's and conv3d's own paths, which conv2d accepts and runs as lax.
+OTHER_RANKS = ("planes", "plane_patches", "tap_outputs")
+IMPLS = tuple(i for i in conv.IMPLEMENTATIONS if i not in OTHER_RANKS)
 
 
 def assert_close(actual, desired, terms: int = 1, rtol: float = 1e-5) -> None:
@@ -404,6 +406,15 @@ def test_jit_static_argnames_and_no_retrace(rng):
     f(x, w)
     f(x + 1, w - 1)
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize("impl", OTHER_RANKS)
+def test_other_ranks_paths_run_lax_in_conv2d(impl, rng):
+    x = rng.standard_normal((2, 3, 9, 8), dtype=np.float32)
+    w = rng.standard_normal((4, 3, 3, 2), dtype=np.float32)
+    kw = dict(stride=(1, 2), padding=1, dilation=(2, 1))
+    got = jax.jit(lambda x, w: conv2d(x, w, impl=impl, **kw))(x, w)
+    np.testing.assert_array_equal(got, jax.jit(lambda x, w: conv2d(x, w, impl="lax", **kw))(x, w))
 
 
 def test_vmap_of_unbatched_equals_batched(rng):

@@ -158,10 +158,13 @@ def test_training_call_conventions():
     x = jax.random.normal(jax.random.key(3), (2, 1, 28, 28))
     model = networks.lenet_bn()
     variables = _random_variables(model, x.shape)
-    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    # Jitted: un-jitted, every primitive would compile on its own.
+    logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x
+    )
     assert logits.shape == (2, 10) and set(updates) == {"batch_stats"}
     with pytest.raises(Exception, match="batch_stats"):
-        model.apply(variables, x, train=True)
+        jax.jit(lambda v, x: model.apply(v, x, train=True))(variables, x)
     model = networks.nin()
     x = jax.random.normal(jax.random.key(3), (2, 1, 67, 67))  # NiN's smallest input
     variables = _random_variables(model, x.shape)
