@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconv.kernels.dispatch import RUN_ONCE
+from jaxconv.kernels.dispatch import run_once_options
 from jaxconv.nn import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -512,7 +512,7 @@ def init_variables(
     x = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
     # The compiled init holds no convolution (the forward pass it traces is dead code: init
     # returns the variables only) but thousands of threefry hashes: compile it as run-once.
-    init = jax.jit(model.init).lower(jax.random.key(0), x).compile(RUN_ONCE)
+    init = jax.jit(model.init).lower(jax.random.key(0), x).compile(run_once_options())
     return init(jax.random.key(seed), jnp.zeros(shape, jnp.float32))
 
 

@@ -34,7 +34,7 @@ import optax
 
 from jaxconv import data as data_lib
 from jaxconv.errors import ConfigError, positive_float, positive_int
-from jaxconv.kernels.dispatch import RUN_ONCE
+from jaxconv.kernels.dispatch import run_once_options
 from jaxconv.models import INPUT_SHAPE, LeNet
 
 Array = jax.Array
@@ -180,8 +180,8 @@ def _state_initializer(model: nn.Module, tx: optax.GradientTransformation) -> Ca
         params = variables["params"]
         return params, dict(variables.get("batch_stats", {})), tx.init(params), key
 
-    # It runs once per run: compile it fast (see kernels.dispatch.RUN_ONCE).
-    return jax.jit(init).lower(jnp.int32(0)).compile(RUN_ONCE)
+    # It runs once per run: compile it fast (see kernels.dispatch.run_once_options).
+    return jax.jit(init).lower(jnp.int32(0)).compile(run_once_options())
 
 
 def is_lenet(model: nn.Module) -> bool:
