@@ -273,8 +273,9 @@ def compiler_options(backend: str | None = None) -> dict[str, Any]:
 RUN_ONCE = {"xla_backend_optimization_level": 0}
 
 #: Added to :data:`RUN_ONCE` on CPU: XLA:CPU's older loop emitters compiled the networks'
-#: inits (hundreds of small threefry fusions) in less time than its fusion emitters
-#: (DenseNet 6.5 -> 3.4 s, GoogLeNet 11.3 -> 8.7 s), to the same bits.
+#: inits (hundreds of small threefry fusions) in less time than its fusion emitters, to the
+#: same bits (DenseNet 5.1-6.5 -> 3.4-3.9 s, GoogLeNet 11.3 -> 8.7 s; 2-core CPU, one
+#: compile each way, the other core busy).
 CPU_RUN_ONCE = {"xla_cpu_use_fusion_emitters": False}
 
 
