@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EAGER_EVERY, FULL
 
 from jaxconv.bench import _engine, report, timing
 from jaxconv.bench.cli import parse_args
@@ -389,17 +390,26 @@ def _random_family_cases(rng, count):
             )
 
 
-def test_family_plain_contender_equals_torch(torch):
+#: Seeded random family cases past the quick ones (all of them under ``JAXCONV_TEST_FULL=1``).
+N_RANDOM_FAMILY = 40 if FULL else 20
+
+
+def _variants(f, i: int) -> tuple:
+    """``f`` jitted, and as-is too for every ``EAGER_EVERY``-th case (conftest's rule)."""
     import jax
 
+    return (jax.jit(f), f) if i % EAGER_EVERY == 0 else (jax.jit(f),)
+
+
+def test_family_plain_contender_equals_torch(torch):
     rng = np.random.default_rng(7)
-    cases = list(family.family_cases(quick=True)) + list(_random_family_cases(rng, 40))
-    for case in cases:
+    cases = list(family.family_cases(quick=True)) + list(_random_family_cases(rng, N_RANDOM_FAMILY))
+    for i, case in enumerate(cases):
         x = rng.standard_normal(case.x).astype(np.float32)
         w = rng.standard_normal(case.w).astype(np.float32)
         want = family.torch_fn(torch, case)(torch.from_numpy(x), torch.from_numpy(w)).numpy()
         assert want.shape == case.output_shape(), case
-        for f in (family.lax_fn(case), jax.jit(family.lax_fn(case))):
+        for f in _variants(family.lax_fn(case), i):
             np.testing.assert_allclose(
                 np.asarray(f(x, w)), want, rtol=1e-4, atol=1e-4, err_msg=case.label()
             )
@@ -415,14 +425,14 @@ def _opset_values(case, rng):
 
 def test_opset_contenders_compute_torchs_function(torch):
     """Every opset case at the quick sizes and a second seeded draw: jaxconv's call and plain
-    JAX's twin (eager and jitted) equal PyTorch's output, and their input gradients of the
-    benchmark's loss equal PyTorch's autograd."""
+    JAX's twin (jitted, and eager on every ``EAGER_EVERY``-th case) equal PyTorch's output,
+    and their input gradients of the benchmark's loss equal PyTorch's autograd."""
     import jax
 
     from jaxconv.bench.contenders import grad_fn
 
     rng = np.random.default_rng(11)
-    for case in opset.opset_cases(quick=True):
+    for i, case in enumerate(opset.opset_cases(quick=True)):
         floats, consts, jc = _opset_values(case, rng)
         tf = [torch.from_numpy(a).requires_grad_(True) for a in floats]
         y = opset.torch_fn(torch, case)(*tf, *(torch.from_numpy(a) for a in consts))
@@ -434,7 +444,7 @@ def test_opset_contenders_compute_torchs_function(torch):
             fns[plain[0]] = plain[1]
         for name, f in fns.items():
             msg = f"{case.label()}: {name}"
-            for g in (f, jax.jit(f)):
+            for g in _variants(f, i):
                 np.testing.assert_allclose(
                     np.asarray(g(*floats, *jc)), want, rtol=1e-4, atol=1e-5, err_msg=msg
                 )

@@ -129,10 +129,12 @@ def job_devices(out: Path) -> None:
         ["train", "--devices", "3", "--batch-size", "64", "--out-dir", str(out / "bad"),
          "--train-subset", str(N_TRAIN), "--quiet"]
     )  # fmt: skip
+    # The settings of the d2 run above (the constant rate too): the CLI's run reuses its
+    # compiled epoch and evaluation.
     results["cli_two_devices"] = _cli(
         ["train", "--devices", "2", "--epochs", "1", "--batch-size", str(BATCH),
-         "--train-subset", str(N_TRAIN), "--test-subset", str(N_TEST),
-         "--out-dir", str(out / "cli"), "--quiet"]
+         "--train-subset", str(N_TRAIN), "--test-subset", str(N_TEST), "--lr-schedule",
+         "constant", "--out-dir", str(out / "cli"), "--quiet"]
     )  # fmt: skip
     (out / "devices.json").write_text(json.dumps(results))
 

@@ -1,6 +1,6 @@
 """Training and data under faults: no bad input gets through, no training work is lost.
 
-``jaxconv train`` runs as a child process on a small real subset (2048 / 512 examples, batch
+``jaxconv train`` runs as a child process on a small real subset (1024 / 256 examples, batch
 256, 4 epochs, a checkpoint every epoch) and is hit from outside, with no hook in jaxconv:
 
 * SIGKILL half-way through epoch 2, then ``--resume``;
@@ -13,16 +13,20 @@ and each resumed run must end with the state of the uninterrupted run, bit for b
 params, optimizer state, RNG key, epoch and step, and the same per-epoch metrics. Then
 bad places to write (a path under a regular file, a read-only filesystem, a 64 KiB
 filesystem) must fail with a clear error before training, and damaged checkpoints and data
-files must be refused with a clear error.
+files must be refused with a clear error; those command lines stop before any training, so
+they run through ``jaxconv.cli.main`` in this process (no child to start) while the resumes
+train.
 
-The runs are started concurrently, in two phases, to keep the file near 75 s on 2 cores.
+The training runs are started concurrently, in two phases, to keep the file short on 2 cores.
 Mounting needs root; those tests skip cleanly without it.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import gzip
+import io
 import json
 import logging
 import os
@@ -31,6 +35,7 @@ import re
 import shutil
 import struct
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -49,10 +54,10 @@ from _fault_helpers import (
     poll,
     restore_raw,
     temporary_epochs,
-    train_args,
     truncate,
     unmount,
 )
+from _fault_helpers import train_args as _helper_train_args
 
 from jaxconv import data
 from jaxconv.checkpoint import CheckpointError
@@ -67,6 +72,32 @@ pytestmark = [
 ]
 EPOCHS = 4
 METRICS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")
+#: Half the helper's subset (4 batches of 256 an epoch): the epochs' work is what shrinks,
+#: the kills are timed by the run's own measured epoch and by its checkpoint folders.
+SUBSET = ("--train-subset", "1024", "--test-subset", "256")
+
+
+def train_args(out_dir: Path, *extra: str, epochs: int = EPOCHS) -> list[str]:
+    """The helper's run on :data:`SUBSET` (argparse keeps an option's last value)."""
+    return _helper_train_args(out_dir, *SUBSET, *extra, epochs=epochs)
+
+
+def run_in_process(run: Run) -> Run:
+    """``jaxconv.cli.main(run.args)`` here, for command lines that stop before training:
+    its exit status in ``run.returncode``, what it printed in ``run.log`` (an uncaught
+    exception as its traceback, as a child process would print it)."""
+    from jaxconv.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
+        try:
+            run.returncode = main(run.args)
+        except Exception:  # noqa: BLE001 - reported as the child's traceback would be
+            traceback.print_exc()
+            run.returncode = 1
+    run.log.parent.mkdir(parents=True, exist_ok=True)
+    run.log.write_text(out.getvalue())
+    return run
 
 
 # --------------------------------------------------------------------------- the runs
@@ -156,7 +187,8 @@ def phase1(work):
 
 @pytest.fixture(scope="module")
 def phase2(work, phase1):
-    """The resumes, and the runs that must fail before training; all at once."""
+    """The resumes (child processes, all at once) and, meanwhile, the command lines that must
+    fail before training (here, one after another)."""
     root, mounts = work
     runs: dict[str, Run] = {}
     for name in ("kill_epoch", "kill_save"):
@@ -214,10 +246,16 @@ def phase2(work, phase1):
     args[args.index("--data-dir") + 1] = str(bad_data)
     runs["bad_data"] = Run("bad_data", root / "bad_data_run", args, root / "bad_data.log")
 
-    for run in runs.values():
-        run.start()
-    for run in runs.values():
-        run.wait()
+    training = ("kill_epoch", "kill_save", "truncated", "disk_full")
+    for name in training:
+        if name in runs:
+            runs[name].start()
+    for name, run in runs.items():
+        if name not in training:
+            run_in_process(run)
+    for name in training:
+        if name in runs:
+            runs[name].wait()
     return runs
 
 

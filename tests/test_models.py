@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -35,14 +37,31 @@ BOOK_NAMES = {
 }  # fmt: skip
 
 
+@functools.cache
+def _jitted_init(model: LeNet):
+    """``seed -> model.init(PRNGKey(seed), zeros(INPUT_SHAPE))``, jitted once per model (the
+    seed traced: every seed runs the one compiled program)."""
+    return jax.jit(lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)))
+
+
+@functools.cache
+def _jitted_apply(model: LeNet):
+    """``jax.jit(model.apply)``, one per model: tests of one batch shape share its compile."""
+    return jax.jit(model.apply)
+
+
 def _params(model: LeNet, seed: int = 0):
     """``model.init(PRNGKey(seed), zeros(INPUT_SHAPE))["params"]``, jitted (fast to build)."""
-    init = jax.jit(lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)))
-    return init(seed)["params"]
+    return _jitted_init(model)(seed)["params"]
 
 
 def _init(variant: str, seed: int = 0):
     return _params(LeNet(variant), seed)
+
+
+#: The batch of the LeNet tests' inputs: one shape, so eager calls and ``_jitted_apply``
+#: compile once for all of them.
+BATCH = 5
 
 
 # --------------------------------------------------------------------------- LeNet
@@ -52,10 +71,10 @@ def _init(variant: str, seed: int = 0):
 def test_lenet_output_shape_eager_and_jit(variant, rng):
     model = LeNet(variant)
     params = _init(variant)
-    x = jnp.asarray(rng.random((5, 28, 28, 1), dtype=np.float32))
+    x = jnp.asarray(rng.random((BATCH, 28, 28, 1), dtype=np.float32))
     eager = model.apply({"params": params}, x)
-    jitted = jax.jit(model.apply)({"params": params}, x)
-    assert eager.shape == (5, 10) and eager.dtype == jnp.float32
+    jitted = _jitted_apply(model)({"params": params}, x)
+    assert eager.shape == (BATCH, 10) and eager.dtype == jnp.float32
     np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-6)
     # (N, 28, 28) without the channel axis is the same input.
     np.testing.assert_array_equal(model.apply({"params": params}, x[..., 0]), eager)
@@ -66,13 +85,12 @@ def test_lenet_layouts_agree(variant, rng):
     """CHWN activations inside (the CPU training default): the same params, the same
     function and gradients as NHWC, eager and jitted."""
     params = _init(variant)
-    x = jnp.asarray(rng.random((6, 28, 28, 1), dtype=np.float32))
+    x = jnp.asarray(rng.random((BATCH, 28, 28, 1), dtype=np.float32))
     nhwc, chwn = LeNet(variant, layout="NHWC"), LeNet(variant, layout="CHWN")
-    assert chex.assert_trees_all_equal_shapes(
-        params, _params(LeNet(variant, layout="CHWN"), 0)
-    ) is None  # fmt: skip
+    chwn_params = jax.eval_shape(_jitted_init(chwn), 0)["params"]  # its init, traced only
+    assert chex.assert_trees_all_equal_shapes(params, chwn_params) is None
     np.testing.assert_allclose(
-        jax.jit(chwn.apply)({"params": params}, x), nhwc.apply({"params": params}, x),
+        _jitted_apply(chwn)({"params": params}, x), nhwc.apply({"params": params}, x),
         rtol=1e-5, atol=1e-5,
     )  # fmt: skip
 
@@ -164,8 +182,8 @@ def test_lenet_matches_pytorch(variant, torch, rng):
         lambda p: p + 0.1 * jnp.asarray(rng.standard_normal(p.shape), jnp.float32),
         _init(variant, seed=1),
     )  # non-zero biases too
-    x = rng.random((4, 28, 28, 1), dtype=np.float32)
-    ours = jax.jit(model.apply)({"params": params}, jnp.asarray(x))
+    x = rng.random((BATCH, 28, 28, 1), dtype=np.float32)
+    ours = _jitted_apply(model)({"params": params}, jnp.asarray(x))
     net = _torch_lenet(torch, variant, params)
     if variant == "modern":  # standardizes its input first (LeNet.standardize)
         x = (x - models.FASHION_MNIST_MEAN) / models.FASHION_MNIST_STD

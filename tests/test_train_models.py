@@ -210,19 +210,6 @@ def test_one_epoch_at_the_smallest_size(ds, tmp_path, name):
         shutil.rmtree(tmp_path / "again")
 
 
-def test_resume_of_a_batch_norm_run_is_bit_identical(ds, tmp_path):
-    whole = run(ds, tmp_path / "whole", model="lenet_bn", epochs=2)
-    run(ds, tmp_path / "parts", model="lenet_bn", epochs=1)
-    parts = run(ds, tmp_path / "parts", model="lenet_bn", epochs=2, resume=True)
-    assert parts.epochs_trained == 1 and int(parts.state.step) == int(whole.state.step)
-    leaves_equal(jax.device_get(parts.state.params), jax.device_get(whole.state.params))
-    leaves_equal(jax.device_get(parts.state.batch_stats), jax.device_get(whole.state.batch_stats))
-    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
-    assert [[r[k] for k in keys] for r in parts.history] == [
-        [r[k] for k in keys] for r in whole.history
-    ]
-
-
 # --------------------------------------------------------------------------- two devices
 
 _CHILD = """
@@ -232,25 +219,39 @@ from jaxconv import data
 from jaxconv.train import TrainConfig, fit
 assert jax.device_count() == 2, jax.devices()
 ds = data.subset(data.load_fashion_mnist(), 64, 32)
-out = {}
-for n in (1, 2):
-    r = fit(TrainConfig(model="lenet_bn", epochs=2, batch_size=16, devices=n,
-                        out_dir=f"{sys.argv[1]}/d{n}", progress=False, plots=False), dataset=ds)
+KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+def train(name, n, **settings):
+    settings = {"model": "lenet_bn", "epochs": 2, "batch_size": 16, "devices": n,
+                "out_dir": f"{sys.argv[1]}/{name}", "progress": False, "plots": False, **settings}
+    r = fit(TrainConfig(**settings), dataset=ds)
     state = jax.device_get((r.state.params, r.state.batch_stats))
-    out[n] = {"history": [[h["train_loss"], h["test_loss"]] for h in r.history],
-              "leaves": [x.tolist() for x in jax.tree.leaves(state)]}
+    return {"history": [[h["train_loss"], h["test_loss"]] for h in r.history],
+            "metrics": [[h[k] for k in KEYS] for h in r.history],
+            "leaves": [x.tolist() for x in jax.tree.leaves(state)],
+            "step": int(r.state.step), "epochs_trained": r.epochs_trained}
+
+out = {n: train(f"d{n}", n) for n in (1, 2)}
+# The 1-device run stopped after epoch 1 and resumed: the same programs as d1's.
+train("parts", 1, epochs=1)
+out["resumed"] = train("parts", 1, resume=True)
 print("RESULT" + json.dumps(out))
 """
 
 
-def test_batch_norm_on_two_devices_trains_as_on_one(ds, tmp_path):
+@pytest.fixture(scope="module")
+def lenet_bn_runs(ds, tmp_path_factory):
+    """The child's runs of the batch-norm LeNet (64 / 32 examples, batch 16, 2 epochs): on 1
+    device (``"1"``), on 2 (``"2"``), and on 1 stopped after epoch 1 and resumed
+    (``"resumed"``). Each: history, metrics, the params' and statistics' leaves, step and
+    epochs trained."""
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
     }
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tmp_path)],
+        [sys.executable, "-c", _CHILD, str(tmp_path_factory.mktemp("lenet_bn"))],
         env=env,
         capture_output=True,
         text=True,
@@ -258,8 +259,18 @@ def test_batch_norm_on_two_devices_trains_as_on_one(ds, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
-    one, two = out["1"], out["2"]
+    return json.loads(line[len("RESULT") :])
+
+
+def test_resume_of_a_batch_norm_run_is_bit_identical(lenet_bn_runs):
+    whole, parts = lenet_bn_runs["1"], lenet_bn_runs["resumed"]
+    assert parts["epochs_trained"] == 1 and parts["step"] == whole["step"]
+    assert parts["leaves"] == whole["leaves"]  # params and batch statistics, bit for bit
+    assert parts["metrics"] == whole["metrics"]
+
+
+def test_batch_norm_on_two_devices_trains_as_on_one(lenet_bn_runs):
+    one, two = lenet_bn_runs["1"], lenet_bn_runs["2"]
     np.testing.assert_allclose(two["history"], one["history"], rtol=1e-5)
     # Params and running statistics: SGD at the book's rate 1.0 carries the float32 sums'
     # other order to a few 1e-4 of a leaf's scale over 8 steps (a wrong all-reduce or
