@@ -54,10 +54,10 @@ from _fault_helpers import (
     poll,
     restore_raw,
     temporary_epochs,
+    train_args,
     truncate,
     unmount,
 )
-from _fault_helpers import train_args as _helper_train_args
 
 from jaxconv import data
 from jaxconv.checkpoint import CheckpointError
@@ -72,14 +72,6 @@ pytestmark = [
 ]
 EPOCHS = 4
 METRICS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")
-#: Half the helper's subset (4 batches of 256 an epoch): the epochs' work is what shrinks,
-#: the kills are timed by the run's own measured epoch and by its checkpoint folders.
-SUBSET = ("--train-subset", "1024", "--test-subset", "256")
-
-
-def train_args(out_dir: Path, *extra: str, epochs: int = EPOCHS) -> list[str]:
-    """The helper's run on :data:`SUBSET` (argparse keeps an option's last value)."""
-    return _helper_train_args(out_dir, *SUBSET, *extra, epochs=epochs)
 
 
 def run_in_process(run: Run) -> Run:
