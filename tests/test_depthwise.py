@@ -1,7 +1,8 @@
 """impl="depthwise" (jaxconv/kernels/depthwise.py): conv1d/2d/3d with groups == in_channels as
 a sum over kernel taps. A seeded sweep over ranks, layouts (CHWN too), channel multipliers,
 strides, dilations, padding forms and batched/unbatched input against the float64 NumPy
-reference and PyTorch, eager and jitted; reverse- and forward-mode derivatives against lax's;
+reference and PyTorch, every case jitted and a quarter also eager (``JAXCONV_TEST_FULL=1``:
+all); reverse- and forward-mode derivatives against lax's;
 the batch-chunked weight gradient; low-precision dtypes; the fallback and the auto choice; and
 the impl names each rank refuses."""
 
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _conv_helpers import case_arrays, case_geometry
+from conftest import with_variants
 from jax.test_util import check_grads
 
 import jaxconv
@@ -105,8 +107,8 @@ def _torch_out(torch, c: dict, x, w, b) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's, on speed
-@pytest.mark.parametrize("c", CASES, ids=_case_id)
-def test_depthwise_matches_reference_and_torch(c, torch):
+@pytest.mark.parametrize(("c", "variant"), with_variants(CASES, _case_id))
+def test_depthwise_matches_reference_and_torch(c, variant, torch):
     x, w, b = _arrays(c)
     want = REFS[c["n"]](x, w, b, **_geometry(c))
     np.testing.assert_allclose(_torch_out(torch, c, x, w, b), want, rtol=1e-10, atol=1e-10)
@@ -115,9 +117,9 @@ def test_depthwise_matches_reference_and_torch(c, torch):
     conv = CONVS[c["n"]]
     with jax.enable_x64(True):
         f = lambda x, w, b: conv(x, w, b, **_geometry(c), layout=layout, impl="depthwise")  # noqa: E731
-        for got in (f(xl, wl, b), jax.jit(f)(xl, wl, b)):
-            assert got.dtype == jnp.float64 and got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        got = variant(f)(xl, wl, b)
+        assert got.dtype == jnp.float64 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 def _apply(c: dict, impl: str, x, w, b):
@@ -136,18 +138,20 @@ def _grads(c: dict, impl: str, xl, wl, b, ct) -> tuple:
     return jax.grad(loss, argnums=argnums)(xl, wl, b)
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 4 == 0], ids=_case_id)
-def test_depthwise_gradients_match_lax_eager_and_jitted(c):
+@pytest.mark.parametrize(
+    ("c", "variant"), with_variants([c for c in CASES if c["i"] % 4 == 0], _case_id)
+)
+def test_depthwise_gradients_match_lax_eager_and_jitted(c, variant):
+    """depthwise's gradients (under ``variant``) against lax's (jitted)."""
     x, w, b = _arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
     with jax.enable_x64(True):
-        y = _apply(c, "lax", xl, wl, b)
-        ct = np.random.default_rng(100 + c["i"]).standard_normal(y.shape)
-        want = _grads(c, "lax", xl, wl, b, ct)
-        jitted = jax.jit(lambda x, w, b, ct: _grads(c, "depthwise", x, w, b, ct))
-        for got in (_grads(c, "depthwise", xl, wl, b, ct), jitted(xl, wl, b, ct)):
-            for g, h in zip(got, want, strict=True):
-                np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+        shape = jax.eval_shape(lambda x, w, b: _apply(c, "lax", x, w, b), xl, wl, b).shape
+        ct = np.random.default_rng(100 + c["i"]).standard_normal(shape)
+        want = jax.jit(lambda x, w, b, ct: _grads(c, "lax", x, w, b, ct))(xl, wl, b, ct)
+        got = variant(lambda x, w, b, ct: _grads(c, "depthwise", x, w, b, ct))(xl, wl, b, ct)
+        for g, h in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 5 == 1], ids=_case_id)

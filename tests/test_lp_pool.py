@@ -3,7 +3,8 @@
 torch computes ``(sign(a) * relu(|a|) * prod(k)) ** (1/p)`` of ``a = avg_pool(x ** p)`` (no
 padding; in ceil mode the overhanging window's average divides by its in-input count), and
 ±inf norms through max pooling of |x|: values, NaN where torch's are NaN, and gradients
-(float64, torch autograd) must agree, in every layout, batched and unbatched.
+(float64, torch autograd) must agree, in every layout, batched and unbatched; every case
+jitted, a quarter also eager and equal to jit (``JAXCONV_TEST_FULL=1``: all).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import with_variants
 from jax.test_util import check_grads
 
 import jaxconv
@@ -80,9 +82,10 @@ def test_sweep_covers_the_cases():
     assert any(c["ceil"] and c["stride"] for c in CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=_id)
-def test_lp_pool_vs_torch(case, torch):
-    """Values (NaN where torch's are), gradients (float64) and the oracle; eager == jit."""
+@pytest.mark.parametrize(("case", "variant"), with_variants(CASES, _id))
+def test_lp_pool_vs_torch(case, variant, torch):
+    """Values (NaN where torch's are), gradients (float64) and the oracle; eager == jit
+    (eager variant)."""
     n, layout, batched, p = case["n"], case["layout"], case["batched"], case["norm"]
     rng = np.random.default_rng(len(_id(case)))
     x = rng.standard_normal(case["shape"])
@@ -92,12 +95,13 @@ def test_lp_pool_vs_torch(case, torch):
     k = case["k"][0] if n == 1 else case["k"]
     op = getattr(jaxconv, f"lp_pool{n}d")
     f = lambda x: op(x, p, case["k"], case["stride"], case["ceil"], layout=layout)  # noqa: E731
-    y = f(x)
+    y = variant(f)(x)
     g = rng.standard_normal(y.shape)
     want, want_grad = _torch_lp(torch, n, x, g, layout, batched, p, k, case["stride"],
                                 case["ceil"])  # fmt: skip
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(jax.jit(f)(x), y, rtol=1e-14, atol=1e-15)
+    if variant is not jax.jit:
+        np.testing.assert_allclose(jax.jit(f)(x), y, rtol=1e-14, atol=1e-15)
     ref = getattr(reference, f"lp_pool{n}d")(x, p, case["k"], case["stride"], case["ceil"],
                                              layout=layout)  # fmt: skip
     np.testing.assert_allclose(ref, want, rtol=1e-12, atol=1e-13)

@@ -54,7 +54,7 @@ def test_init_follows_torch_rule(torch, cls, args, shape, fan_in):
     bias rule): inside the bound, reaching close to it, with a uniform's spread; torch's
     own layer of the same shape has the same spread."""
     layer = getattr(jnn, cls)(*args)
-    params = layer.init(jax.random.key(0), jnp.ones(shape))["params"]
+    params = jax.jit(layer.init)(jax.random.key(0), jnp.ones(shape))["params"]
     bound = 1 / np.sqrt(fan_in)
     tlayer = getattr(torch.nn, cls)(*args)
     for name in ("weight", "bias"):
@@ -111,9 +111,10 @@ def test_conv2d_equals_torch(torch, kw, batched):
     want = tconv(torch.tensor(x)).detach().numpy()
     variables = _conv_variables(tconv)
     assert jax.tree_util.tree_map(jnp.shape, variables) == jax.tree_util.tree_map(
-        jnp.shape, layer.init(jax.random.key(0), x)
+        lambda a: a.shape, jax.eval_shape(lambda x: layer.init(jax.random.key(0), x), x)
     )
-    for run in (layer.apply, jax.jit(layer.apply)):
+    # eager on the unbatched calls, jitted on both
+    for run in (jax.jit(layer.apply),) + (() if batched else (layer.apply,)):
         np.testing.assert_allclose(run(variables, x), want, rtol=1e-5, atol=1e-5)
 
 
@@ -188,15 +189,18 @@ def _ids(kw: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in kw.items())
 
 
-def _check_layer(torch, tlayer, layer, x, *call_args, rtol=1e-5, atol=1e-5, **call_kw):
-    """``layer`` (eager and jitted) with ``tlayer``'s parameters equals ``tlayer`` on ``x``;
-    the variables have the shapes ``layer.init`` makes."""
+def _check_layer(torch, tlayer, layer, x, *call_args, rtol=1e-5, atol=1e-5, eager=True, **call_kw):
+    """``layer`` (jitted, and eager where ``eager``) with ``tlayer``'s parameters equals
+    ``tlayer`` on ``x``; the variables have the shapes ``layer.init`` makes (traced for their
+    shapes only, by ``jax.eval_shape``)."""
     variables = {"params": {k: _t2j(v) for k, v in tlayer.named_parameters()}}
     if not variables["params"]:
         variables = {}
-    init = layer.init(jax.random.key(0), x, *call_args, **call_kw)
-    shapes = jax.tree_util.tree_map(jnp.shape, variables)
-    assert shapes == jax.tree_util.tree_map(jnp.shape, dict(init))
+    init = jax.eval_shape(
+        lambda x, *a: layer.init(jax.random.key(0), x, *a, **call_kw), x, *call_args
+    )
+    shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), variables)
+    assert shapes == jax.tree_util.tree_map(lambda a: tuple(a.shape), dict(init))
     t_args = [torch.tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in call_args]
     want = tlayer(torch.tensor(x), *t_args, **call_kw)
     want = want if isinstance(want, tuple) else (want,)
@@ -204,7 +208,7 @@ def _check_layer(torch, tlayer, layer, x, *call_args, rtol=1e-5, atol=1e-5, **ca
     def run(v, x, *a):
         return layer.apply(v, x, *a, **call_kw)
 
-    for f in (run, jax.jit(run)):
+    for f in (run, jax.jit(run)) if eager else (jax.jit(run),):
         got = f(variables, x, *call_args)
         got = got if isinstance(got, tuple) else (got,)
         for g, w in zip(got, want, strict=True):
@@ -241,7 +245,7 @@ def test_conv1d_conv3d_equal_torch(torch, cls, kw, batched):
     spatial = (9,) if cls == "Conv1d" else (5, 6, 7)
     shape = ((2,) if batched else ()) + (kw["in_channels"],) + spatial
     x = rng.standard_normal(shape).astype(np.float32)
-    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x)
+    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x, eager=not batched)
 
 
 CONV_T_CASES = [
@@ -318,7 +322,7 @@ def test_conv_transpose_equals_torch(torch, cls, kw, batched):
     spatial = {"ConvTranspose1d": (7,), "ConvTranspose2d": (5, 4), "ConvTranspose3d": (3, 4, 3)}
     shape = ((2,) if batched else ()) + (kw["in_channels"],) + spatial[cls]
     x = rng.standard_normal(shape).astype(np.float32)
-    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x)
+    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x, eager=not batched)
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -332,16 +336,16 @@ def test_conv_transpose_output_size_equals_torch(torch, batched):
     x = rng.standard_normal(((2,) if batched else ()) + (2, 4, 5)).astype(np.float32)
     lead = x.shape[:-2][:1] + (4,) if batched else (4,)
     for size in [(10, 9), (11, 10), (12, 9), [12, 10]]:
-        _check_layer(torch, tlayer, layer, x, output_size=size)
-    _check_layer(torch, tlayer, layer, x, output_size=lead + (11, 10))
+        _check_layer(torch, tlayer, layer, x, output_size=size, eager=not batched)
+    _check_layer(torch, tlayer, layer, x, output_size=lead + (11, 10), eager=not batched)
     t1, l1 = torch.nn.ConvTranspose1d(3, 2, 2, stride=4), jnn.ConvTranspose1d(3, 2, 2, stride=4)
     x1 = rng.standard_normal(((2,) if batched else ()) + (3, 5)).astype(np.float32)
     for size in [(18,), (21,)]:
-        _check_layer(torch, t1, l1, x1, output_size=size)
+        _check_layer(torch, t1, l1, x1, output_size=size, eager=not batched)
     t3 = torch.nn.ConvTranspose3d(2, 2, 2, stride=(2, 3, 1))
     l3 = jnn.ConvTranspose3d(2, 2, 2, stride=(2, 3, 1))
     x3 = rng.standard_normal(((2,) if batched else ()) + (2, 2, 3, 2)).astype(np.float32)
-    _check_layer(torch, t3, l3, x3, output_size=(5, 9, 3))
+    _check_layer(torch, t3, l3, x3, output_size=(5, 9, 3), eager=not batched)
 
 
 @pytest.mark.parametrize(
@@ -395,7 +399,7 @@ def test_pool_nd_layers_equal_torch(torch, expr, spatial, batched):
     x = x / x.size + (0.1 if expr.startswith("LP") else -0.5)
     ours = eval(f"jnn.{expr}")  # noqa: S307 (fixed strings above)
     theirs = eval(f"torch.nn.{expr}")  # noqa: S307
-    _check_layer(torch, theirs, ours, x, rtol=1e-5, atol=1e-6)
+    _check_layer(torch, theirs, ours, x, rtol=1e-5, atol=1e-6, eager=not batched)
 
 
 UNPOOL_CASES = [
@@ -419,7 +423,14 @@ def test_max_unpool_layers_equal_torch(torch, nd, kw, spatial, output_size, batc
     tlayer = getattr(torch.nn, f"MaxUnpool{nd}")(**kw)
     layer = getattr(jnn, f"MaxUnpool{nd}")(**kw)
     _check_layer(
-        torch, tlayer, layer, pooled.numpy(), indices.numpy(), output_size=output_size, atol=0
+        torch,
+        tlayer,
+        layer,
+        pooled.numpy(),
+        indices.numpy(),
+        output_size=output_size,
+        atol=0,
+        eager=not batched,
     )
 
 
@@ -429,14 +440,21 @@ def test_fold_unfold_pixel_shuffle_layers_equal_torch(torch, batched):
     lead = (2,) if batched else ()
     x = rng.standard_normal(lead + (3, 7, 6)).astype(np.float32)
     for kw in [dict(kernel_size=2), dict(kernel_size=(3, 2), dilation=(1, 2), padding=1, stride=2)]:
-        _check_layer(torch, torch.nn.Unfold(**kw), jnn.Unfold(**kw), x)
+        _check_layer(torch, torch.nn.Unfold(**kw), jnn.Unfold(**kw), x, eager=not batched)
     cols = rng.standard_normal(lead + (3 * 6, 8)).astype(np.float32)
     # overlapping windows (stride 1 < kernel): the sums of the overlaps
     kw = dict(output_size=(4, 5), kernel_size=(3, 2), padding=(1, 0), stride=(1, 2))
-    _check_layer(torch, torch.nn.Fold(**kw), jnn.Fold(**kw), cols)
+    _check_layer(torch, torch.nn.Fold(**kw), jnn.Fold(**kw), cols, eager=not batched)
     y = rng.standard_normal(lead + (8, 3, 2)).astype(np.float32)
-    _check_layer(torch, torch.nn.PixelShuffle(2), jnn.PixelShuffle(2), y, atol=0)
-    _check_layer(torch, torch.nn.PixelUnshuffle(3), jnn.PixelUnshuffle(3), x[..., :6, :6], atol=0)
+    _check_layer(torch, torch.nn.PixelShuffle(2), jnn.PixelShuffle(2), y, atol=0, eager=not batched)
+    _check_layer(
+        torch,
+        torch.nn.PixelUnshuffle(3),
+        jnn.PixelUnshuffle(3),
+        x[..., :6, :6],
+        atol=0,
+        eager=not batched,
+    )
 
 
 def test_new_layers_convert_with_torch_keys(torch):

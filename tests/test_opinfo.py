@@ -4,7 +4,9 @@ For each op of :data:`OPS` that jaxconv has (``getattr(jaxconv, name)``; the oth
 as skipped), torch's ``op_db`` gives sample inputs: each sample's tensors become NumPy arrays,
 jaxconv is called with the same positional and keyword arguments, and its values (and indices)
 must equal torch's output, and for float64 samples its input gradient torch autograd's.
-Error inputs: where torch raises, jaxconv must raise ValueError or TypeError.
+Every sample runs under ``jax.jit``, and every :data:`conftest.EAGER_EVERY`-th one also
+un-jitted (``JAXCONV_TEST_FULL=1``: every one both ways). Error inputs: where torch raises,
+jaxconv must raise ValueError or TypeError.
 
 Samples are subsampled deterministically (every k-th, at most :data:`PER_DTYPE` per dtype and
 op) and generated with a fixed torch seed, so each test id names the same sample on every run
@@ -23,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import EAGER_EVERY
 
 import jaxconv
 
@@ -136,10 +139,11 @@ def _params(kind: str) -> list[Any]:
                                                marks=_xfail(pid)))  # fmt: skip
                 continue
             for dtype in DTYPES:
-                for i, _ in _samples(name, variant, dtype, _limit(op, dtype)):
-                    pid = f"{vid}-{dtype}-{i:04d}"
-                    params.append(pytest.param(op, (name, variant), dtype, i, id=pid,
-                                               marks=_xfail(pid)))  # fmt: skip
+                for k, (i, _) in enumerate(_samples(name, variant, dtype, _limit(op, dtype))):
+                    for mode in ("jit", "eager") if k % EAGER_EVERY == 0 else ("jit",):
+                        pid = f"{vid}-{dtype}-{i:04d}-{mode}"
+                        params.append(pytest.param(op, (name, variant), dtype, (i, mode),
+                                                   id=pid, marks=_xfail(pid)))  # fmt: skip
     return params
 
 
@@ -200,16 +204,20 @@ def _unique_indices_per_plane(op: str, variant: str, sample: Any) -> bool:
 
 
 @pytest.mark.parametrize(("op", "info", "dtype", "index"), _params("samples"))
-def test_sample(op: str, info: tuple[str, str], dtype: str, index: int) -> None:
+def test_sample(op: str, info: tuple[str, str], dtype: str, index: tuple[int, str]) -> None:
+    """One sample, run under ``jax.jit`` (mode "jit": one compile for the values and one for
+    the gradient) or un-jitted ("eager")."""
     import torch
 
     name, variant = info
+    index, mode = index
     sample = dict(_samples(name, variant, dtype, _limit(op, dtype)))[index]
     if (reason := out_of_scope(op, variant, sample)) is not None:
         pytest.skip(reason)
-    fn = getattr(jaxconv, op)
+    op_fn = getattr(jaxconv, op)
     args, kwargs = to_numpy(tuple(sample.args)), to_numpy(dict(sample.kwargs))
     x = to_numpy(sample.input)
+    wrap = jax.jit if mode == "jit" else (lambda f: f)
     tol = TOLERANCE[dtype]
 
     t_in = sample.input.detach().clone().requires_grad_(True)
@@ -217,7 +225,7 @@ def test_sample(op: str, info: tuple[str, str], dtype: str, index: int) -> None:
         t_in, *sample.args, **sample.kwargs
     )
     with jax.enable_x64(dtype == "float64"):
-        out = fn(x, *args, **kwargs)
+        out = wrap(lambda x: op_fn(x, *args, **kwargs))(x)
         expected = to_numpy(t_out)
         if isinstance(expected, tuple):  # (values, indices)
             assert isinstance(out, tuple) and len(out) == len(expected)
@@ -235,7 +243,7 @@ def test_sample(op: str, info: tuple[str, str], dtype: str, index: int) -> None:
             return  # values checked above; duplicate indices: a documented gradient rule
         g = np.random.default_rng(index).standard_normal(t_val.shape).astype(dtype)
         (t_grad,) = torch.autograd.grad(t_val, t_in, torch.tensor(g))
-        grad = jax.grad(lambda x: jnp.vdot(_first(fn(x, *args, **kwargs)), g))(x)
+        grad = wrap(jax.grad(lambda x: jnp.vdot(_first(op_fn(x, *args, **kwargs)), g)))(x)
         np.testing.assert_allclose(np.asarray(grad), t_grad.numpy(), rtol=tol, atol=tol)
 
 

@@ -1,6 +1,7 @@
 """The stride-phase transposed convolution (``conv_transpose*d(impl="phases")``, the CPU
 default): the plan's arithmetic, values against the float64 oracle and
-PyTorch over a seeded sweep (one merged convolution and one per phase; dilation, groups,
+PyTorch over a seeded sweep (every case jitted, a quarter also eager and equal to jit;
+``JAXCONV_TEST_FULL=1``: all) (one merged convolution and one per phase; dilation, groups,
 padding past the kernel, output_padding, every layout), derivatives against the lax path in
 both modes (also inside ``lax.scan`` and under ``vmap``; second order through the public path
 in tests/test_conv_transpose.py), and NaN/inf reaching
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import with_variants
 from jax import lax
 
 import jaxconv
@@ -118,8 +120,8 @@ def test_sweep_covers_merged_and_per_phase_plans_and_empty_phases():
     assert any(max(c["d"]) > 1 for c in CASES) and any(c["groups"] > 1 for c in CASES)
 
 
-@pytest.mark.parametrize("i", range(len(CASES)))
-def test_values_match_the_oracle_and_torch(i, torch):
+@pytest.mark.parametrize(("i", "variant"), with_variants(range(len(CASES))))
+def test_values_match_the_oracle_and_torch(i, variant, torch):
     c = CASES[i]
     x, w = _arrays(c, i)
     F = torch.nn.functional
@@ -131,10 +133,11 @@ def test_values_match_the_oracle_and_torch(i, torch):
     np.testing.assert_allclose(oracle, want, rtol=1e-10, atol=1e-10)
     xl, wl = _to_layout(x, w, c["layout"])
     with jax.enable_x64(True):
-        eager = np.asarray(_call(c, xl, wl, "phases"))
-        jitted = np.asarray(jax.jit(lambda a, b: _call(c, a, b, "phases"))(xl, wl))
-    np.testing.assert_allclose(_from_layout(eager, c["layout"]), oracle, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(jitted, eager, rtol=1e-12, atol=1e-12)
+        f = lambda a, b: _call(c, a, b, "phases")  # noqa: E731
+        got = np.asarray(variant(f)(xl, wl))
+        np.testing.assert_allclose(_from_layout(got, c["layout"]), oracle, rtol=1e-10, atol=1e-10)
+        if variant is not jax.jit:  # eager == jit
+            np.testing.assert_allclose(jax.jit(f)(xl, wl), got, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("i", range(0, len(CASES), 3))
@@ -144,7 +147,8 @@ def test_derivatives_equal_the_lax_paths_in_both_modes(i):
     r = np.random.default_rng(200 + i)
     with jax.enable_x64(True):
         x, w = jnp.asarray(x), jnp.asarray(w)
-        ct = jnp.asarray(r.standard_normal(_call(c, x, w, "lax").shape))
+        shape = jax.eval_shape(lambda a, b: _call(c, a, b, "lax"), x, w).shape
+        ct = jnp.asarray(r.standard_normal(shape))
         tx, tw = jnp.asarray(r.standard_normal(x.shape)), jnp.asarray(r.standard_normal(w.shape))
         loss = {i: (lambda a, b, i=i: jnp.vdot(_call(c, a, b, i), ct)) for i in ("phases", "lax")}
         got = jax.jit(jax.grad(loss["phases"], (0, 1)))(x, w)
@@ -226,7 +230,9 @@ def test_3d_planes_equal_the_oracle_and_the_phases_in_both_modes(i):
         res = {}
         for impl in ("planes", "phases"):
             loss = lambda a, b, impl=impl: jnp.vdot(_call(c, a, b, impl), ct)  # noqa: E731
-            fwd = jax.jvp(lambda a, b, impl=impl: _call(c, a, b, impl), (x, w), (tx, tw))[1]
+            fwd = jax.jit(
+                lambda a, b, impl=impl: jax.jvp(lambda a, b: _call(c, a, b, impl), (a, b), (tx, tw))
+            )(x, w)[1]
             res[impl] = (*jax.jit(jax.grad(loss, (0, 1)))(x, w), fwd)
     for g, h in zip(res["planes"], res["phases"], strict=True):
         np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)

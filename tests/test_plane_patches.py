@@ -2,8 +2,9 @@
 matrices of chunks of output rows, one matrix product each, with the depth-planes path's
 derivatives. A seeded sweep over kernels, strides, dilations, padding forms (incl. "same"), both
 layouts, odd sizes and batched/unbatched input against the float64 NumPy reference and PyTorch,
-eager and jitted; chunks split along every axis; reverse- and forward-mode derivatives against
-lax's; the chunk shapes; the auto choice; and the fallback elsewhere."""
+every case jitted and a quarter also eager (``JAXCONV_TEST_FULL=1``: all); chunks split along
+every axis; reverse- and forward-mode derivatives against lax's; the chunk shapes; the auto
+choice; and the fallback elsewhere."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _conv_helpers import case_arrays, case_geometry
+from conftest import with_variants
 
 import jaxconv
 from jaxconv import reference
@@ -97,8 +99,8 @@ def _chunked(c: dict, x, w):
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's, on speed
-@pytest.mark.parametrize("c", CASES, ids=_case_id)
-def test_plane_patches_match_reference_and_torch(c, torch):
+@pytest.mark.parametrize(("c", "variant"), with_variants(CASES, _case_id))
+def test_plane_patches_match_reference_and_torch(c, variant, torch):
     x, w, b = case_arrays(c)
     want = reference.conv3d(x, w, b, **case_geometry(c))
     np.testing.assert_allclose(_torch_out(torch, c, x, w, b), want, rtol=1e-10, atol=1e-10)
@@ -106,11 +108,9 @@ def test_plane_patches_match_reference_and_torch(c, torch):
     want = _out_to_layout(c, want)
     with jax.enable_x64(True):
         f = lambda x, w, b: _apply(c, "plane_patches", x, w, b)  # noqa: E731
-        got = f(xl, wl, b)
+        got = variant(f)(xl, wl, b)
         assert got.dtype == jnp.float64 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-        if c["i"] % 2:  # under an outer jit too, for every other case (compiles dominate)
-            np.testing.assert_allclose(jax.jit(f)(xl, wl, b), want, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("c", [c for c in CASES if c["rows"] is not None][:6], ids=_case_id)
@@ -133,21 +133,20 @@ def _grads(c: dict, impl: str, x, w, b, ct) -> tuple:
     return jax.grad(lambda x, w, b: jnp.sum(_apply(c, impl, x, w, b) * ct), argnums)(x, w, b)
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 3 == 1][:5], ids=_case_id)
-def test_plane_patches_gradients_match_lax_eager_and_jitted(c):
+@pytest.mark.parametrize(
+    ("c", "variant"), with_variants([c for c in CASES if c["i"] % 3 == 1][:5], _case_id)
+)
+def test_plane_patches_gradients_match_lax_eager_and_jitted(c, variant):
+    """plane_patches' gradients (under ``variant``) against lax's (jitted)."""
     x, w, b = case_arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
     with jax.enable_x64(True):
-        ct = np.random.default_rng(100 + c["i"]).standard_normal(_apply(c, "lax", xl, wl, b).shape)
-        want = _grads(c, "lax", xl, wl, b, ct)
-        runs = [_grads(c, "plane_patches", xl, wl, b, ct)]
-        if c["i"] % 2:  # under an outer jit too, for every other case (compiles dominate)
-            runs.append(
-                jax.jit(lambda x, w, b, ct: _grads(c, "plane_patches", x, w, b, ct))(xl, wl, b, ct)
-            )
-        for got in runs:
-            for g, h in zip(got, want, strict=True):
-                np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+        shape = jax.eval_shape(lambda x, w, b: _apply(c, "lax", x, w, b), xl, wl, b).shape
+        ct = np.random.default_rng(100 + c["i"]).standard_normal(shape)
+        want = jax.jit(lambda x, w, b, ct: _grads(c, "lax", x, w, b, ct))(xl, wl, b, ct)
+        got = variant(lambda x, w, b, ct: _grads(c, "plane_patches", x, w, b, ct))(xl, wl, b, ct)
+        for g, h in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 5 == 2][:3], ids=_case_id)

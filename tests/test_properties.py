@@ -2,7 +2,8 @@
 
 Three families of properties, each over random geometries, layouts, dtypes and values:
 
-* valid input: the op (eager or jitted, drawn per example) agrees with the float64 NumPy
+* valid input: the op (jitted, or eager in a quarter of the examples: :func:`jit_flags`)
+  agrees with the float64 NumPy
   oracle in :mod:`jaxconv.reference` within a rounding bound derived from the input
   (``(terms + 2) * eps * reference(|x|, |w|)``), and with PyTorch where it has the op;
 * invalid input (a valid call with one argument broken: negative, zero, oversize, wrong
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FULL
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -107,6 +109,13 @@ def draw_array(seed: int, shape: tuple[int, ...], dtype: str = "float32") -> np.
 
 def f64(a: Any) -> np.ndarray:
     return np.asarray(jnp.asarray(a, jnp.float32), dtype=np.float64)
+
+
+def jit_flags() -> st.SearchStrategy[bool]:
+    """Whether an example runs jitted: three times in four (``JAXCONV_TEST_FULL=1``: half).
+    Un-jitted JAX compiles every primitive of every new shape on its own, so eager examples
+    cost most of a property's time; a quarter of them still runs each property eager."""
+    return st.booleans() if FULL else st.sampled_from([True, True, True, False])
 
 
 def maybe_jit(fn: Callable[..., Any], jitted: bool) -> Callable[..., Any]:
@@ -192,7 +201,7 @@ def corr2d_cases(draw: Any, max_hw: int = 9) -> dict[str, Any]:
     h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
     kh, kw = draw(st.integers(1, h)), draw(st.integers(1, w))
     return dict(h=h, w=w, kh=kh, kw=kw, dtype=draw(dtypes), seed=draw(seeds),
-                jitted=draw(st.booleans()))  # fmt: skip
+                jitted=draw(jit_flags()))  # fmt: skip
 
 
 @st.composite
@@ -228,7 +237,7 @@ def conv2d_cases(draw: Any, torch_only: bool = False) -> dict[str, Any]:
     return dict(layout=layout, impl=impl, n=n, c=cg * groups, o=og * groups, groups=groups,
                 cg=cg, kh=kh, kw=kw, h=h, w=w, stride=stride, dilation=dilation,
                 padding=padding, bias=draw(st.booleans()), dtype=draw(dtypes),
-                seed=draw(seeds), jitted=draw(st.booleans()))  # fmt: skip
+                seed=draw(seeds), jitted=draw(jit_flags()))  # fmt: skip
 
 
 def conv2d_arrays(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -272,7 +281,7 @@ def pool_cases(draw: Any, kind: str, torch_only: bool = False) -> dict[str, Any]
     h, w = draw(st.integers(lo_h, lo_h + 6)), draw(st.integers(lo_w, lo_w + 6))
     case = dict(layout=layout, n=n, c=c, h=h, w=w, kernel_size=kernel_size, stride=stride,
                 padding=padding, ceil_mode=draw(st.booleans()), dtype=draw(dtypes),
-                seed=draw(seeds), jitted=draw(st.booleans()))  # fmt: skip
+                seed=draw(seeds), jitted=draw(jit_flags()))  # fmt: skip
     if kind == "max":
         case.update(dilation=dilation, return_indices=draw(st.booleans()))
     else:
@@ -371,7 +380,7 @@ def test_valid_multi_channel_correlations_match_reference(op, case, ci, co, impl
 
 @examples(10)
 @given(st.sampled_from([None, 1, 3]), st.integers(1, 4), st.integers(1, 4),
-       st.integers(1, 6), st.integers(1, 6), dtypes, seeds, st.booleans())  # fmt: skip
+       st.integers(1, 6), st.integers(1, 6), dtypes, seeds, jit_flags())  # fmt: skip
 def test_valid_conv1x1_matches_reference(n, ci, co, h, w, dtype, seed, jitted):
     count("valid/conv1x1")
     X = draw_array(seed, (ci, h, w) if n is None else (n, ci, h, w), dtype)
@@ -612,7 +621,8 @@ def test_chwn_conv2d_matches_reference_and_layouts(case, data):
         if runs == "vjp":  # the patch matrix where the rule applies, lax elsewhere
             runs = "patches" if jaxconv.conv.vjp_applies(g) else "lax"
         same = runs
-        want = jaxconv.conv2d(x, k, b, impl=same, **geometry)
+        want = maybe_jit(lambda x, k, b: jaxconv.conv2d(x, k, b, impl=same, **geometry),
+                         case["jitted"])(x, k, b)  # fmt: skip
         assert_same_nonfinite(got, want, f"{case['layout']} {same}")
         finite = classes(want) == 0
         np.testing.assert_allclose(got[finite], np.asarray(want)[finite], rtol=1e-3, atol=1e-3)
@@ -630,7 +640,7 @@ def test_chwn_conv2d_matches_reference_and_layouts(case, data):
                 y = jaxconv.conv2d(xx, kk, b, impl=im, **{**geometry, "layout": layout})
                 return jnp.vdot(y, cot)
 
-            return jax.grad(loss, (0, 1))(xx, kk)
+            return maybe_jit(jax.grad(loss, (0, 1)), case["jitted"])(xx, kk)
 
         gx, gk = grads("CHWN", to_chwn(x, case["layout"]), kc, impl, to_chwn(ct, case["layout"]))
         wx, wk = grads(case["layout"], x, k, "lax", ct)
@@ -663,14 +673,16 @@ def test_chwn_pooling_equals_the_other_layouts(kind, data):
     finite = classes(want) == 0
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-6)
     if kind == "max":
-        _, idx = fn(xc, **{**kwargs, "layout": "CHWN"}, return_indices=True)
-        _, widx = fn(x, **kwargs, return_indices=True)
+        _, idx = maybe_jit(lambda x: fn(x, **{**kwargs, "layout": "CHWN"}, return_indices=True),
+                           case["jitted"])(xc)  # fmt: skip
+        _, widx = maybe_jit(lambda x: fn(x, **kwargs, return_indices=True), case["jitted"])(x)
         np.testing.assert_array_equal(from_chwn(idx, case["layout"]), widx)
         if case["dtype"] == "float32":
             ct = draw_array(case["seed"] + 5, want.shape)
-            g = jax.grad(lambda a: jnp.vdot(fn(a, **{**kwargs, "layout": "CHWN"}),
-                                            to_chwn(ct, case["layout"])))(xc)  # fmt: skip
-            w = jax.grad(lambda a: jnp.vdot(fn(a, **kwargs), ct))(x)
+            g = maybe_jit(jax.grad(lambda a: jnp.vdot(fn(a, **{**kwargs, "layout": "CHWN"}),
+                                                      to_chwn(ct, case["layout"]))),
+                          case["jitted"])(xc)  # fmt: skip
+            w = maybe_jit(jax.grad(lambda a: jnp.vdot(fn(a, **kwargs), ct)), case["jitted"])(x)
             np.testing.assert_array_equal(from_chwn(g, case["layout"]), w)
 
 

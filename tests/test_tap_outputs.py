@@ -2,8 +2,9 @@
 as one matrix product per batch item with the taps stacked on the output rows, with XLA's conv's
 derivatives. A seeded sweep over kernels, strides, dilations, padding forms (incl. "same" and
 per-side), groups (which fall back to lax), both layouts (NLC falls back to lax), odd lengths and
-batched/unbatched input against the float64 NumPy reference and PyTorch, eager and jitted;
-reverse- and forward-mode derivatives against lax's; the auto choice; and the fallbacks."""
+batched/unbatched input against the float64 NumPy reference and PyTorch, every case jitted and
+a quarter also eager (``JAXCONV_TEST_FULL=1``: all); reverse- and forward-mode derivatives
+against lax's; the auto choice; and the fallbacks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _conv_helpers import case_arrays, case_geometry
+from conftest import with_variants
 
 import jaxconv
 from jaxconv import reference
@@ -83,8 +85,8 @@ def _apply(c: dict, impl: str, x, w, b):
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's, on speed
-@pytest.mark.parametrize("c", CASES, ids=_case_id)
-def test_tap_outputs_match_reference_and_torch(c, torch):
+@pytest.mark.parametrize(("c", "variant"), with_variants(CASES, _case_id))
+def test_tap_outputs_match_reference_and_torch(c, variant, torch):
     x, w, b = case_arrays(c)
     want = reference.conv1d(x, w, b, **case_geometry(c))
     np.testing.assert_allclose(_torch_out(torch, c, x, w, b), want, rtol=1e-10, atol=1e-10)
@@ -92,9 +94,9 @@ def test_tap_outputs_match_reference_and_torch(c, torch):
     want = _out_to_layout(c, want)
     with jax.enable_x64(True):
         f = lambda x, w, b: _apply(c, "tap_outputs", x, w, b)  # noqa: E731
-        for got in (f(xl, wl, b), jax.jit(f)(xl, wl, b)):
-            assert got.dtype == jnp.float64 and got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        got = variant(f)(xl, wl, b)
+        assert got.dtype == jnp.float64 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 def _grads(c: dict, impl: str, x, w, b, ct) -> tuple:
@@ -104,17 +106,20 @@ def _grads(c: dict, impl: str, x, w, b, ct) -> tuple:
     return jax.grad(lambda x, w, b: jnp.sum(_apply(c, impl, x, w, b) * ct), argnums)(x, w, b)
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 3 == 1], ids=_case_id)
-def test_tap_outputs_gradients_match_lax_eager_and_jitted(c):
+@pytest.mark.parametrize(
+    ("c", "variant"), with_variants([c for c in CASES if c["i"] % 3 == 1], _case_id)
+)
+def test_tap_outputs_gradients_match_lax_eager_and_jitted(c, variant):
+    """tap_outputs' gradients (under ``variant``) against lax's (jitted)."""
     x, w, b = case_arrays(c)
     xl, wl = _in_layout(c, x, w)
     with jax.enable_x64(True):
-        ct = np.random.default_rng(100 + c["i"]).standard_normal(_apply(c, "lax", xl, wl, b).shape)
-        want = _grads(c, "lax", xl, wl, b, ct)
-        jitted = jax.jit(lambda x, w, b, ct: _grads(c, "tap_outputs", x, w, b, ct))
-        for got in (_grads(c, "tap_outputs", xl, wl, b, ct), jitted(xl, wl, b, ct)):
-            for g, h in zip(got, want, strict=True):
-                np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+        shape = jax.eval_shape(lambda x, w, b: _apply(c, "lax", x, w, b), xl, wl, b).shape
+        ct = np.random.default_rng(100 + c["i"]).standard_normal(shape)
+        want = jax.jit(lambda x, w, b, ct: _grads(c, "lax", x, w, b, ct))(xl, wl, b, ct)
+        got = variant(lambda x, w, b, ct: _grads(c, "tap_outputs", x, w, b, ct))(xl, wl, b, ct)
+        for g, h in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 4 == 2], ids=_case_id)
