@@ -1,4 +1,5 @@
-"""Checks shared by the N-D convolution tests (test_conv_nd.py, test_conv_transpose.py).
+"""Checks shared by the N-D convolution tests (test_conv_nd.py, test_conv_transpose.py, and
+the kernels' own: planes, plane_patches, tap_outputs, depthwise).
 
 Each helper compares a jaxconv op with PyTorch or the float64 NumPy oracle in one way; the
 test files build the cases (forward conv or transposed conv) and pass the ops in.
@@ -130,3 +131,26 @@ def case_geometry(c: Mapping[str, Any]) -> dict[str, Any]:
     """The conv keyword arguments (stride, padding, dilation, groups) of a sweep case."""
     return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
                 groups=c["groups"])  # fmt: skip
+
+
+def assert_scan_vmap_like_lax(conv: Callable, impl: str, x: np.ndarray, w: np.ndarray) -> None:
+    """A path inside a training loop: a ``lax.scan`` over the steps of ``w`` (leading axis) of
+    ``conv(h, w_step, impl)`` with tanh between, its loss's value and gradients (input and
+    weights) vmapped over ``x``'s leading axis, jitted, in float64, equal to ``impl="lax"``'s.
+    ``conv(h, w, impl)`` must keep ``h``'s shape (e.g. padding "same")."""
+
+    def run(impl: str) -> Callable:
+        def step(h, wk):
+            y = conv(h, wk, impl)
+            return jnp.tanh(y), jnp.sum(y**2)
+
+        def loss(x, w):
+            return jnp.sum(jax.lax.scan(step, x, w)[1])
+
+        return jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1)), in_axes=(0, None)))
+
+    with jax.enable_x64(True):
+        (got, gg), (want, gw) = run(impl)(x, w), run("lax")(x, w)
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+        for g, h in zip(gg, gw, strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-10)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _conv_helpers import case_arrays, case_geometry
+from _conv_helpers import assert_scan_vmap_like_lax, case_arrays, case_geometry
 from conftest import with_variants
 
 import jaxconv
@@ -239,21 +239,9 @@ def test_inside_scan_and_vmap_matches_lax():
     r = np.random.default_rng(8)
     x, w = r.standard_normal((2, 1, 3, 4, 5, 4)), r.standard_normal((2, 3, 3, 3, 2, 2))
 
-    def run(impl: str):
-        def step(h, wk):
-            y = jaxconv.conv3d(h, wk, None, 1, "same", impl=impl)
-            return jnp.tanh(y), jnp.sum(y**2)
-
-        def loss(x, w):
-            return jnp.sum(jax.lax.scan(step, x, w)[1])
-
-        return jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1)), in_axes=(0, None)))
-
-    with jax.enable_x64(True):
-        (got, gg), (want, gw) = run("plane_patches")(x, w), run("lax")(x, w)
-        np.testing.assert_allclose(got, want, rtol=1e-10)
-        for g, h in zip(gg, gw, strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-10)
+    assert_scan_vmap_like_lax(
+        lambda h, wk, impl: jaxconv.conv3d(h, wk, None, 1, "same", impl=impl), "plane_patches", x, w
+    )
 
 
 def test_float32_values_and_gradients_match_torch(torch):
