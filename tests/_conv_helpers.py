@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconv import reference
+
 #: Spatial rank -> the channels-last layout name.
 CHANNELS_LAST = {1: "NLC", 2: "NHWC", 3: "NDHWC"}
 
@@ -154,3 +156,32 @@ def assert_scan_vmap_like_lax(conv: Callable, impl: str, x: np.ndarray, w: np.nd
         np.testing.assert_allclose(got, want, rtol=1e-10)
         for g, h in zip(gg, gw, strict=True):
             np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-10)
+
+
+#: The padding forms the seeded N-D sweeps draw from, by case index modulo 6.
+PADDING_FORMS = ("int", "list", "sides", "same", "valid", "tuple")
+
+
+def draw_padding(r: np.random.Generator, form: str, n: int) -> Any:
+    """A ``padding`` argument of ``form`` for ``n`` spatial axes, drawn from ``r``: an int,
+    a list or tuple of ints, per-side pairs (``"sides"``), or the string itself."""
+    if form == "int":
+        return int(r.integers(0, 3))
+    if form in ("list", "tuple"):
+        padding = [int(v) for v in r.integers(0, 3, n)]
+        return tuple(padding) if form == "tuple" else padding
+    if form == "sides":
+        return [tuple(int(v) for v in r.integers(0, 3, 2)) for _ in range(n)]
+    return form
+
+
+def fitting_size(
+    r: np.random.Generator, padding: Any, k: tuple[int, ...], d: tuple[int, ...], spread: int
+) -> tuple[int, ...]:
+    """An input size per axis: the smallest the dilated kernel fits on after ``padding``,
+    plus 0 to ``spread - 1`` drawn from ``r`` (at least 1)."""
+    pads = reference.conv._conv_padding(padding, k, d)
+    return tuple(
+        max(1, int(d[a] * (k[a] - 1) + 1 - sum(pads[a]) + r.integers(0, spread)))
+        for a in range(len(k))
+    )

@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _conv_helpers import assert_scan_vmap_like_lax, case_arrays, case_geometry
+from _conv_helpers import (
+    PADDING_FORMS,
+    assert_scan_vmap_like_lax,
+    case_arrays,
+    case_geometry,
+    draw_padding,
+    fitting_size,
+)
 from conftest import with_variants
 
 import jaxconv
@@ -30,23 +37,12 @@ def _make_case(i: int) -> dict:
     r = np.random.default_rng(7000 + i)
     k = tuple(int(v) for v in r.integers(1, 4, 3))
     d = tuple(int(v) for v in r.integers(1, 3, 3))
-    form = ["int", "list", "sides", "same", "valid", "tuple"][i % 6]
+    form = PADDING_FORMS[i % 6]
     stride = tuple(int(v) for v in r.integers(1, 4, 3))
-    if form == "int":
-        padding = int(r.integers(0, 3))
-    elif form in ("list", "tuple"):
-        padding = [int(v) for v in r.integers(0, 3, 3)]
-        padding = tuple(padding) if form == "tuple" else padding
-    elif form == "sides":
-        padding = [tuple(int(v) for v in r.integers(0, 3, 2)) for _ in range(3)]
-    else:
-        padding = form
+    padding = draw_padding(r, form, 3)
     if form == "same":
         stride = (1, 1, 1)
-    pads = reference.conv._conv_padding(padding, k, d)
-    size = tuple(
-        max(1, int(d[a] * (k[a] - 1) + 1 - sum(pads[a]) + r.integers(0, 6))) for a in range(3)
-    )
+    size = fitting_size(r, padding, k, d, 6)
     return dict(
         i=i, groups=1, c=int(r.integers(1, 6)), o=int(r.integers(1, 6)), k=k, size=size,
         stride=stride, padding=padding, dilation=d, batch=[None, 1, 3][i % 3],
