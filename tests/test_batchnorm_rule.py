@@ -158,3 +158,54 @@ def test_jit_does_not_retrace():
     f(x, weight, bias)
     f(x + 1, weight, bias)
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize("layout, shape", [("NCHW", (4, 3, 5, 6)), ("NHWC", (4, 5, 6, 3))])
+def test_module_running_statistics_and_gradients_follow_the_formula(variant, layout, shape):
+    """BatchNorm2d in training: the running statistics (torch's update, unbiased variance)
+    and the parameter gradients as the float64 formula gives them, in both layouts; and
+    forward mode through the module."""
+    from jaxconv import nn as jnn
+
+    channel = 1 if layout == "NCHW" else 3
+    x, weight, bias, (g, _, _) = _draw(5, shape, channel, np.float32)
+    layer = jnn.BatchNorm2d(shape[channel], layout=layout)
+    variables = layer.init(jax.random.key(0), x)
+    variables = {"params": {"weight": weight, "bias": bias}, **variables}
+    variables.pop("batch_stats")
+    variables["batch_stats"] = {
+        "running_mean": jnp.full(weight.shape, 0.5, jnp.float32),
+        "running_var": jnp.full(weight.shape, 2.0, jnp.float32),
+        "num_batches_tracked": jnp.asarray(3, jnp.int32),
+    }
+
+    def loss(params, x):
+        y, updates = layer.apply(
+            {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(y * g), updates["batch_stats"]
+
+    (_, stats), grads = variant(jax.value_and_grad(loss, has_aux=True))(variables["params"], x)
+    axes = _axes(shape, channel)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=axes), x64.var(axis=axes)
+    count = x.size // weight.size
+    np.testing.assert_allclose(stats["running_mean"], 0.9 * 0.5 + 0.1 * mean, rtol=1e-6)
+    np.testing.assert_allclose(
+        stats["running_var"], 0.9 * 2.0 + 0.1 * var * count / (count - 1), rtol=1e-6
+    )
+    assert int(stats["num_batches_tracked"]) == 4
+    xhat = (x64 - np.expand_dims(mean, axes)) / np.sqrt(np.expand_dims(var, axes) + 1e-5)
+    np.testing.assert_allclose(grads["weight"], np.sum(g * xhat, axis=axes), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads["bias"], np.sum(g, axis=axes), rtol=1e-5, atol=1e-5)
+    tx = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    apply = lambda x: layer.apply(variables, x, train=True, mutable=["batch_stats"])[0]  # noqa: E731
+    _, got = jax.jvp(apply, (x,), (tx,))
+    with jax.enable_x64(True):
+        p = variables["params"]
+        _, want = jax.jvp(
+            lambda x: plain(x, p["weight"].astype(np.float64), p["bias"].astype(np.float64),
+                            axes, 1e-5)[0],
+            (x64,), (tx.astype(np.float64),),
+        )  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
