@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv.kernels.batchnorm import batch_norm_train
 from jaxconv.nn._common import Array, check_layer_layout
 
 
@@ -25,6 +26,9 @@ class _BatchNorm(nn.Module):
     Statistics are plain means over the batch axis: under ``jax.jit`` with the batch sharded
     over devices they are the global batch's (XLA inserts the cross-device reduction), so
     data-parallel training needs no ``pmean``. Low-precision inputs are normalised in float32.
+    With the batch's statistics the derivative is the closed form of
+    :mod:`jaxconv.kernels.batchnorm` (two per-channel sums and one elementwise pass), not
+    autodiff's chain through the variance and the mean; the values are the plain formula's.
 
     ``layout`` channels last (``"NLC"``, ``"NHWC"``, ``"NDHWC"``): the channels are the last
     axis, statistics over every other; a 2-D (N, C) input is the same in both layouts.
@@ -66,15 +70,20 @@ class _BatchNorm(nn.Module):
             running_var = self.variable("batch_stats", "running_var", jnp.ones, (c,), dtype)
             tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
         acc = jnp.promote_types(x.dtype, jnp.float32)
-        xf = x.astype(acc)
+        if self.affine:
+            weight = self.param("weight", nn.initializers.ones, (c,), dtype)
+            bias = self.param("bias", nn.initializers.zeros, (c,), dtype)
+            acc = jnp.promote_types(acc, dtype)
+        else:
+            weight, bias = jnp.ones((c,), acc), jnp.zeros((c,), acc)
+        xf, weight, bias = x.astype(acc), weight.astype(acc), bias.astype(acc)
         if train or not self.track_running_stats:
             if train and count <= 1:
                 raise ValueError(
                     f"{name}: training needs more than 1 value per channel, got input shape "
                     f"{x.shape}"
                 )
-            mean = jnp.mean(xf, axis=axes)
-            var = jnp.mean(jnp.square(xf - jnp.expand_dims(mean, axes)), axis=axes)  # biased
+            y, mean, var = batch_norm_train(xf, weight, bias, axes, self.eps)
             if train and self.track_running_stats and not self.is_initializing():
                 tracked.value = tracked.value + 1
                 m = (
@@ -87,10 +96,9 @@ class _BatchNorm(nn.Module):
                 running_var.value = ((1 - m) * running_var.value + m * unbiased).astype(dtype)
         else:
             mean, var = running_mean.value.astype(acc), running_var.value.astype(acc)
-        y = (xf - jnp.expand_dims(mean, axes)) * jnp.expand_dims(lax.rsqrt(var + self.eps), axes)
-        if self.affine:
-            weight = self.param("weight", nn.initializers.ones, (c,), dtype)
-            bias = self.param("bias", nn.initializers.zeros, (c,), dtype)
+            y = (xf - jnp.expand_dims(mean, axes)) * jnp.expand_dims(
+                lax.rsqrt(var + self.eps), axes
+            )
             y = y * jnp.expand_dims(weight, axes) + jnp.expand_dims(bias, axes)
         return y.astype(jnp.result_type(x.dtype, dtype) if self.affine else x.dtype)
 
