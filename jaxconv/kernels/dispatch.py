@@ -41,11 +41,12 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   the input gradient the planes'): its forward took 0.47-0.97x the planes' time there on one
   core (the family conv3d rows 0.56-0.62x at stride 1, 0.60-0.70x at stride 2; on 2 threads
   0.79x and 0.90x), and forward+backward (input and weight gradients) 0.87-0.92x at stride 1
-  and 0.67-0.74x at stride 2 on the family rows, 0.62-1.01x on other layers of these kinds
-  (1 to 128 channels, k3 and k5; one core; on 2 threads not measured). Elsewhere the
-  forward measurements went both ways (padded stride-1 layers 0.62-1.31x, strided 8x8 output
-  planes 1.09-1.17x), so those stay on the planes; float64 is not measured and stays there
-  too.
+  and 0.65-0.74x at stride 2 on the family rows, 0.62-1.01x on other layers of these kinds
+  (1 to 128 channels, k3 and k5; one core; on 2 threads not measured); three such steps
+  inside ``lax.scan`` 0.88x and 0.11x (there the planes' strided gradients took 1.9 s a
+  step, this path 0.21 s). Elsewhere the forward measurements went both ways (padded
+  stride-1 layers 0.62-1.31x, strided 8x8 output planes 1.09-1.17x), so those stay on the
+  planes; float64 is not measured and stays there too.
 - On CPU, float32 NCL ``conv1d`` at stride 1 with groups 1 and a kernel of 2 taps or more
   runs ``"tap_outputs"`` (:mod:`~jaxconv.kernels.tap_outputs`: per batch item one matrix
   product with the taps stacked on the output rows, then k shifted row slices added; XLA's

@@ -29,8 +29,10 @@ variable, written so that its transpose (reverse mode's weight gradient) rebuild
 chunk's patch matrix in cache and adds one canonical matrix product per chunk. Forward mode
 and higher derivatives follow from the same rule (ordinary differentiable JAX operations).
 Forward+backward (input and weight gradients; conv3d 4x16x32^3 -> 32 k3, one core) took
-0.87-0.92x the depth planes' time at stride 1 p0 and 0.67-0.74x at stride 2 p1, where the
-planes' input- and weight-gradient convs together took 1.46x their separate times.
+0.87-0.92x the depth planes' time at stride 1 p0 and 0.65-0.74x at stride 2 p1, where the
+planes' input- and weight-gradient convs together took 1.46x their separate times; inside
+``lax.scan`` 0.88x and 0.11x (the planes' strided gradient convs fall to XLA:CPU's slow loop
+forms there).
 """
 
 from __future__ import annotations
