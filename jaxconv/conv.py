@@ -406,9 +406,10 @@ _IMPLS_3D = (
     "        axis, the output depth folded into the batch, run by jaxconv's 2-D dispatch,\n"
     "        :mod:`~jaxconv.kernels.planes`; NCDHW and NDHWC),\n"
     '        or ``"plane_patches"`` (groups 1: patch matrices of a few output rows at a\n'
-    "        time, one matrix product each, the planes' derivatives,\n"
-    "        :mod:`~jaxconv.kernels.plane_patches`; lax otherwise). With NaN/inf weights, lax\n"
-    "        skips zero padding while depthwise and plane_patches multiply it."
+    "        time, one matrix product each, also for the weight gradient; the planes'\n"
+    "        input gradient, :mod:`~jaxconv.kernels.plane_patches`; lax otherwise). With\n"
+    "        NaN/inf weights, lax skips zero padding while depthwise and plane_patches\n"
+    "        multiply it."
 )
 
 

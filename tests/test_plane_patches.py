@@ -264,15 +264,17 @@ def test_float32_values_and_gradients_match_torch(torch):
 
 
 @pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2)])
-def test_a_differentiated_call_takes_the_planes_values(stride):
-    """Undifferentiated: the chunked values; differentiated (here the weight alone): the
-    planes path's values, which share their stacked input with the weight gradient."""
+def test_a_differentiated_call_takes_the_chunked_values(stride):
+    """Differentiated or not (here the weight alone, then both), the values are the chunked
+    products' (the derivatives' own loops never replace them)."""
     r = np.random.default_rng(10)
     x = r.standard_normal((2, 4, 5, 9, 8)).astype(np.float32)
     w = r.standard_normal((3, 4, 3, 3, 3)).astype(np.float32)
     geom = conv_geometry(x.shape, w.shape, stride=stride, layout="NCDHW")
     chunks = jax.jit(plane_patches.chunked_forward, static_argnums=(2, 3))(x, w, geom, None)
-    conv = lambda w, impl: jaxconv.conv3d(x, w, None, stride, impl=impl)  # noqa: E731
-    np.testing.assert_array_equal(jax.jit(conv, static_argnums=1)(w, "plane_patches"), chunks)
-    y, _ = jax.jit(lambda w: jax.vjp(lambda w: conv(w, "plane_patches"), w))(w)
-    np.testing.assert_array_equal(y, jax.jit(conv, static_argnums=1)(w, "planes"))
+    conv = lambda x, w, impl: jaxconv.conv3d(x, w, None, stride, impl=impl)  # noqa: E731
+    np.testing.assert_array_equal(jax.jit(conv, static_argnums=2)(x, w, "plane_patches"), chunks)
+    y, _ = jax.jit(lambda w: jax.vjp(lambda w: conv(x, w, "plane_patches"), w))(w)
+    np.testing.assert_array_equal(y, chunks)
+    y, _ = jax.jit(lambda x, w: jax.vjp(lambda x, w: conv(x, w, "plane_patches"), x, w))(x, w)
+    np.testing.assert_array_equal(y, chunks)

@@ -15,8 +15,9 @@ One job per module:
   of strided taps times per-channel weights (``impl="depthwise"``).
 - :mod:`~jaxconv.kernels.planes`: a 3-D conv as ONE 2-D conv over stacked depth planes
   (``impl="planes"``).
-- :mod:`~jaxconv.kernels.plane_patches`: a 3-D conv's values as chunked patch matrices, one
-  matrix product each, with the planes' derivatives (``impl="plane_patches"``).
+- :mod:`~jaxconv.kernels.plane_patches`: a 3-D conv's values and weight gradient as chunked
+  patch matrices, one matrix product each, with the planes' input gradient
+  (``impl="plane_patches"``).
 - :mod:`~jaxconv.kernels.tap_outputs`: an NCL 1-D conv's values as one product per batch item
   with the taps stacked on the output rows, with XLA's derivatives (``impl="tap_outputs"``).
 - :mod:`~jaxconv.kernels.borrowed`: a conv with one formulation's values and another's

@@ -37,15 +37,16 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
 - Among those, float32 layers whose planes 2-D conv would be unpadded stride 1 (run padded
   and cropped there), or strided with output planes of 16x16 or more, take
   ``"plane_patches"`` (:mod:`~jaxconv.kernels.plane_patches`: patch matrices of a few output
-  rows at a time, one YNNPACK matrix product each, with the planes path's derivatives):
-  its forward took 0.47-0.97x the planes' time there on one core (the family conv3d rows
-  0.56-0.62x at stride 1, 0.60-0.70x at stride 2; on 2 threads 0.79x and 0.90x). A
-  differentiated call runs exactly the planes path, values included: their forward shares
-  its stacked input with the weight gradient, and with the chunked values forward+backward
-  took 1.12x at stride 2 and, at stride 1, 0.88x on one core but 1.05x on 2 threads (the
-  chunk loop's products run on one thread). Elsewhere the measurements went both ways
-  (padded stride-1 layers 0.62-1.31x, strided 8x8 output planes 1.09-1.17x), so those stay
-  on the planes; float64 is not measured and stays there too.
+  rows at a time, one YNNPACK matrix product each; the weight gradient the same chunk loop,
+  the input gradient the planes'): its forward took 0.47-0.97x the planes' time there on one
+  core (the family conv3d rows 0.56-0.62x at stride 1, 0.60-0.70x at stride 2; on 2 threads
+  0.79x and 0.90x), and forward+backward (input and weight gradients) 0.87-0.92x at stride 1
+  and 0.65-0.74x at stride 2 on the family rows, 0.62-1.01x on other layers of these kinds
+  (1 to 128 channels, k3 and k5; one core; on 2 threads not measured); three such steps
+  inside ``lax.scan`` 0.88x and 0.11x (there the planes' strided gradients took 1.9 s a
+  step, this path 0.21 s). Elsewhere the forward measurements went both ways (padded
+  stride-1 layers 0.62-1.31x, strided 8x8 output planes 1.09-1.17x), so those stay on the
+  planes; float64 is not measured and stays there too.
 - On CPU, float32 NCL ``conv1d`` at stride 1 with groups 1 and a kernel of 2 taps or more
   runs ``"tap_outputs"`` (:mod:`~jaxconv.kernels.tap_outputs`: per batch item one matrix
   product with the taps stacked on the output rows, then k shifted row slices added; XLA's

@@ -3,13 +3,14 @@
 
 Why: on XLA:CPU a matrix product (YNNPACK's) ran some 3-D convs' forward faster than the
 depth planes' 2-D convolution (:func:`beats_planes` says which), if the patch matrix it
-multiplies stays in cache. Built whole,
-the patch matrix (every output position times kd*kh*kw*C) is many times the input and the
-copy into it dominates; built for a chunk of output rows inside a loop it is rewritten in
-place, chunk after chunk, while the product reads it from cache. The derivatives are
-another matter: the loop's reverse mode would add every chunk's input gradient into a
-full-size buffer, so the tangent comes from the caller's path (jaxconv's depth planes,
-whose derivatives run 2-D convs in XLA:CPU's fast forms).
+multiplies stays in cache. Built whole, the patch matrix (every output position times
+kd*kh*kw*C) is many times the input and the copy into it dominates; built for a chunk of output
+rows inside a loop it is rewritten in place, chunk after chunk, while the product reads it
+from cache. The weight gradient is the same kind of work (a sum over output positions of
+patch rows times output-gradient rows), so it runs the same loop; the input gradient does
+not: a chunk loop's reverse mode adds every chunk's input gradient into a full-size buffer,
+so it comes from the caller's path (jaxconv's depth planes, whose input gradient is a 2-D
+conv in XLA:CPU's fast forms).
 
 How: the input goes channels last (NCDHW is transposed once) and is padded once. A
 ``lax.map`` runs over chunks of ``nb`` batch items x ``g`` output planes x ``rh`` output rows
@@ -20,19 +21,25 @@ stacked on the channel axis form the (rows, kd*kh*kw*C) patch matrix, times the 
 as a (kd*kh*kw*C, O) matrix. The chunks' outputs are put in place by one transpose, which is
 the identity (a bitcast) when only one axis is split, and which also makes NCDHW's output.
 
-Derivatives: a ``custom_jvp`` (:mod:`~jaxconv.kernels.borrowed`) whose values are the
-chunked products and whose tangent is the tangent of ``tangent_conv`` (an entry of jaxconv's
-conv registry computing the same function), so forward mode, reverse mode (its transpose) and
-higher derivatives are those of that path. A differentiated call takes that path's values too,
-so it runs exactly that path: the planes' forward shares its stacked depth planes with their
-weight gradient, and with the chunked values forward+backward measured 1.12x the planes' time
-at stride 2 (conv3d 4x16x32^3 k3 s2 p1, one core) and 1.05x at stride 1 on 2 threads (0.88x
-on one core; the chunk loop's products run on one thread).
+Derivatives: a ``custom_jvp`` whose values are always the chunked products. The input's
+tangent is that of ``tangent_conv`` (an entry of jaxconv's conv registry computing the same
+function, the depth planes in the dispatch), so reverse mode runs that path's input gradient.
+The kernel's tangent is :func:`kernel_tangent`, the chunk loop with the kernel as the
+variable, written so that its transpose (reverse mode's weight gradient) rebuilds each
+chunk's patch matrix in cache and adds one canonical matrix product per chunk. Forward mode
+and higher derivatives follow from the same rule (ordinary differentiable JAX operations).
+Forward+backward (input and weight gradients; conv3d 4x16x32^3 -> 32 k3, one core) took
+0.87-0.92x the depth planes' time at stride 1 p0 and 0.65-0.74x at stride 2 p1, where the
+planes' input- and weight-gradient convs together took 1.46x their separate times; inside
+``lax.scan`` 0.88x and 0.11x (the planes' strided gradient convs fall to XLA:CPU's slow loop
+forms there).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -40,7 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv.geometry import ConvGeometry
-from jaxconv.kernels.borrowed import ConvImpl, with_derivatives_of
+from jaxconv.kernels.borrowed import ConvImpl
 from jaxconv.kernels.windows import strided_taps
 from jaxconv.kernels.xla import conv_lax
 
@@ -125,19 +132,22 @@ def _to_channels_last(x: Array, w: Array, layout: str) -> tuple[Array, Array]:
     return x.transpose(0, 2, 3, 4, 1), w.transpose(2, 3, 4, 1, 0)
 
 
-def chunked_forward(
-    x: Array, w: Array, geom: ConvGeometry, precision: Any, rows: int | None = None
-) -> Array:
-    """The values: batched x in ``geom.layout`` (NCDHW or NDHWC), w OIDHW or DHWIO, groups
-    1 -> (N, O, od, oh, ow) or (N, od, oh, ow, O), by patch matrices of chunks of about
-    ``rows`` output positions (None: :func:`chunk_rows`; module docstring)."""
-    x, w = _to_channels_last(x, w, geom.layout)
-    n, c, o = x.shape[0], x.shape[-1], w.shape[-1]
+def _chunking(
+    x: Array, geom: ConvGeometry, rows: int | None, whole_items: bool = False
+) -> tuple[Array, tuple[int, int, int], tuple[int, int, int], Callable[[Array], Array]]:
+    """The chunks of a channels-last input x (N, D, H, W, C): the padded input, the chunk shape
+    (nb, g, rh), the chunk counts along (N, od, oh), and ``cols(i)``, chunk ``i``'s patch
+    matrix (nb*g*rh*ow, kd*kh*kw*C), taps major (row-major over the kernel), channels minor.
+    ``whole_items``: at most one batch item a chunk (nb == 1)."""
+    n, c = x.shape[0], x.shape[-1]
     kernel, stride, dilation = geom.kernel, geom.stride, geom.dilation
     (od, oh, ow), taps = geom.out_size, math.prod(kernel)
     padded = jnp.pad(x, ((0, 0), *geom.padding, (0, 0)))
     rows = chunk_rows(taps * c * x.dtype.itemsize) if rows is None else rows
-    nb, g, rh = chunk_shape(n, geom.out_size, rows)
+    if whole_items:
+        rows = min(rows, od * oh * ow)
+    shape = chunk_shape(n, geom.out_size, rows)
+    nb, g, rh = shape
     counts = (n // nb, od // g, oh // rh)
     # Input extent of a chunk: (outputs - 1) * stride + (kernel - 1) * dilation + 1 per axis.
     extent = [
@@ -145,19 +155,32 @@ def chunked_forward(
         for m, s, k, d in zip((g, rh), stride[:2], kernel[:2], dilation[:2], strict=True)
     ]
     slab = (nb, *extent, padded.shape[3], c)
-    wmat = w.reshape(taps * c, o)
 
-    def chunk(i: Array) -> Array:
+    def cols(i: Array) -> Array:
         b, rest = jnp.divmod(i, counts[1] * counts[2])
         z, r = jnp.divmod(rest, counts[2])
         start = (b * nb, z * g * stride[0], r * rh * stride[1], 0, 0)
         part = lax.dynamic_slice(padded, start, slab)  # (nb, din, hin, Wp, C)
-        cols = strided_taps(
+        taps_ = strided_taps(
             part, (1, 2, 3), kernel, ((0, 0),) * 3, (g, rh, ow), stride, dilation
         )  # taps x (nb, g, rh, ow, C)
-        cols = jnp.stack(cols, axis=4).reshape(nb * g * rh * ow, taps * c)
-        return jnp.dot(cols, wmat, precision=precision)  # (nb*g*rh*ow, O)
+        return jnp.stack(taps_, axis=4).reshape(nb * g * rh * ow, taps * c)
 
+    return padded, shape, counts, cols
+
+
+def chunked_forward(
+    x: Array, w: Array, geom: ConvGeometry, precision: Any, rows: int | None = None
+) -> Array:
+    """The values: batched x in ``geom.layout`` (NCDHW or NDHWC), w OIDHW or DHWIO, groups
+    1 -> (N, O, od, oh, ow) or (N, od, oh, ow, O), by patch matrices of chunks of about
+    ``rows`` output positions (None: :func:`chunk_rows`; module docstring)."""
+    x, w = _to_channels_last(x, w, geom.layout)
+    n, o = x.shape[0], w.shape[-1]
+    (od, oh, ow) = geom.out_size
+    _, (nb, g, rh), counts, cols = _chunking(x, geom, rows)
+    wmat = w.reshape(-1, o)  # (kd*kh*kw*C, O)
+    chunk = lambda i: jnp.dot(cols(i), wmat, precision=precision)  # noqa: E731
     y = lax.map(chunk, jnp.arange(math.prod(counts)))
     y = y.reshape(*counts, nb, g, rh, ow, o)  # (N/nb, od/g, oh/rh, nb, g, rh, ow, O)
     if geom.layout == "NDHWC":
@@ -165,7 +188,62 @@ def chunked_forward(
     return y.transpose(0, 3, 7, 1, 4, 2, 5, 6).reshape(n, o, od, oh, ow)
 
 
-_plane_patches = with_derivatives_of(chunked_forward)
+def kernel_tangent(
+    x: Array, tw: Array, geom: ConvGeometry, precision: Any, rows: int | None = None
+) -> Array:
+    """conv(x, tw) for a kernel tangent ``tw`` (x held fixed), shapes as
+    :func:`chunked_forward`, written so that its transpose, the weight gradient reverse mode
+    runs, is a loop over the same chunks: per chunk the patch matrix is rebuilt in cache
+    (``jax.checkpoint``: not stored for every chunk) and ``dy_chunk (O, rows) @ cols (rows,
+    kd*kh*kw*C)`` is added to a (O, kd*kh*kw*C) carry. Each chunk's tangent is computed as
+    ``tw^T (O, K) @ cols^T`` so that this transposed product is the canonical (M, K) @ (K, N)
+    form XLA:CPU hands to YNNPACK (the (K, rows)^T @ (rows, O) form it ran as a slower plain
+    dot). Chunks hold at most one batch item."""
+    x, tw = _to_channels_last(x, tw, geom.layout)
+    n, o = x.shape[0], tw.shape[-1]
+    (od, oh, ow) = geom.out_size
+    _, (nb, g, rh), counts, cols = _chunking(x, geom, rows, whole_items=True)
+    tw_t = tw.reshape(-1, o).T  # (O, kd*kh*kw*C)
+
+    @jax.checkpoint
+    def chunk(i: Array) -> Array:
+        return jnp.dot(tw_t, cols(i).T, precision=precision)  # (O, g*rh*ow)
+
+    y = lax.map(chunk, jnp.arange(math.prod(counts)))
+    y = y.reshape(*counts, o, g, rh, ow)  # (N, od/g, oh/rh, O, g, rh, ow)
+    if geom.layout == "NDHWC":
+        return y.transpose(0, 1, 4, 2, 5, 6, 3).reshape(n, od, oh, ow, o)
+    return y.transpose(0, 3, 1, 4, 2, 5, 6).reshape(n, o, od, oh, ow)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _plane_patches(
+    x: Array, w: Array, geom: ConvGeometry, precision: Any, tangent_conv: ConvImpl
+) -> Array:
+    """Batched x, w in ``geom``'s layouts: the chunked values (derivatives: the rule below)."""
+    return chunked_forward(x, w, geom, precision)
+
+
+@functools.partial(_plane_patches.defjvp, symbolic_zeros=True)
+def _plane_patches_jvp(
+    geom: ConvGeometry,
+    precision: Any,
+    tangent_conv: ConvImpl,
+    primals: tuple[Array, Array],
+    tangents: tuple[Any, Any],
+) -> tuple[Array, Array]:
+    """Chunked values; the input's tangent is ``tangent_conv``'s (so the input gradient is that
+    path's), the kernel's is :func:`kernel_tangent` (so the weight gradient is the chunk loop).
+    A symbolic-zero tangent (e.g. the input data's) costs nothing."""
+    (x, w), (tx, tw) = primals, tangents
+    y = chunked_forward(x, w, geom, precision)
+    terms = []
+    if not isinstance(tx, jax.custom_derivatives.SymbolicZero):
+        # Only x is differentiated: XLA drops the values tangent_conv computes alongside.
+        terms.append(jax.jvp(lambda a: tangent_conv(a, w, geom, precision), (x,), (tx,))[1])
+    if not isinstance(tw, jax.custom_derivatives.SymbolicZero):
+        terms.append(kernel_tangent(x, tw, geom, precision))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 
 def conv_plane_patches(
@@ -177,4 +255,4 @@ def conv_plane_patches(
     geometries. Returns (N, O, od, oh, ow) or (N, od, oh, ow, O)."""
     if not plane_patches_apply(geom):
         return conv_lax(x, w, geom, precision)
-    return _plane_patches(x, w, geom, precision, tangent_conv, True)
+    return _plane_patches(x, w, geom, precision, tangent_conv)
