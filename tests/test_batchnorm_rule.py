@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import with_variants
 from jax import lax
 from jax.test_util import check_grads
 
@@ -53,9 +54,17 @@ def _vjp(fn, x, weight, bias, axes, eps, cots):
     return pullback(cots)
 
 
-@pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("shape, channel", CASES)
-def test_values_and_gradients_equal_autodiff_of_the_formula_float64(variant, shape, channel, seed):
+def _case_id(case: tuple) -> str:
+    shape, channel, *seed = case
+    return "x".join(map(str, shape)) + f"-c{channel}" + "".join(f"-s{s}" for s in seed)
+
+
+@pytest.mark.parametrize(
+    ("case", "variant"),
+    with_variants([(*c, seed) for seed in range(2) for c in CASES], _case_id),
+)
+def test_values_and_gradients_equal_autodiff_of_the_formula_float64(variant, case):
+    shape, channel, seed = case
     with jax.enable_x64(True):
         x, weight, bias, cots = _draw(seed, shape, channel, np.float64)
         axes, eps = _axes(shape, channel), 1e-5
@@ -92,7 +101,10 @@ def test_numerical_gradients_in_both_modes_to_second_order(shape, channel):
             y, mean, var = batch_norm_train(x, w, b, axes, 1e-3)
             return jnp.sum(jnp.sin(y)) + jnp.sum(mean * var)
 
-        check_grads(f, (x, weight, bias), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+        # jitted: the numerical check calls f dozens of times, each a dispatch of every op
+        check_grads(
+            jax.jit(f), (x, weight, bias), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5
+        )
 
 
 def _torch_grads(torch, x, weight, bias, channel, eps, g):
@@ -114,8 +126,9 @@ def _float32_grads(fn, x, weight, bias, axes, eps, g):
     return y, *pullback((g, zeros, zeros))
 
 
-@pytest.mark.parametrize("shape, channel", CASES)
-def test_equals_torch_batch_norm_backward_float32(torch, variant, shape, channel):
+@pytest.mark.parametrize(("case", "variant"), with_variants(CASES, _case_id))
+def test_equals_torch_batch_norm_backward_float32(torch, variant, case):
+    shape, channel = case
     x, weight, bias, (g, _, _) = _draw(11, shape, channel, np.float32)
     axes, eps = _axes(shape, channel), 1e-5
     got = variant(lambda *a: _float32_grads(batch_norm_train, *a, axes, eps, g))(x, weight, bias)
