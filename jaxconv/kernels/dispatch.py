@@ -27,7 +27,12 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   (:mod:`~jaxconv.kernels.depthwise`: a sum over taps of strided slices, the weight gradient
   reduced chunk by chunk); XLA:CPU's grouped convolutions were 3-200x slower, forward or
   backward, in the measured 1-D, 2-D and 3-D layers (bfloat16 too). One input channel
-  (groups == C == 1) is an ordinary conv and keeps the rules above.
+  (groups == C == 1) is an ordinary conv and keeps the rules above. Its input gradient sums
+  each stride phase's own taps (:func:`~jaxconv.kernels.windows.phase_taps`), and where
+  :func:`~jaxconv.kernels.depthwise.joint_wins` both gradients come from one chunk loop:
+  forward+backward of the family's 3x3 layers took 0.61x (stride 2) and 0.64x (stride 1) the
+  previous rule's time channels first on one core, 0.72x NHWC at stride 2, 0.50-0.61x a
+  3-D stride-2 layer; the rest 0.91-1.03x.
 - On CPU, float32/float64 3-D convs with groups 1 run ``"planes"``
   (:mod:`~jaxconv.kernels.planes`: ONE 2-D conv over the depth taps stacked on the channel
   axis, through this dispatch), several times faster than XLA's 3-D convolution forward and

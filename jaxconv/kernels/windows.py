@@ -17,6 +17,7 @@ tap sums.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -70,6 +71,63 @@ def strided_taps(
         for axis, t, o, s, d in zip(axes, tap, out_size, stride, dilation, strict=True):
             start[axis], limit[axis] = t * d, t * d + (o - 1) * s + 1
         taps.append(lax.slice(padded, start, limit, strides))
+    return taps
+
+
+def phase_taps(
+    x: Array,
+    axes: Ints,
+    kernel: Ints,
+    pads: Pads,
+    out_size: Ints,
+    stride: Ints,
+    dilation: Ints | None = None,
+) -> list[Array]:
+    """The same ``prod(kernel)`` zero-padded taps as :func:`strided_taps`, each a contiguous
+    slice of one stride phase of the padded input.
+
+    Each spatial axis is zero-padded to ``q * s`` and viewed as (q, s); the phase axes move
+    in front and ``lax.split`` cuts the ``prod(s)`` phases apart. Tap ``t`` along an axis is
+    element ``i * s + t * d = (i + t*d // s) * s + t*d % s``: phase ``t*d % s``, rows from
+    ``t*d // s``.
+
+    Why: linear code written this way transposes (reverse mode) into plain pads of each
+    phase's cotangent and ONE concatenate of the phases (``split``'s transpose), each phase
+    summing only its own taps at a quarter of the size (stride 2 in 2-D). The transpose of
+    :func:`strided_taps` is a pad with interior padding per tap, which XLA:CPU evaluates,
+    with its bounds and parity tests, for every tap at every input element.
+    """
+    dilation = dilation or (1,) * len(axes)
+    config = [(0, 0, 0)] * x.ndim
+    rows = []
+    for axis, (lo, hi), s in zip(axes, pads, stride, strict=True):
+        q = -(-(x.shape[axis] + lo + hi) // s)  # covers every tap: (o-1)*s + t*d < q*s
+        rows.append(q)
+        config[axis] = (lo, q * s - x.shape[axis] - lo, 0)
+    padded = lax.pad(x, np.array(0, dtype=x.dtype), config)
+    shape, phase_axes, other_axes = [], [], []
+    for axis, size in enumerate(x.shape):
+        if axis in axes:
+            i = axes.index(axis)
+            other_axes.append(len(shape))
+            phase_axes.append(len(shape) + 1)
+            shape += [rows[i], stride[i]]
+        else:
+            other_axes.append(len(shape))
+            shape.append(size)
+    rest = tuple(shape[a] for a in other_axes)  # x's axes, spatial sizes q
+    count = math.prod(stride)
+    phased = padded.reshape(shape).transpose(phase_axes + other_axes).reshape(count, *rest)
+    phases = [p.reshape(rest) for p in lax.split(phased, (1,) * count, 0)]
+    taps = []
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        offsets = [t * d for t, d in zip(tap, dilation, strict=True)]
+        residues = [o % s for o, s in zip(offsets, stride, strict=True)]
+        phase = int(np.ravel_multi_index(residues, stride))
+        start, limit = [0] * x.ndim, list(rest)
+        for axis, o, s, n in zip(axes, offsets, stride, out_size, strict=True):
+            start[axis], limit[axis] = o // s, o // s + n
+        taps.append(lax.slice(phases[phase], start, limit))
     return taps
 
 
