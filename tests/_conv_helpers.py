@@ -7,6 +7,7 @@ test files build the cases (forward conv or transposed conv) and pass the ops in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -156,6 +157,53 @@ def assert_scan_vmap_like_lax(conv: Callable, impl: str, x: np.ndarray, w: np.nd
         np.testing.assert_allclose(got, want, rtol=1e-10)
         for g, h in zip(gg, gw, strict=True):
             np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-10)
+
+
+def assert_gradients_like_lax(
+    apply: Callable,
+    impl: str,
+    arrays: tuple,
+    variant: Callable,
+    argnums: tuple[int, ...],
+    seed: int,
+) -> None:
+    """Reverse mode in float64: the gradients w.r.t. ``argnums`` of ``<apply(impl, x, w, b),
+    ct>`` (``ct`` a seeded cotangent), computed under ``variant``, equal ``impl="lax"``'s
+    (jitted) to 1e-10. ``apply(impl, x, w, b)`` is the case's conv by ``impl``; ``arrays`` is
+    ``(x, w, b)`` in its layout (``b`` may be None; then ``argnums`` must leave out 2)."""
+
+    def grads(impl: str, x: Any, w: Any, b: Any, ct: Any) -> tuple:
+        return jax.grad(lambda x, w, b: jnp.sum(apply(impl, x, w, b) * ct), argnums)(x, w, b)
+
+    with jax.enable_x64(True):
+        shape = jax.eval_shape(lambda x, w, b: apply("lax", x, w, b), *arrays).shape
+        ct = np.random.default_rng(seed).standard_normal(shape)
+        want = jax.jit(functools.partial(grads, "lax"))(*arrays, ct)
+        got = variant(functools.partial(grads, impl))(*arrays, ct)
+        for g, h in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+
+
+def assert_forward_mode_like_lax(
+    apply: Callable, impl: str, arrays: tuple, seed: int, alone: int | None = None
+) -> None:
+    """Forward mode in float64: ``jax.jvp`` of ``apply(impl, x, w, b)`` in ``x`` and ``w``
+    with seeded tangents equals ``impl="lax"``'s to 1e-10; with ``alone`` (0: x, 1: w) also
+    the jvp in that argument alone (the other's tangent a symbolic zero)."""
+    x, w, b = arrays
+    r = np.random.default_rng(seed)
+    tangents = (r.standard_normal(np.shape(x)), r.standard_normal(np.shape(w)))
+
+    def jvps(impl: str) -> tuple:
+        out = jax.jvp(lambda x, w: apply(impl, x, w, b), (x, w), tangents)
+        if alone is None:
+            return out
+        only = lambda a: apply(impl, *((a, w) if alone == 0 else (x, a)), b)  # noqa: E731
+        return (*out, *jax.jvp(only, (arrays[alone],), (tangents[alone],)))
+
+    with jax.enable_x64(True):
+        for g, h in zip(jvps(impl), jvps("lax"), strict=True):
+            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
 #: The padding forms the seeded N-D sweeps draw from, by case index modulo 6.

@@ -8,11 +8,19 @@ the impl names each rank refuses."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _conv_helpers import assert_scan_vmap_like_lax, case_arrays, case_geometry
+from _conv_helpers import (
+    assert_forward_mode_like_lax,
+    assert_gradients_like_lax,
+    assert_scan_vmap_like_lax,
+    case_arrays,
+    case_geometry,
+)
 from conftest import with_variants
 from jax.test_util import check_grads
 
@@ -128,16 +136,6 @@ def _apply(c: dict, impl: str, x, w, b):
     return CONVS[c["n"]](x, w, b, **_geometry(c), layout=layout, impl=impl)
 
 
-def _grads(c: dict, impl: str, xl, wl, b, ct) -> tuple:
-    """Reverse mode: gradients of <conv(x, w, b), ct> w.r.t. x, w (and b)."""
-
-    def loss(x, w, b):
-        return jnp.sum(_apply(c, impl, x, w, b) * ct)
-
-    argnums = (0, 1, 2) if b is not None else (0, 1)
-    return jax.grad(loss, argnums=argnums)(xl, wl, b)
-
-
 @pytest.mark.parametrize(
     ("c", "variant"), with_variants([c for c in CASES if c["i"] % 4 == 0], _case_id)
 )
@@ -145,26 +143,19 @@ def test_depthwise_gradients_match_lax_eager_and_jitted(c, variant):
     """depthwise's gradients (under ``variant``) against lax's (jitted)."""
     x, w, b = _arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
-    with jax.enable_x64(True):
-        shape = jax.eval_shape(lambda x, w, b: _apply(c, "lax", x, w, b), xl, wl, b).shape
-        ct = np.random.default_rng(100 + c["i"]).standard_normal(shape)
-        want = jax.jit(lambda x, w, b, ct: _grads(c, "lax", x, w, b, ct))(xl, wl, b, ct)
-        got = variant(lambda x, w, b, ct: _grads(c, "depthwise", x, w, b, ct))(xl, wl, b, ct)
-        for g, h in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    argnums = (0, 1, 2) if b is not None else (0, 1)
+    assert_gradients_like_lax(
+        functools.partial(_apply, c), "depthwise", (xl, wl, b), variant, argnums, 100 + c["i"]
+    )
 
 
 @pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 5 == 1], ids=_case_id)
 def test_depthwise_forward_mode_matches_lax(c):
     x, w, b = _arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
-    r = np.random.default_rng(200 + c["i"])
-    tx, tw = r.standard_normal(xl.shape), r.standard_normal(wl.shape)
-    with jax.enable_x64(True):
-        want = jax.jvp(lambda x, w: _apply(c, "lax", x, w, b), (xl, wl), (tx, tw))
-        got = jax.jvp(lambda x, w: _apply(c, "depthwise", x, w, b), (xl, wl), (tx, tw))
-        for g, h in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    assert_forward_mode_like_lax(
+        functools.partial(_apply, c), "depthwise", (xl, wl, b), 200 + c["i"]
+    )
 
 
 def test_second_order_derivatives_in_both_modes():

@@ -8,6 +8,7 @@ choice; and the fallback elsewhere."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -16,6 +17,8 @@ import numpy as np
 import pytest
 from _conv_helpers import (
     PADDING_FORMS,
+    assert_forward_mode_like_lax,
+    assert_gradients_like_lax,
     assert_scan_vmap_like_lax,
     case_arrays,
     case_geometry,
@@ -122,13 +125,6 @@ def test_chunks_split_along_every_axis_match_reference(c):
         np.testing.assert_allclose(jax.jit(f)(xl, wl), want, rtol=1e-10, atol=1e-10)
 
 
-def _grads(c: dict, impl: str, x, w, b, ct) -> tuple:
-    """Reverse mode: gradients of <conv3d(x, w, b), ct> w.r.t. x, w (and b), or w alone for
-    every other case (the input then has no tangent)."""
-    argnums = ((0, 1, 2) if b is not None else (0, 1)) if c["i"] % 2 else (1,)
-    return jax.grad(lambda x, w, b: jnp.sum(_apply(c, impl, x, w, b) * ct), argnums)(x, w, b)
-
-
 @pytest.mark.parametrize(
     ("c", "variant"), with_variants([c for c in CASES if c["i"] % 3 == 1][:5], _case_id)
 )
@@ -136,28 +132,19 @@ def test_plane_patches_gradients_match_lax_eager_and_jitted(c, variant):
     """plane_patches' gradients (under ``variant``) against lax's (jitted)."""
     x, w, b = case_arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
-    with jax.enable_x64(True):
-        shape = jax.eval_shape(lambda x, w, b: _apply(c, "lax", x, w, b), xl, wl, b).shape
-        ct = np.random.default_rng(100 + c["i"]).standard_normal(shape)
-        want = jax.jit(lambda x, w, b, ct: _grads(c, "lax", x, w, b, ct))(xl, wl, b, ct)
-        got = variant(lambda x, w, b, ct: _grads(c, "plane_patches", x, w, b, ct))(xl, wl, b, ct)
-        for g, h in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    argnums = ((0, 1, 2) if b is not None else (0, 1)) if c["i"] % 2 else (1,)
+    assert_gradients_like_lax(
+        functools.partial(_apply, c), "plane_patches", (xl, wl, b), variant, argnums, 100 + c["i"]
+    )
 
 
 @pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 5 == 2][:3], ids=_case_id)
 def test_plane_patches_forward_mode_matches_lax(c):
     x, w, b = case_arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
-    r = np.random.default_rng(200 + c["i"])
-    tx, tw = r.standard_normal(xl.shape), r.standard_normal(wl.shape)
-    with jax.enable_x64(True):
-        want = jax.jvp(lambda x, w: _apply(c, "lax", x, w, b), (xl, wl), (tx, tw))
-        got = jax.jvp(lambda x, w: _apply(c, "plane_patches", x, w, b), (xl, wl), (tx, tw))
-        one = jax.jvp(lambda x: _apply(c, "plane_patches", x, wl, b), (xl,), (tx,))
-        one_lax = jax.jvp(lambda x: _apply(c, "lax", x, wl, b), (xl,), (tx,))
-        for g, h in zip((*got, *one), (*want, *one_lax), strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    assert_forward_mode_like_lax(
+        functools.partial(_apply, c), "plane_patches", (xl, wl, b), 200 + c["i"], alone=0
+    )
 
 
 def test_chunk_shape_divides_and_fills_rows_then_planes_then_batch():

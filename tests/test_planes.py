@@ -7,12 +7,16 @@ stacking's channel order; the auto choice; and the fallback elsewhere."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from _conv_helpers import (
     PADDING_FORMS,
+    assert_forward_mode_like_lax,
+    assert_gradients_like_lax,
     assert_scan_vmap_like_lax,
     case_arrays,
     case_geometry,
@@ -103,12 +107,6 @@ def test_planes_match_reference_and_torch(c, variant, torch):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
-def _grads(c: dict, impl: str, x, w, b, ct) -> tuple:
-    """Reverse mode: gradients of <conv3d(x, w, b), ct> w.r.t. x, w (and b)."""
-    argnums = (0, 1, 2) if b is not None else (0, 1)
-    return jax.grad(lambda x, w, b: jnp.sum(_apply(c, impl, x, w, b) * ct), argnums)(x, w, b)
-
-
 @pytest.mark.parametrize(
     ("c", "variant"), with_variants([c for c in CASES if c["i"] % 3 == 1], _case_id)
 )
@@ -116,26 +114,17 @@ def test_planes_gradients_match_lax_eager_and_jitted(c, variant):
     """planes' gradients (under ``variant``) against lax's (jitted)."""
     x, w, b = _arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
-    with jax.enable_x64(True):
-        shape = jax.eval_shape(lambda x, w, b: _apply(c, "lax", x, w, b), xl, wl, b).shape
-        ct = np.random.default_rng(100 + c["i"]).standard_normal(shape)
-        want = jax.jit(lambda x, w, b, ct: _grads(c, "lax", x, w, b, ct))(xl, wl, b, ct)
-        got = variant(lambda x, w, b, ct: _grads(c, "planes", x, w, b, ct))(xl, wl, b, ct)
-        for g, h in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    argnums = (0, 1, 2) if b is not None else (0, 1)
+    assert_gradients_like_lax(
+        functools.partial(_apply, c), "planes", (xl, wl, b), variant, argnums, 100 + c["i"]
+    )
 
 
 @pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 4 == 2], ids=_case_id)
 def test_planes_forward_mode_matches_lax(c):
     x, w, b = _arrays(c)
     xl, wl, _ = _in_layout(c, x, w)
-    r = np.random.default_rng(200 + c["i"])
-    tx, tw = r.standard_normal(xl.shape), r.standard_normal(wl.shape)
-    with jax.enable_x64(True):
-        want = jax.jvp(lambda x, w: _apply(c, "lax", x, w, b), (xl, wl), (tx, tw))
-        got = jax.jvp(lambda x, w: _apply(c, "planes", x, w, b), (xl, wl), (tx, tw))
-        for g, h in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    assert_forward_mode_like_lax(functools.partial(_apply, c), "planes", (xl, wl, b), 200 + c["i"])
 
 
 @pytest.mark.parametrize("layout", ["NCDHW", "NDHWC"])
