@@ -3,7 +3,8 @@ XLA:CPU by kernels.dispatch.stores_max_pool_selection): the same values and grad
 bit, as the rule that leaves the selection to XLA, in reverse and forward mode, eager and
 jitted; gradients equal PyTorch's (ties, -inf and NaN included) and values the float64
 reference, over seeded random 1-D, 2-D and 3-D geometries (strides, padding, dilation, ceil
-mode, both layouts).
+mode, both layouts); ResNet's stem pool in NCHW, NHWC and CHWN against torch's indices in
+both modes.
 """
 
 from __future__ import annotations
@@ -180,3 +181,47 @@ def test_stored_survives_compilation():
 def test_stored_refuses_floats():
     with pytest.raises(TypeError, match="x must be an integer or boolean"):
         stored(jnp.zeros(3))
+
+
+# --- ResNet's stem pool (3x3, stride 2, padding 1) in every 2-D layout -------------------------
+
+STEM = dict(kernel_size=3, stride=2, padding=1)
+LAYOUT_AXES = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 2, 3, 1), "CHWN": (1, 2, 3, 0)}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "CHWN"])
+@pytest.mark.parametrize("seed", range(2))
+def test_stem_pool_both_modes_follow_torch_indices(torch, layout, seed):
+    """Values equal the float64 reference and torch; the reverse-mode gradient equals torch's;
+    the forward-mode tangent is the tangent at torch's index (ties and NaN included), eager
+    and jitted alike."""
+    rng = np.random.default_rng(700 + seed)
+    shape = (3, 4, int(rng.integers(7, 13)), int(rng.integers(7, 13)))  # NCHW
+    x = _values(rng, shape, special=True)
+    t = rng.standard_normal(shape).astype(np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    ty, index = torch.nn.functional.max_pool2d(tx, **STEM, return_indices=True)
+    ct = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(ct))
+    flat = t.reshape(*shape[:2], -1)
+    tangent = np.take_along_axis(flat, index.numpy().reshape(*shape[:2], -1), axis=2)
+    tangent = tangent.reshape(ty.shape)
+
+    axes = LAYOUT_AXES[layout]
+    to = lambda a: np.ascontiguousarray(a.transpose(axes))  # noqa: E731
+    back = lambda a: np.asarray(a).transpose(np.argsort(axes))  # noqa: E731
+    f = lambda a: jaxconv.max_pool2d(a, **STEM, layout=layout)  # noqa: E731
+    g = lambda a: jax.grad(lambda b: jnp.sum(f(b) * to(ct)))(a)  # noqa: E731
+    jvp = lambda a, d: jax.jvp(f, (a,), (d,))  # noqa: E731
+    want_y = reference.max_pool2d(x.astype(np.float64), **STEM)
+    runs = []
+    for wrap in (lambda h: h, jax.jit):
+        y, dy = wrap(jvp)(to(x), to(t))
+        runs.append((back(y), back(wrap(g)(to(x))), back(dy)))
+    for y, grad, dy in runs:
+        np.testing.assert_array_equal(y, want_y.astype(np.float32))
+        np.testing.assert_array_equal(y, ty.detach().numpy())
+        np.testing.assert_array_equal(grad, tx.grad.numpy())
+        np.testing.assert_array_equal(dy, tangent)
+    for a, b in zip(runs[0], runs[1], strict=True):  # eager == jit, bit for bit
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
