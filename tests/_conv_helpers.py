@@ -233,3 +233,19 @@ def fitting_size(
         max(1, int(d[a] * (k[a] - 1) + 1 - sum(pads[a]) + r.integers(0, spread)))
         for a in range(len(k))
     )
+
+
+def draw_3d_geometry(r: np.random.Generator, i: int, max_stride: int, spread: int) -> dict:
+    """The geometry of seeded 3-D sweep case ``i``, drawn from ``r`` in this order: kernel
+    (1-3) and dilation (1-2) per axis, stride (1 to ``max_stride`` per axis; 1 with padding
+    ``"same"``), padding of the form ``PADDING_FORMS[i % 6]``, and an input size the kernel
+    fits on (:func:`fitting_size` with ``spread``). Keys: k, dilation, stride, padding, size."""
+    k = tuple(int(v) for v in r.integers(1, 4, 3))
+    d = tuple(int(v) for v in r.integers(1, 3, 3))
+    form = PADDING_FORMS[i % 6]
+    stride = tuple(int(v) for v in r.integers(1, max_stride + 1, 3))
+    padding = draw_padding(r, form, 3)
+    if form == "same":
+        stride = (1, 1, 1)
+    size = fitting_size(r, padding, k, d, spread)
+    return dict(k=k, dilation=d, stride=stride, padding=padding, size=size)

@@ -16,14 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _conv_helpers import (
-    PADDING_FORMS,
     assert_forward_mode_like_lax,
     assert_gradients_like_lax,
     assert_scan_vmap_like_lax,
     case_arrays,
     case_geometry,
-    draw_padding,
-    fitting_size,
+    draw_3d_geometry,
 )
 from conftest import with_variants
 
@@ -38,18 +36,11 @@ def _make_case(i: int) -> dict:
     """One seeded groups-1 3-D geometry: channels, kernel, stride, dilation, a padding form,
     layout, batch (None: unbatched), bias and the chunk size (None: the default)."""
     r = np.random.default_rng(7000 + i)
-    k = tuple(int(v) for v in r.integers(1, 4, 3))
-    d = tuple(int(v) for v in r.integers(1, 3, 3))
-    form = PADDING_FORMS[i % 6]
-    stride = tuple(int(v) for v in r.integers(1, 4, 3))
-    padding = draw_padding(r, form, 3)
-    if form == "same":
-        stride = (1, 1, 1)
-    size = fitting_size(r, padding, k, d, 6)
+    geometry = draw_3d_geometry(r, i, max_stride=3, spread=6)
     return dict(
-        i=i, groups=1, c=int(r.integers(1, 6)), o=int(r.integers(1, 6)), k=k, size=size,
-        stride=stride, padding=padding, dilation=d, batch=[None, 1, 3][i % 3],
-        bias=bool(i % 4), last=bool((i // 2) % 2), rows=[None, 1, None, 7][i % 4],
+        i=i, **geometry, groups=1, c=int(r.integers(1, 6)), o=int(r.integers(1, 6)),
+        batch=[None, 1, 3][i % 3], bias=bool(i % 4), last=bool((i // 2) % 2),
+        rows=[None, 1, None, 7][i % 4],
     )  # fmt: skip
 
 

@@ -18,7 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _conv_helpers import PADDING_FORMS, case_arrays, case_geometry, draw_padding, fitting_size
+from _conv_helpers import (
+    case_arrays,
+    case_geometry,
+    draw_3d_geometry,
+)
 from conftest import with_variants
 
 import jaxconv
@@ -31,17 +35,10 @@ def _make_case(i: int) -> dict:
     """One seeded groups-1 3-D geometry: channels, kernel, stride, dilation, a padding form,
     layout, batch (None: unbatched) and a chunk size for the kernel tangent alone."""
     r = np.random.default_rng(9100 + i)
-    k = tuple(int(v) for v in r.integers(1, 4, 3))
-    d = tuple(int(v) for v in r.integers(1, 3, 3))
-    form = PADDING_FORMS[i % 6]
-    stride = tuple(int(v) for v in r.integers(1, 4, 3))
-    padding = draw_padding(r, form, 3)
-    if form == "same":
-        stride = (1, 1, 1)
-    size = fitting_size(r, padding, k, d, 5)
+    geometry = draw_3d_geometry(r, i, max_stride=3, spread=5)
     return dict(
-        i=i, groups=1, c=int(r.integers(1, 5)), o=int(r.integers(1, 5)), k=k, size=size,
-        stride=stride, padding=padding, dilation=d, batch=[None, 1, 3][i % 3], bias=False,
+        i=i, **geometry, groups=1, c=int(r.integers(1, 5)), o=int(r.integers(1, 5)),
+        batch=[None, 1, 3][i % 3], bias=False,
         last=bool((i // 3) % 2), rows=[1, 5, 16][i % 3],
     )  # fmt: skip
 

@@ -14,14 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _conv_helpers import (
-    PADDING_FORMS,
     assert_forward_mode_like_lax,
     assert_gradients_like_lax,
     assert_scan_vmap_like_lax,
     case_arrays,
     case_geometry,
-    draw_padding,
-    fitting_size,
+    draw_3d_geometry,
 )
 from conftest import with_variants
 
@@ -38,18 +36,10 @@ def _make_case(i: int) -> dict:
     r = np.random.default_rng(3000 + i)
     groups = int(r.choice([1, 1, 2, 3]))
     cg, og = int(r.integers(1, 3)), int(r.integers(1, 3))
-    k = tuple(int(v) for v in r.integers(1, 4, 3))
-    d = tuple(int(v) for v in r.integers(1, 3, 3))
-    form = PADDING_FORMS[i % 6]
-    stride = tuple(int(v) for v in r.integers(1, 3, 3))
-    padding = draw_padding(r, form, 3)
-    if form == "same":
-        stride = (1, 1, 1)
-    size = fitting_size(r, padding, k, d, 4)
+    geometry = draw_3d_geometry(r, i, max_stride=2, spread=4)
     return dict(
-        i=i, groups=groups, c=cg * groups, o=og * groups, k=k, size=size, stride=stride,
-        padding=padding, dilation=d, batch=[None, 1, 2][i % 3], bias=bool(i % 4),
-        last=bool((i // 2) % 2),
+        i=i, **geometry, groups=groups, c=cg * groups, o=og * groups,
+        batch=[None, 1, 2][i % 3], bias=bool(i % 4), last=bool((i // 2) % 2),
     )  # fmt: skip
 
 
