@@ -7,11 +7,8 @@ into a full-size buffer); jaxconv's registry already has paths with fast derivat
 How: a ``custom_jvp`` whose primal output is ``forward``'s and whose tangent is the tangent of
 ``tangent_conv`` (an entry of the conv registry computing the same function). Forward mode,
 reverse mode (JAX transposes that tangent) and higher derivatives are then those of
-``tangent_conv``. The values of a differentiated call are ``forward``'s, and XLA removes the
-ones ``tangent_conv`` computes alongside its tangent; or, with ``shared_values``,
-``tangent_conv``'s, which share work with its derivatives (e.g. an input copy both use), so a
-differentiated call runs exactly ``tangent_conv``: for layers where its forward and backward
-together were faster than ``forward`` plus its backward.
+``tangent_conv``. The values of a differentiated call are ``forward``'s too, and XLA removes
+the ones ``tangent_conv`` computes alongside its tangent.
 """
 
 from __future__ import annotations
@@ -28,22 +25,16 @@ from jaxconv.geometry import ConvGeometry
 Array = jax.Array
 
 ConvImpl = Callable[[Array, Array, ConvGeometry, Any], Array]
-BorrowingConv = Callable[[Array, Array, ConvGeometry, Any, ConvImpl, bool], Array]
+BorrowingConv = Callable[[Array, Array, ConvGeometry, Any, ConvImpl], Array]
 
 
 def with_derivatives_of(forward: ConvImpl) -> BorrowingConv:
-    """``f(x, w, geom, precision, tangent_conv, shared_values)``: ``forward(x, w, geom,
-    precision)``'s values with ``tangent_conv``'s derivatives (every argument after ``w`` is
-    static; ``shared_values``: a differentiated call takes ``tangent_conv``'s values)."""
+    """``f(x, w, geom, precision, tangent_conv)``: ``forward(x, w, geom, precision)``'s values
+    with ``tangent_conv``'s derivatives (every argument after ``w`` is static)."""
 
-    @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
     def conv(
-        x: Array,
-        w: Array,
-        geom: ConvGeometry,
-        precision: Any,
-        tangent_conv: ConvImpl,
-        shared_values: bool,
+        x: Array, w: Array, geom: ConvGeometry, precision: Any, tangent_conv: ConvImpl
     ) -> Array:
         return forward(x, w, geom, precision)
 
@@ -52,7 +43,6 @@ def with_derivatives_of(forward: ConvImpl) -> BorrowingConv:
         geom: ConvGeometry,
         precision: Any,
         tangent_conv: ConvImpl,
-        shared_values: bool,
         primals: tuple[Array, Array],
         tangents: tuple[Any, Any],
     ) -> tuple[Array, Array]:
@@ -71,7 +61,6 @@ def with_derivatives_of(forward: ConvImpl) -> BorrowingConv:
             a, b = (next(given) if keep else v for v, keep in zip((x, w), live, strict=True))
             return tangent_conv(a, b, geom, precision)
 
-        y, ty = jax.jvp(conv_of_live, args, dots)
-        return (y if shared_values else forward(x, w, geom, precision)), ty
+        return forward(x, w, geom, precision), jax.jvp(conv_of_live, args, dots)[1]
 
     return conv

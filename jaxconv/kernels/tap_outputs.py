@@ -81,4 +81,4 @@ def conv_tap_outputs(
     ``tangent_conv`` (default: XLA's conv); lax for other geometries. Returns (N, O, ol)."""
     if not tap_outputs_apply(geom, x.dtype.itemsize):
         return conv_lax(x, w, geom, precision)
-    return _tap_outputs(x, w, geom, precision, tangent_conv, False)
+    return _tap_outputs(x, w, geom, precision, tangent_conv)
