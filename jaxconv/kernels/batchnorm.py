@@ -30,12 +30,28 @@ def _per_channel(v: Array, axes: tuple[int, ...]) -> Array:
     return jnp.expand_dims(v, axes)
 
 
-def _statistics(x: Array, axes: tuple[int, ...], eps: float) -> tuple[Array, Array, Array]:
-    """The batch's mean, biased variance and ``rsqrt(var + eps)`` over ``axes``, each (C,):
-    two passes (the variance of ``x - mean``), exact for inputs with large means."""
+def normalise(
+    x: Array,
+    mean: Array,
+    var: Array,
+    weight: Array,
+    bias: Array,
+    axes: tuple[int, ...],
+    eps: float,
+) -> tuple[Array, Array, Array]:
+    """Batch norm with given (C,) statistics (the batch's, or running ones in evaluation):
+    ``(y, xhat, rstd)`` with ``rstd = rsqrt(var + eps)``, ``xhat = (x - mean) * rstd`` and
+    ``y = xhat * weight + bias``, the (C,) vectors broadcast over ``axes``."""
+    rstd = lax.rsqrt(var + eps)
+    xhat = (x - _per_channel(mean, axes)) * _per_channel(rstd, axes)
+    return xhat * _per_channel(weight, axes) + _per_channel(bias, axes), xhat, rstd
+
+
+def _statistics(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    """The batch's mean and biased variance over ``axes``, each (C,): two passes (the
+    variance of ``x - mean``), exact for inputs with large means."""
     mean = jnp.mean(x, axis=axes)
-    var = jnp.mean(jnp.square(x - _per_channel(mean, axes)), axis=axes)
-    return mean, var, lax.rsqrt(var + eps)
+    return mean, jnp.mean(jnp.square(x - _per_channel(mean, axes)), axis=axes)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
@@ -50,9 +66,8 @@ def batch_norm_train(
     biased variance (for running statistics). Differentiable in every argument, in both
     modes; the reverse pass takes the closed form of the module docstring.
     """
-    mean, var, rstd = _statistics(x, axes, eps)
-    xhat = (x - _per_channel(mean, axes)) * _per_channel(rstd, axes)
-    return xhat * _per_channel(weight, axes) + _per_channel(bias, axes), mean, var
+    mean, var = _statistics(x, axes)
+    return normalise(x, mean, var, weight, bias, axes, eps)[0], mean, var
 
 
 @batch_norm_train.defjvp
@@ -61,9 +76,8 @@ def _batch_norm_train_jvp(
 ) -> tuple[tuple[Array, Array, Array], tuple[Array, Array, Array]]:
     (x, weight, bias), (tx, tw, tb) = primals, tangents
     count = x.size // weight.size  # values per channel
-    mean, var, rstd = _statistics(x, axes, eps)
-    xhat = (x - _per_channel(mean, axes)) * _per_channel(rstd, axes)
-    y = xhat * _per_channel(weight, axes) + _per_channel(bias, axes)
+    mean, var = _statistics(x, axes)
+    y, xhat, rstd = normalise(x, mean, var, weight, bias, axes, eps)
     # Per-channel sums of the tangent, then per-channel coefficients: the transpose of this
     # is sum(g) and sum(g * xhat) (independent of each other) and one elementwise pass for dx.
     sum_t = jnp.sum(tx, axis=axes)

@@ -7,9 +7,8 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
-from jaxconv.kernels.batchnorm import batch_norm_train
+from jaxconv.kernels.batchnorm import batch_norm_train, normalise
 from jaxconv.nn._common import Array, check_layer_layout
 
 
@@ -96,10 +95,7 @@ class _BatchNorm(nn.Module):
                 running_var.value = ((1 - m) * running_var.value + m * unbiased).astype(dtype)
         else:
             mean, var = running_mean.value.astype(acc), running_var.value.astype(acc)
-            y = (xf - jnp.expand_dims(mean, axes)) * jnp.expand_dims(
-                lax.rsqrt(var + self.eps), axes
-            )
-            y = y * jnp.expand_dims(weight, axes) + jnp.expand_dims(bias, axes)
+            y = normalise(xf, mean, var, weight, bias, axes, self.eps)[0]
         return y.astype(jnp.result_type(x.dtype, dtype) if self.affine else x.dtype)
 
 
