@@ -91,12 +91,16 @@ def _opinfo(name: str, variant: str) -> Any:
 @functools.cache
 def _samples(name: str, variant: str, dtype: str, limit: int) -> list[Any]:
     """At most ``limit`` of one OpInfo's sample inputs in ``dtype`` (every k-th), with
-    torch's RNG seeded; pairs (index in torch's list, sample)."""
+    torch's RNG seeded once; pairs (index in torch's list, sample).
+
+    The OpInfo's own generator (``sample_inputs_func``), not ``sample_inputs()``: that one
+    wraps it in torch's test tracking, which walks the Python stack and reseeds every RNG
+    before each sample: most of the time each pytest worker spent collecting the suite."""
     import torch
 
     torch.manual_seed(0)
     info = _opinfo(name, variant)
-    samples = list(info.sample_inputs("cpu", getattr(torch, dtype), requires_grad=True))
+    samples = list(info.sample_inputs_func(info, "cpu", getattr(torch, dtype), True))
     step = max(1, math.ceil(len(samples) / limit))
     return [(i, s) for i, s in enumerate(samples) if i % step == 0]
 
@@ -109,7 +113,7 @@ def _errors(name: str, variant: str) -> list[Any]:
     info = _opinfo(name, variant)
     if info.error_inputs_func is None:
         return []
-    return list(info.error_inputs("cpu"))
+    return list(info.error_inputs_func(info, "cpu"))
 
 
 def _variant_id(name: str, variant: str) -> str:
