@@ -6,8 +6,8 @@
      (1, 96, 54, 54) ... Linear (1, 10)) and its parameter count (46,764,746).
   2. Training through ``jaxconv.train.fit`` with the book's recipe (``jaxconv.recipes``: SGD
      lr 0.01, batch 128, 10 epochs, the 28x28 images resized to 224 on device): hours on a
-     CPU. ``--quick``: one epoch on the first 32/16 images at 193 px (the smallest AlexNet
-     takes), batch 16. Rerunning continues the run in ``<out-dir>/run`` from its checkpoint.
+     CPU. ``--quick``: one epoch on the first 8/4 images at 193 px (the smallest AlexNet
+     takes), batch 4. Rerunning continues the run in ``<out-dir>/run`` from its checkpoint.
   3. Figures: the learned 11x11 first-layer kernels (``alexnet_kernels.png``) and the run's
      ``curves.png``.
 Needs the Fashion-MNIST IDX files (Debian's ``dataset-fashion-mnist``, or ``--data-dir``).
@@ -27,7 +27,7 @@ from _common import cli, out_dir  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/09_alexnet")  # figures and tables go here
-    quick: bool = False  # 32 training / 16 test images at 193 px, 1 epoch, batch 16
+    quick: bool = False  # 8 training / 4 test images at 193 px, 1 epoch, batch 4
     epochs: int = 10  # the book trains 10
     image_size: int = 224  # the book's resize
     data_dir: str = ""  # empty: $JAXCONV_DATA_DIR or /usr/share/datasets/fashion-mnist

@@ -8,8 +8,8 @@
      quarter-width VGG-11 the book trains (``VGG11_SMALL``, ``--model vgg11_small``).
   2. Training the small VGG-11 through ``jaxconv.train.fit`` with the book's recipe (SGD lr
      0.05, batch 128, 10 epochs, images resized to 224 on device): hours on a CPU.
-     ``--quick``: one epoch on the first 32/16 images at 224 px (the smallest VGG takes:
-     five halvings to 7x7), batch 16.
+     ``--quick``: one epoch on the first 8/4 images at 224 px (the smallest VGG takes:
+     five halvings to 7x7), batch 4.
   3. Figures: the channels and side of each block's output (``vgg_blocks.png``) and the run's
      ``curves.png``.
 Needs the Fashion-MNIST IDX files (Debian's ``dataset-fashion-mnist``, or ``--data-dir``).
@@ -31,7 +31,7 @@ from _common import cli, out_dir, save  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/10_vgg")  # figures and tables go here
-    quick: bool = False  # 32 training / 16 test images at 224 px, 1 epoch, batch 16
+    quick: bool = False  # 8 training / 4 test images at 224 px, 1 epoch, batch 4
     epochs: int = 10  # the book trains 10
     image_size: int = 224  # the book's resize
     data_dir: str = ""  # empty: $JAXCONV_DATA_DIR or /usr/share/datasets/fashion-mnist

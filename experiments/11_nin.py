@@ -7,7 +7,7 @@
      parameter count (1,992,166): no fully connected layer at all.
   2. Training through ``jaxconv.train.fit`` with the book's recipe (SGD lr 0.1, batch 128,
      10 epochs, images resized to 224 on device): hours on a CPU. ``--quick``: one epoch on
-     the first 32/16 images at 67 px (the smallest NiN takes), batch 16.
+     the first 8/4 images at 67 px (the smallest NiN takes), batch 4.
   3. Figures: where the parameters are, NiN against AlexNet (``nin_params.png``: AlexNet's
      are nearly all in its dense layers, NiN has none), and the run's ``curves.png``.
 Needs the Fashion-MNIST IDX files (Debian's ``dataset-fashion-mnist``, or ``--data-dir``).
@@ -32,7 +32,7 @@ from _common import cli, out_dir, save  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/11_nin")  # figures and tables go here
-    quick: bool = False  # 32 training / 16 test images at 67 px, 1 epoch, batch 16
+    quick: bool = False  # 8 training / 4 test images at 67 px, 1 epoch, batch 4
     epochs: int = 10  # the book trains 10
     image_size: int = 224  # the book's resize
     data_dir: str = ""  # empty: $JAXCONV_DATA_DIR or /usr/share/datasets/fashion-mnist

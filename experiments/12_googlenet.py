@@ -6,7 +6,7 @@
      64, 24, 24) ... b5 (1, 1024), Linear (1, 10)) and its parameter count (5,977,530).
   2. Training through ``jaxconv.train.fit`` with the book's recipe (SGD lr 0.1, batch 128,
      10 epochs, images resized to 96 on device): hours on a CPU. ``--quick``: one epoch on the
-     first 32/16 images at 32 px, batch 16.
+     first 8/4 images at 8 px, batch 4.
   3. Figures: how each of the nine Inception blocks splits its output channels among its four
      paths (``inception_channels.png``) and the run's ``curves.png``.
 Needs the Fashion-MNIST IDX files (Debian's ``dataset-fashion-mnist``, or ``--data-dir``).
@@ -31,7 +31,7 @@ from jaxconv.networks import Inception  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/12_googlenet")  # figures and tables go here
-    quick: bool = False  # 32 training / 16 test images at 32 px, 1 epoch, batch 16
+    quick: bool = False  # 8 training / 4 test images at 8 px, 1 epoch, batch 4
     epochs: int = 10  # the book trains 10
     image_size: int = 96  # the book's resize
     data_dir: str = ""  # empty: $JAXCONV_DATA_DIR or /usr/share/datasets/fashion-mnist
@@ -46,7 +46,7 @@ def main(cfg: Config) -> dict:
     # --- 1. the book's shape printout ---------------------------------------------------------
     shapes, n_params = _ch7.summary("googlenet", 96)
     # --- 2. training -----------------------------------------------------------------------------
-    t = _ch7.Training("googlenet", cfg.image_size, cfg.epochs, cfg.quick, 32, cfg.data_dir,
+    t = _ch7.Training("googlenet", cfg.image_size, cfg.epochs, cfg.quick, 8, cfg.data_dir,
                       cfg.progress)  # fmt: skip
     result = _ch7.train(t, out)
     # --- 3. the Inception blocks' channel split ------------------------------------------------

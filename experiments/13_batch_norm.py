@@ -8,7 +8,7 @@
   2. Training through ``jaxconv.train.fit`` with the book's recipe (SGD lr 1.0, batch 256,
      10 epochs), then the book's look at the first batch-norm layer's learned scale
      (``gamma``, torch's ``weight``) and shift (``beta``, ``bias``). ``--quick``: one epoch on
-     the first 32/16 images, batch 16.
+     the first 8/4 images, batch 4.
   3. The section's point, measured: the same LeNet without its batch-norm layers and with
      them, each trained one epoch (``jaxconv.steps.train_epoch``; SGD, the book's rates 0.9
      and 1.0), then the mean and standard deviation of what each sigmoid receives on a batch
@@ -45,7 +45,7 @@ from jaxconv.steps import TrainState, model_input, train_epoch  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/13_batch_norm")  # figures and tables go here
-    quick: bool = False  # 32 training / 16 test images, 1 epoch, batch 16; 1024 for the comparison
+    quick: bool = False  # 8 training / 4 test images, 1 epoch, batch 4; 1024 for the comparison
     epochs: int = 10  # the book trains 10
     data_dir: str = ""  # empty: $JAXCONV_DATA_DIR or /usr/share/datasets/fashion-mnist
     progress: bool = False  # a tqdm bar

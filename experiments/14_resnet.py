@@ -7,7 +7,7 @@
      and its parameter count (11,178,378).
   2. Training through ``jaxconv.train.fit`` with the book's recipe (SGD lr 0.05, batch 256,
      10 epochs, images resized to 96 on device): hours on a CPU. ``--quick``: one epoch on the
-     first 32/16 images at 32 px, batch 16.
+     first 8/4 images at 8 px, batch 4.
   3. The section's point, measured: two deep stacks of ``--depth`` two-conv blocks (8
      channels, 14x14 input, no batch norm, torch's default init), the same but for the
      identity path ``x + f(x)`` of the residual one, trained alike (Adam ``--lr``); their
@@ -43,7 +43,7 @@ from jaxconv.steps import TrainState, train_step  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/14_resnet")  # figures and tables go here
-    quick: bool = False  # 32/16 images at 32 px, 1 epoch, batch 16; the stacks on 512 images
+    quick: bool = False  # 8/4 images at 8 px, 1 epoch, batch 4; the stacks on 512 images
     epochs: int = 10  # the book trains 10
     image_size: int = 96  # the book's resize
     depth: int = 12  # two-conv blocks in each deep stack
@@ -94,7 +94,7 @@ def main(cfg: Config) -> dict:
     # --- 1. the book's shape printout ---------------------------------------------------------
     shapes, n_params = _ch7.summary("resnet18", 224)
     # --- 2. training -----------------------------------------------------------------------------
-    t = _ch7.Training("resnet18", cfg.image_size, cfg.epochs, cfg.quick, 32, cfg.data_dir,
+    t = _ch7.Training("resnet18", cfg.image_size, cfg.epochs, cfg.quick, 8, cfg.data_dir,
                       cfg.progress)  # fmt: skip
     result = _ch7.train(t, out)
     # --- 3. a plain and a residual deep stack --------------------------------------------------

@@ -8,7 +8,7 @@
      (1, 1, 96, 96) input and its parameter count (758,226).
   2. Training through ``jaxconv.train.fit`` with the book's recipe (SGD lr 0.1, batch 256,
      10 epochs, images resized to 96 on device): hours on a CPU. ``--quick``: one epoch on the
-     first 32/16 images at 32 px (DenseNet takes 29 and up), batch 16.
+     first 8/4 images at 32 px (DenseNet takes 29 and up), batch 4.
   3. Figure: the channel growth through the network (``densenet_channels.png``): each conv
      block adds the growth rate (32) to the channels, each transition halves them (and the
      side).
@@ -35,7 +35,7 @@ from jaxconv.networks import DenseBlock, _transition  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/15_densenet")  # figures and tables go here
-    quick: bool = False  # 32 training / 16 test images at 32 px, 1 epoch, batch 16
+    quick: bool = False  # 8 training / 4 test images at 32 px, 1 epoch, batch 4
     epochs: int = 10  # the book trains 10
     image_size: int = 96  # the book's resize
     data_dir: str = ""  # empty: $JAXCONV_DATA_DIR or /usr/share/datasets/fashion-mnist

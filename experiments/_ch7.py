@@ -28,8 +28,10 @@ from jaxconv.train import FitResult, TrainConfig, fit
 
 Shape = tuple[int, ...]
 
-#: Quick mode: the first QUICK_TRAIN / QUICK_TEST images, one epoch.
-QUICK_TRAIN, QUICK_TEST = 32, 16
+#: Quick mode: the first QUICK_TRAIN / QUICK_TEST images, one epoch of batches of QUICK_BATCH
+#: (two steps: enough to show that the network trains, checkpoints and evaluates; the tests
+#: of the scripts check that, not what the network learns).
+QUICK_TRAIN, QUICK_TEST, QUICK_BATCH = 8, 4, 4
 
 
 def layer_shapes(net: nn.Module, size: int, batch: int = 1) -> list[tuple[str, Shape]]:
@@ -86,12 +88,12 @@ class Training:
 
 def train(t: Training, out: Path) -> FitResult:
     """Train ``t.model`` as the book does (its recipe: SGD, rate, batch; ``t.epochs`` on the
-    whole data set at ``t.image_size``), or in quick mode one epoch on the first 32/16
-    images at ``t.quick_image_size``, batch 16. Rerunning continues the run in
+    whole data set at ``t.image_size``), or in quick mode one epoch on the first 8/4
+    images at ``t.quick_image_size``, batch 4. Rerunning continues the run in
     ``<out>/run`` (``run-quick``) from its checkpoint."""
     ds = data_lib.load_fashion_mnist(t.data_dir or None)
     quick = dict(
-        epochs=1, image_size=t.quick_image_size, batch_size=16,
+        epochs=1, image_size=t.quick_image_size, batch_size=QUICK_BATCH,
         train_subset=QUICK_TRAIN, test_subset=QUICK_TEST,
     )  # fmt: skip
     full = dict(epochs=t.epochs, image_size=t.image_size)
@@ -114,7 +116,7 @@ def train(t: Training, out: Path) -> FitResult:
     recipe = RECIPES[t.model]
     print(
         f"{t.model}: SGD lr {recipe.learning_rate:g}, batch "
-        f"{16 if t.quick else recipe.batch_size}, {len(result.history)} epoch(s)"
+        f"{QUICK_BATCH if t.quick else recipe.batch_size}, {len(result.history)} epoch(s)"
     )
     return result
 

@@ -34,19 +34,19 @@ SCRIPTS = {
     "15_densenet": ("densenet", {}, 96),
 }
 
-#: script -> (the recipe its quick run trains, at which image size): one epoch on 32 training
-#: and 16 test images, batch 16 (experiments/_ch7.py). These runs are those networks'
+#: script -> (the recipe its quick run trains, at which image size): one epoch on 8 training
+#: and 4 test images, batch 4 (experiments/_ch7.py). These runs are those networks'
 #: one-epoch training tests; test_train_models trains the rest.
 TRAINS = {
     "09_alexnet": ("alexnet", 193),
     "10_vgg": ("vgg11_small", 224),
     "11_nin": ("nin", 67),
-    "12_googlenet": ("googlenet", 32),
+    "12_googlenet": ("googlenet", 8),
     "13_batch_norm": ("lenet_bn", 28),
-    "14_resnet": ("resnet18", 32),
+    "14_resnet": ("resnet18", 8),
     "15_densenet": ("densenet", 32),
 }
-QUICK_TEST, QUICK_STEPS = 16, 32 // 16
+QUICK_TEST, QUICK_STEPS = 4, 8 // 4
 
 
 def run(name: str, out_dir: Path) -> tuple[dict, str]:
