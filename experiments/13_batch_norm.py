@@ -15,7 +15,7 @@
      of 512 test images in training mode, as during training (batch norm on the batch's
      statistics; ``bn_activations.png``): with batch norm every layer's input sits near mean
      0, std 1 (its learned shift and scale), where the sigmoid is steep; without, each layer
-     has its own, drifting with training.
+     has its own, drifting with training. ``--quick``: each trained on the first 256 images.
 Needs the Fashion-MNIST IDX files (Debian's ``dataset-fashion-mnist``, or ``--data-dir``).
 """
 
@@ -45,7 +45,7 @@ from jaxconv.steps import TrainState, model_input, train_epoch  # noqa: E402
 @dataclasses.dataclass
 class Config:
     out_dir: Path = Path("outputs/13_batch_norm")  # figures and tables go here
-    quick: bool = False  # 8 training / 4 test images, 1 epoch, batch 4; 1024 for the comparison
+    quick: bool = False  # 8 training / 4 test images, 1 epoch, batch 4; 256 for the comparison
     epochs: int = 10  # the book trains 10
     data_dir: str = ""  # empty: $JAXCONV_DATA_DIR or /usr/share/datasets/fashion-mnist
     progress: bool = False  # a tqdm bar
@@ -65,7 +65,7 @@ def main(cfg: Config) -> dict:
         print(f"first BatchNorm2d: gamma {gamma}, beta {beta}")
     # --- 3. activation statistics with and without batch norm ---------------------------------
     ds = data_lib.load_fashion_mnist(cfg.data_dir or None)
-    n = 1024 if cfg.quick else len(ds.train)
+    n = 256 if cfg.quick else len(ds.train)
     stats = {
         "without batch norm": _sigmoid_inputs(_without_bn(), 0.9, ds, n, cfg.seed),
         "with batch norm": _sigmoid_inputs(lenet_bn(), 1.0, ds, n, cfg.seed),
