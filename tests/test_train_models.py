@@ -170,8 +170,12 @@ def test_images_are_resized_as_torch_resizes(torch):
 # --------------------------------------------------------------------------- training
 
 
-# name -> (training examples, batch): full-width VGG-11 (129M parameters) on one step only
-_TINY = {"vgg11": (2, 2), "alexnet": (16, 8)}
+# name -> (training examples, batch, test examples). A one-epoch run checks that the network
+# trains, saves and evaluates, which needs no more data than a step: AlexNet (46M parameters
+# at 193 px) takes two steps of 2, so that its dropout draws a new mask per step and the
+# repeat below compares two steps' keys; full-width VGG-11 (129M parameters at 224 px) one
+# step of one image. LeNet takes two steps of 16.
+_TINY = {"lenet": (N_TRAIN, BATCH, 4), "alexnet": (4, 2, 2), "vgg11": (1, 1, 1)}
 
 #: The networks trained here. The others train one epoch in their chapter-7 script's quick
 #: run, where test_experiments_ch7 checks the same (checkpoint, batch statistics, evaluation).
@@ -189,18 +193,18 @@ def test_one_epoch_at_the_smallest_size(ds, tmp_path, name):
     """Trains, checkpoints the whole state and evaluates the checkpoint to the run's own test
     numbers; AlexNet's dropout masks come from the state's key: the same seed repeats the run
     bit for bit."""
-    n_train, batch = _TINY.get(name, (N_TRAIN, BATCH))
+    n_train, batch, n_test = _TINY[name]
     size = RECIPES[name].min_size
     out = tmp_path / name
     settings = dict(
-        model=name, image_size=size, n_train=n_train, n_test=4, batch_size=batch,
+        model=name, image_size=size, n_train=n_train, n_test=n_test, batch_size=batch,
         max_checkpoints=1,  # the free-space check asks room for this many (VGG-11: 0.5 GB each)
     )  # fmt: skip
     result = run(ds, out, **settings)
     record = result.history[-1]
     assert math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])
     assert int(result.state.step) == n_train // batch
-    saved = check_one_epoch_checkpoint(out, name, size, n_train // batch, result.history, 4)
+    saved = check_one_epoch_checkpoint(out, name, size, n_train // batch, result.history, n_test)
     leaves_equal(saved["params"], jax.device_get(result.state.params))
     shutil.rmtree(out)  # VGG-11's checkpoint alone is 0.5 GB: keep no copy in pytest's tmp
     if name == "alexnet":
