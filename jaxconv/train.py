@@ -201,6 +201,8 @@ class _Run:
         check_free_space(self.out_dir, state, cfg.max_checkpoints)
         if self.parallel:  # before a restore: orbax restores onto the target's sharding
             state = distributed.replicate(state, mesh)
+        else:  # committed to the device, as a restored state is: one compiled epoch for both
+            state = jax.device_put(state, mesh.devices.flat[0])
         self.ckpts = resources.enter_context(
             Checkpoints(self.out_dir / CHECKPOINT_DIR, max_to_keep=cfg.max_checkpoints)
         )
@@ -462,9 +464,12 @@ def evaluate_checkpoint(
     else:
         ds = data_lib.subset(dataset, None, test_subset, names=("train_subset", "test_subset"))
     test_x, test_y = data_lib.to_device(ds.test)
-    metrics = jax.device_get(
-        evaluate(model, params, test_x, test_y, batch_size=batch_size, batch_stats=batch_stats)
-    )
+    # Compiled as fit compiles its evaluation: in a process that just trained this model, the
+    # same program (no second compile).
+    run_eval = evaluate.lower(
+        model, params, test_x, test_y, batch_size=batch_size, batch_stats=batch_stats
+    ).compile(compiler_options())
+    metrics = jax.device_get(run_eval(params, test_x, test_y, batch_stats=batch_stats))
     return {
         "epoch": epoch,
         "model": "lenet" if name == "LeNet" else name,
