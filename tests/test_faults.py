@@ -17,13 +17,15 @@ files must be refused with a clear error; those command lines stop before any tr
 they run through ``jaxconv.cli.main`` in this process (no child to start) while the resumes
 train.
 
-The training runs are started concurrently, in two phases, to keep the file short on 2 cores,
-and share one persistent compilation cache: of the eight children, the uninterrupted run
-compiles the fresh run's programs and one resume those of a restored state, and the rest load
-them (a cache-loaded program is the one compiled, bit for bit). The run killed mid-epoch
-compiles its own, so that a resume from a checkpoint written by another process's compile
-of the same program is still checked. Mounting needs root; those tests skip cleanly without
-it.
+The training runs are started concurrently, in two phases, to keep the file short on 2 cores.
+The first phase's four runs are child processes sharing one persistent compilation cache: the
+uninterrupted run compiles the programs, two of the others load them (a cache-loaded program
+is the one compiled, bit for bit), and the run killed mid-epoch compiles its own, so that a
+resume from a checkpoint written by an independently compiled process is still checked. The
+second phase's four resumes run one after another in one more child process (this file as
+its script: ``python tests/test_faults.py <plan.json>``), which imports JAX and compiles a
+restored state's programs once for all four; the first resume is that fresh process's first
+run. Mounting needs root; those tests skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import random
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -48,6 +52,7 @@ from _fault_helpers import (
     REAL_DATA,
     Run,
     assert_trees_bit_equal,
+    child_env,
     committed_epochs,
     flip_byte,
     in_threads,
@@ -74,6 +79,9 @@ pytestmark = [
     ),
     # A failed orbax read leaves an asyncio callback behind ("Event loop is closed").
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    # Under ``pytest -n N --dist loadgroup`` every test here runs on one worker: the runs of
+    # the module-scoped phases happen once, not once per worker that gets one of its tests.
+    pytest.mark.xdist_group("test_faults"),
 ]
 EPOCHS = 3
 METRICS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")
@@ -95,6 +103,51 @@ def run_in_process(run: Run) -> Run:
     run.log.parent.mkdir(parents=True, exist_ok=True)
     run.log.write_text(out.getvalue())
     return run
+
+
+def resume_in_turn(plan: Path) -> None:
+    """The child process's job: each ``(log, args)`` of ``plan`` through ``jaxconv.cli.main``,
+    one after another, its output into its log (an uncaught exception as its traceback); the
+    exit statuses into ``<plan>.codes.json``."""
+    from jaxconv.cli import main
+
+    codes = []
+    for log, args in json.loads(plan.read_text()):
+        with (
+            open(log, "w") as out,
+            contextlib.redirect_stderr(out),
+            contextlib.redirect_stdout(out),
+        ):
+            try:
+                codes.append(main(args))
+            except Exception:  # noqa: BLE001 - reported as the CLI's own process would
+                traceback.print_exc()
+                codes.append(1)
+    plan.with_suffix(".codes.json").write_text(json.dumps(codes))
+
+
+def start_in_turn(runs: list[Run], plan: Path, cache: Path) -> subprocess.Popen:
+    """Start the child that runs ``runs``'s command lines in turn (:func:`resume_in_turn`)."""
+    plan.write_text(json.dumps([[str(run.log), run.args] for run in runs]))
+    with open(plan.with_suffix(".log"), "wb") as out:
+        return subprocess.Popen([sys.executable, __file__, str(plan)], stdout=out,
+                                stderr=subprocess.STDOUT, env=child_env(cache))  # fmt: skip
+
+
+def finish_in_turn(child: subprocess.Popen, runs: list[Run], plan: Path) -> None:
+    """Wait for the child; each run's exit status from it (None where it never got there)."""
+    try:
+        child.wait(timeout=600)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    codes_file = plan.with_suffix(".codes.json")
+    codes = json.loads(codes_file.read_text()) if codes_file.exists() else []
+    for i, run in enumerate(runs):
+        run.returncode = codes[i] if i < len(codes) else None
+        if not run.log.exists():
+            run.log.write_text(plan.with_suffix(".log").read_text(errors="replace"))
 
 
 # --------------------------------------------------------------------------- the runs
@@ -206,9 +259,8 @@ def phase1(work):
 
 @pytest.fixture(scope="module")
 def phase2(work, phase1):
-    """The resumes (child processes) and, meanwhile, the command lines that must fail before
-    training (here, one after another). The first resume compiles the programs of a restored
-    state; the others start once it has trained an epoch, and load them."""
+    """The resumes (one child process, one after another) and, meanwhile, the command lines
+    that must fail before training (here, one after another)."""
     root, mounts = work
     cache = compile_cache(work)
     runs: dict[str, Run] = {}
@@ -267,24 +319,14 @@ def phase2(work, phase1):
     args[args.index("--data-dir") + 1] = str(bad_data)
     runs["bad_data"] = Run("bad_data", root / "bad_data_run", args, root / "bad_data.log")
 
-    training = ("kill_epoch", "kill_save", "truncated", "disk_full")
-    first = runs["kill_epoch"].start()  # resumes at epoch 1: its metrics keep that record
-
-    def the_cached_resumes() -> None:
-        poll(lambda: len(metrics_records(first.out_dir)) > 1, first)
-        for name in training[1:]:
-            if name in runs:
-                runs[name].start()
-
-    def the_command_lines() -> None:
-        for name, run in runs.items():
-            if name not in training:
-                run_in_process(run)
-
-    in_threads(the_cached_resumes, the_command_lines)
-    for name in training:
-        if name in runs:
-            runs[name].wait()
+    training = [name for name in ("kill_epoch", "kill_save", "truncated", "disk_full")
+                if name in runs]  # fmt: skip
+    plan = root / "resumes.json"
+    child = start_in_turn([runs[name] for name in training], plan, cache)
+    for name, run in runs.items():
+        if name not in training:
+            run_in_process(run)
+    finish_in_turn(child, [runs[name] for name in training], plan)
     return runs
 
 
@@ -603,3 +645,7 @@ def test_random_sigkills_lose_no_saved_work(phase1, work):
     report = os.environ.get("JAXCONV_FAULT_REPORT")
     if report:
         Path(report).write_text(json.dumps({"trials": TRIALS, **stats}, indent=1))
+
+
+if __name__ == "__main__":  # the resumes' child process: python tests/test_faults.py <plan.json>
+    resume_in_turn(Path(sys.argv[1]))
