@@ -31,6 +31,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Under ``pytest -n N --dist loadgroup`` every test here runs on one worker: the child jobs
+# of the module-scoped fixtures run once, not once per worker that gets one of its tests.
+pytestmark = pytest.mark.xdist_group("test_distributed")
+
 N_TRAIN, N_TEST, BATCH, EPOCHS = 256, 256, 64, 2
 # Params of runs on different device counts differ by float32 summation order only: by at
 # most this fraction of how far training moved them from their init (measured: < 1e-4).

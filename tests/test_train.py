@@ -37,6 +37,10 @@ from jaxconv.train import (
     train_epoch,
 )
 
+# Under ``pytest -n N --dist loadgroup`` every test here runs on one worker, where the runs
+# with the same settings share their compiled epoch and evaluation.
+pytestmark = pytest.mark.xdist_group("test_train")
+
 N_TRAIN, N_TEST, BATCH = 512, 256, 64
 STEPS_PER_EPOCH = N_TRAIN // BATCH
 ds = dataset_fixture(N_TRAIN, N_TEST)
