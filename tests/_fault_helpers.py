@@ -28,19 +28,33 @@ REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
 TMP_STEP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 
 
-def child_env() -> dict[str, str]:
-    """The test's environment, on CPU (bit-exact resume is a CPU guarantee)."""
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+def child_env(compile_cache: Path | None = None) -> dict[str, str]:
+    """The test's environment, on CPU (bit-exact resume is a CPU guarantee). With
+    ``compile_cache``, JAX's persistent compilation cache in that folder: a child loads the
+    programs an earlier child compiled (the same program: the same bits) instead of spending
+    most of its CPU time compiling them again. Every program is kept, however fast it
+    compiled; setting a size limit turns on the cache's file lock, so that children running
+    at once never read an entry another one is still writing."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    if compile_cache is not None:
+        env |= {
+            "JAX_COMPILATION_CACHE_DIR": str(compile_cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_COMPILATION_CACHE_MAX_SIZE": str(1 << 30),
+        }
+    return env
 
 
 @dataclass
 class Run:
-    """One ``jaxconv`` child process and where its output goes."""
+    """One ``jaxconv`` child process and where its output goes (``compile_cache``: see
+    :func:`child_env`)."""
 
     name: str
     out_dir: Path
     args: list[str]
     log: Path
+    compile_cache: Path | None = None
     proc: subprocess.Popen | None = None
     returncode: int | None = None
     events: dict[str, Any] = field(default_factory=dict)  # what a watcher saw and did
@@ -50,7 +64,7 @@ class Run:
         with open(self.log, "wb") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jaxconv.cli", *self.args],
-                stdout=out, stderr=subprocess.STDOUT, env=child_env(),
+                stdout=out, stderr=subprocess.STDOUT, env=child_env(self.compile_cache),
             )  # fmt: skip
         self.events["started"] = time.monotonic()
         return self
@@ -77,7 +91,7 @@ class Run:
         return self.out_dir / "checkpoints"
 
 
-def train_args(out_dir: Path, *extra: str, epochs: int = 4) -> list[str]:
+def train_args(out_dir: Path, *extra: str, epochs: int = 3) -> list[str]:
     """The small, fast run every fault test uses (1024 / 256 real examples, batch 256: four
     steps an epoch; the kills are timed by the run's own epochs and checkpoint folders)."""
     return ["train", "--train-subset", "1024", "--test-subset", "256", "--batch-size", "256",

@@ -1,7 +1,7 @@
 """Training and data under faults: no bad input gets through, no training work is lost.
 
 ``jaxconv train`` runs as a child process on a small real subset (1024 / 256 examples, batch
-256, 4 epochs, a checkpoint every epoch) and is hit from outside, with no hook in jaxconv:
+256, 3 epochs, a checkpoint every epoch) and is hit from outside, with no hook in jaxconv:
 
 * SIGKILL half-way through epoch 2, then ``--resume``;
 * SIGKILL while orbax writes epoch 2's checkpoint (its ``2.orbax-checkpoint-tmp*`` folder is
@@ -18,7 +18,14 @@ they run through ``jaxconv.cli.main`` in this process (no child to start) while 
 train.
 
 The training runs are started concurrently, in two phases, to keep the file short on 2 cores.
-Mounting needs root; those tests skip cleanly without it.
+The first phase's four runs are child processes sharing one persistent compilation cache: the
+uninterrupted run compiles the programs, two of the others load them (a cache-loaded program
+is the one compiled, bit for bit), and the run killed mid-epoch compiles its own, so that a
+resume from a checkpoint written by an independently compiled process is still checked. The
+second phase's four resumes run one after another in one more child process (this file as
+its script: ``python tests/test_faults.py <plan.json>``), which imports JAX and compiles a
+restored state's programs once for all four; the first resume is that fresh process's first
+run. Mounting needs root; those tests skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import random
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -43,6 +52,7 @@ from _fault_helpers import (
     REAL_DATA,
     Run,
     assert_trees_bit_equal,
+    child_env,
     committed_epochs,
     flip_byte,
     in_threads,
@@ -69,8 +79,11 @@ pytestmark = [
     ),
     # A failed orbax read leaves an asyncio callback behind ("Event loop is closed").
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    # Under ``pytest -n N --dist loadgroup`` every test here runs on one worker: the runs of
+    # the module-scoped phases happen once, not once per worker that gets one of its tests.
+    pytest.mark.xdist_group("test_faults"),
 ]
-EPOCHS = 4
+EPOCHS = 3
 METRICS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")
 
 
@@ -90,6 +103,51 @@ def run_in_process(run: Run) -> Run:
     run.log.parent.mkdir(parents=True, exist_ok=True)
     run.log.write_text(out.getvalue())
     return run
+
+
+def resume_in_turn(plan: Path) -> None:
+    """The child process's job: each ``(log, args)`` of ``plan`` through ``jaxconv.cli.main``,
+    one after another, its output into its log (an uncaught exception as its traceback); the
+    exit statuses into ``<plan>.codes.json``."""
+    from jaxconv.cli import main
+
+    codes = []
+    for log, args in json.loads(plan.read_text()):
+        with (
+            open(log, "w") as out,
+            contextlib.redirect_stderr(out),
+            contextlib.redirect_stdout(out),
+        ):
+            try:
+                codes.append(main(args))
+            except Exception:  # noqa: BLE001 - reported as the CLI's own process would
+                traceback.print_exc()
+                codes.append(1)
+    plan.with_suffix(".codes.json").write_text(json.dumps(codes))
+
+
+def start_in_turn(runs: list[Run], plan: Path, cache: Path) -> subprocess.Popen:
+    """Start the child that runs ``runs``'s command lines in turn (:func:`resume_in_turn`)."""
+    plan.write_text(json.dumps([[str(run.log), run.args] for run in runs]))
+    with open(plan.with_suffix(".log"), "wb") as out:
+        return subprocess.Popen([sys.executable, __file__, str(plan)], stdout=out,
+                                stderr=subprocess.STDOUT, env=child_env(cache))  # fmt: skip
+
+
+def finish_in_turn(child: subprocess.Popen, runs: list[Run], plan: Path) -> None:
+    """Wait for the child; each run's exit status from it (None where it never got there)."""
+    try:
+        child.wait(timeout=600)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    codes_file = plan.with_suffix(".codes.json")
+    codes = json.loads(codes_file.read_text()) if codes_file.exists() else []
+    for i, run in enumerate(runs):
+        run.returncode = codes[i] if i < len(codes) else None
+        if not run.log.exists():
+            run.log.write_text(plan.with_suffix(".log").read_text(errors="replace"))
 
 
 # --------------------------------------------------------------------------- the runs
@@ -124,20 +182,37 @@ def work(tmp_path_factory):
         unmount(m)
 
 
+def compile_cache(work) -> Path:
+    """The children's shared persistent compilation cache (see ``child_env``)."""
+    root, _ = work
+    return root / "xla-cache"
+
+
+def has_trained(run: Run) -> bool:
+    """Whether ``run`` has written an epoch's record (its programs are compiled by then, and
+    in the cache); False if it ended first."""
+    return bool(poll(lambda: metrics_records(run.out_dir), run))
+
+
 @pytest.fixture(scope="module")
 def phase1(work):
-    """Four runs at once: uninterrupted; killed mid-epoch 2; killed mid-save of epoch 2;
-    disk filled once epoch 2 is saved."""
+    """Four runs: uninterrupted; killed mid-epoch 2; killed mid-save of epoch 2; disk filled
+    once epoch 2 is saved. The first two start at once and compile their programs (each its
+    own); the other two start once the uninterrupted run has trained an epoch, and load its."""
     root, mounts = work
-    runs = {name: Run(name, root / name, train_args(root / name, "--quiet"), root / f"{name}.log")
-            for name in ("whole", "kill_epoch", "kill_save")}  # fmt: skip
+    cache = compile_cache(work)
+
+    def new_run(name: str, out_dir: Path, log_name: str | None = None) -> Run:
+        return Run(name, out_dir, train_args(out_dir, "--quiet"), root / f"{log_name or name}.log",
+                   compile_cache=None if name.startswith("kill_epoch") else cache)  # fmt: skip
+
+    runs = {name: new_run(name, root / name) for name in ("whole", "kill_epoch", "kill_save")}
     disk = root / "disk"
     if mount_tmpfs(disk, ["size=64m"]):
         mounts.append(disk)
-        runs["disk_full"] = Run("disk_full", disk / "run", train_args(disk / "run", "--quiet"),
-                                root / "disk_full.log")  # fmt: skip
-    for run in runs.values():
-        run.start()
+        runs["disk_full"] = new_run("disk_full", disk / "run")
+    runs["whole"].start()
+    runs["kill_epoch"].start()
 
     def fill_after_epoch_2() -> None:
         run = runs["disk_full"]
@@ -145,11 +220,17 @@ def phase1(work):
             run.events["filled_bytes"] = fill_disk(disk)
             run.events["filled_at_records"] = len(metrics_records(run.out_dir))
 
-    jobs = [lambda: kill_mid_epoch(runs["kill_epoch"], 2),
-            lambda: kill_mid_save(runs["kill_save"], 2)]  # fmt: skip
-    if "disk_full" in runs:
-        jobs.append(fill_after_epoch_2)
-    in_threads(*jobs)
+    def the_cached_runs() -> None:
+        has_trained(runs["whole"])
+        later = [lambda: kill_mid_save(runs["kill_save"], 2)]
+        if "disk_full" in runs:
+            later.append(fill_after_epoch_2)
+        for name in ("kill_save", "disk_full"):
+            if name in runs:
+                runs[name].start()
+        in_threads(*later)
+
+    in_threads(lambda: kill_mid_epoch(runs["kill_epoch"], 2), the_cached_runs)
     for run in runs.values():
         if run.returncode is None:
             run.wait()
@@ -166,8 +247,7 @@ def phase1(work):
             if ok(runs[name].events.get("after_kill", {})):
                 break
             retry = f"{name}_retry{attempt}"
-            runs[name] = Run(retry, root / retry, train_args(root / retry, "--quiet"),
-                             root / f"{retry}.log").start()  # fmt: skip
+            runs[name] = new_run(retry, root / retry).start()
             if name == "kill_epoch":
                 kill_mid_epoch(runs[name], 2, fraction=0.2)
             else:
@@ -179,29 +259,30 @@ def phase1(work):
 
 @pytest.fixture(scope="module")
 def phase2(work, phase1):
-    """The resumes (child processes, all at once) and, meanwhile, the command lines that must
-    fail before training (here, one after another)."""
+    """The resumes (one child process, one after another) and, meanwhile, the command lines
+    that must fail before training (here, one after another)."""
     root, mounts = work
+    cache = compile_cache(work)
     runs: dict[str, Run] = {}
     for name in ("kill_epoch", "kill_save"):
         killed = phase1[name]
         runs[name] = Run(f"{name}_resume", killed.out_dir, train_args(killed.out_dir, "--resume"),
-                         root / f"{name}_resume.log")  # fmt: skip
+                         root / f"{name}_resume.log", compile_cache=cache)  # fmt: skip
 
-    # Truncated checkpoints: a copy of the finished run without epoch 4, epoch 3's data cut.
+    # Truncated checkpoints: a copy of the finished run without epoch 3, epoch 2's data cut.
     trunc = root / "truncated"
     shutil.copytree(phase1["whole"].out_dir, trunc)
-    shutil.rmtree(trunc / "checkpoints" / "4")
-    cut = largest_file(trunc / "checkpoints" / "3")
+    shutil.rmtree(trunc / "checkpoints" / "3")
+    cut = largest_file(trunc / "checkpoints" / "2")
     truncate(cut, cut.stat().st_size // 2)
     runs["truncated"] = Run("truncated_resume", trunc, train_args(trunc, "--resume"),
-                            root / "truncated_resume.log")  # fmt: skip
+                            root / "truncated_resume.log", compile_cache=cache)  # fmt: skip
 
     if "disk_full" in phase1:
         (root / "disk" / "filler").unlink()  # space is back
         out = phase1["disk_full"].out_dir
         runs["disk_full"] = Run("disk_full_resume", out, train_args(out, "--resume"),
-                                root / "disk_full_resume.log")  # fmt: skip
+                                root / "disk_full_resume.log", compile_cache=cache)  # fmt: skip
 
     # Places that cannot hold a run.
     blocker = root / "a-regular-file"
@@ -238,16 +319,14 @@ def phase2(work, phase1):
     args[args.index("--data-dir") + 1] = str(bad_data)
     runs["bad_data"] = Run("bad_data", root / "bad_data_run", args, root / "bad_data.log")
 
-    training = ("kill_epoch", "kill_save", "truncated", "disk_full")
-    for name in training:
-        if name in runs:
-            runs[name].start()
+    training = [name for name in ("kill_epoch", "kill_save", "truncated", "disk_full")
+                if name in runs]  # fmt: skip
+    plan = root / "resumes.json"
+    child = start_in_turn([runs[name] for name in training], plan, cache)
     for name, run in runs.items():
         if name not in training:
             run_in_process(run)
-    for name in training:
-        if name in runs:
-            runs[name].wait()
+    finish_in_turn(child, [runs[name] for name in training], plan)
     return runs
 
 
@@ -277,8 +356,8 @@ def assert_same_as_uninterrupted(phase1, resumed: Run) -> None:
 def test_uninterrupted_run(phase1):
     whole = phase1["whole"]
     assert whole.returncode == 0, whole.output[-2000:]
-    assert [r["epoch"] for r in metrics_records(whole.out_dir)] == [1, 2, 3, 4]
-    assert committed_epochs(whole.checkpoints) == [2, 3, 4]  # max_checkpoints = 3
+    assert [r["epoch"] for r in metrics_records(whole.out_dir)] == [1, 2, 3]
+    assert committed_epochs(whole.checkpoints) == [1, 2, 3]
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_exact(phase1, phase2):
@@ -306,11 +385,11 @@ def test_sigkill_mid_checkpoint_write_then_resume_is_bit_exact(phase1, phase2):
 
 def test_truncated_checkpoint_is_detected_and_the_previous_one_used(phase1, phase2):
     resumed = phase2["truncated"]
-    assert "checkpoint of epoch 3" in resumed.output and "unreadable" in resumed.output
-    assert "falling back to epoch 2" in resumed.output and "at epoch 2" in resumed.output
+    assert "checkpoint of epoch 2" in resumed.output and "unreadable" in resumed.output
+    assert "falling back to epoch 1" in resumed.output and "at epoch 1" in resumed.output
     assert_same_as_uninterrupted(phase1, resumed)
     quarantined = [p.name for p in resumed.checkpoints.iterdir() if ".unreadable-" in p.name]
-    assert len(quarantined) == 1 and quarantined[0].startswith("3.unreadable-")
+    assert len(quarantined) == 1 and quarantined[0].startswith("2.unreadable-")
 
 
 def test_disk_full_mid_run_keeps_the_saved_epochs_and_resumes_bit_exact(phase1, phase2):
@@ -380,7 +459,7 @@ def test_corrupted_train_images_refused_by_the_cli(phase2):
 
 @pytest.fixture
 def finished_copy(phase1, tmp_path):
-    """A copy of the uninterrupted run's checkpoints (epochs 2, 3, 4)."""
+    """A copy of the uninterrupted run's checkpoints (epochs 1, 2, 3)."""
     dst = tmp_path / "checkpoints"
     shutil.copytree(phase1["whole"].checkpoints, dst)
     return dst
@@ -388,7 +467,7 @@ def finished_copy(phase1, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "zero", "manifest"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(finished_copy, damage, caplog):
-    newest = finished_copy / "4"
+    newest = finished_copy / "3"
     target = largest_file(newest)
     if damage == "truncate":
         truncate(target, target.stat().st_size // 3)
@@ -398,42 +477,42 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(finished_copy, dam
         target.write_bytes(b"\0" * target.stat().st_size)
     else:
         (newest / "state" / "manifest.ocdbt").unlink()
-    want, _, _ = restore_raw(finished_copy, 3)
+    want, _, _ = restore_raw(finished_copy, 2)
     with caplog.at_level(logging.WARNING, logger="jaxconv.checkpoint"):
         got, _, epoch = restore_raw(finished_copy)
-    assert epoch == 3 and "falling back to epoch 3" in caplog.text
+    assert epoch == 2 and "falling back to epoch 2" in caplog.text
     assert_trees_bit_equal(got, want)
 
 
 def test_flipped_byte_in_checkpoint_data_is_detected(finished_copy, caplog):
     """One flipped bit inside the newest checkpoint's array data must not load as a valid
     state: it should be reported unreadable and the previous epoch used."""
-    newest = finished_copy / "4"
-    intact, _, _ = restore_raw(finished_copy, 4)
+    newest = finished_copy / "3"
+    intact, _, _ = restore_raw(finished_copy, 3)
     flip_byte(largest_file(newest), largest_file(newest).stat().st_size // 2)
     with caplog.at_level(logging.WARNING, logger="jaxconv.checkpoint"):
         try:
             got, _, epoch = restore_raw(finished_copy)
         except CheckpointError:
             return  # detected, nothing older asked for: acceptable
-    if epoch == 4:
+    if epoch == 3:
         try:
             assert_trees_bit_equal(got, intact)
         except AssertionError:
             pytest.fail("a checkpoint with a flipped byte restored silently with changed values")
-    assert epoch == 3 and "epoch 4" in caplog.text
+    assert epoch == 2 and "epoch 3" in caplog.text
 
 
 def test_unreadable_checkpoints_give_a_short_clear_error(finished_copy):
     """Each unreadable epoch is reported in one line, not with TensorStore's full spec."""
-    for epoch in (2, 3, 4):
+    for epoch in (1, 2, 3):
         target = largest_file(finished_copy / str(epoch))
         truncate(target, 100)
     with pytest.raises(CheckpointError) as err:
         restore_raw(finished_copy)
     lines = str(err.value).splitlines()
     assert lines[0].startswith("no readable checkpoint in")
-    assert [line.split(":")[0].strip() for line in lines[1:4]] == ["epoch 4", "epoch 3", "epoch 2"]
+    assert [line.split(":")[0].strip() for line in lines[1:4]] == ["epoch 3", "epoch 2", "epoch 1"]
     assert len(lines) == 4 and max(map(len, lines)) <= 400, (len(lines), max(map(len, lines)))
 
 
@@ -566,3 +645,7 @@ def test_random_sigkills_lose_no_saved_work(phase1, work):
     report = os.environ.get("JAXCONV_FAULT_REPORT")
     if report:
         Path(report).write_text(json.dumps({"trials": TRIALS, **stats}, indent=1))
+
+
+if __name__ == "__main__":  # the resumes' child process: python tests/test_faults.py <plan.json>
+    resume_in_turn(Path(sys.argv[1]))

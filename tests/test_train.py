@@ -22,8 +22,9 @@ from jaxconv import data, metrics
 from jaxconv import train as train_lib
 from jaxconv.checkpoint import CHECKPOINT_DIR, CheckpointError, Checkpoints, resolve
 from jaxconv.kernels import dispatch
+from jaxconv.kernels.dispatch import compiler_options
 from jaxconv.metrics import CURVES_FILE, METRICS_FILE, read_metrics, tensorboard_available
-from jaxconv.models import INPUT_SHAPE, LeNet
+from jaxconv.models import LeNet
 from jaxconv.train import (
     FitResult,
     TrainConfig,
@@ -35,6 +36,10 @@ from jaxconv.train import (
     make_optimizer,
     train_epoch,
 )
+
+# Under ``pytest -n N --dist loadgroup`` every test here runs on one worker, where the runs
+# with the same settings share their compiled epoch and evaluation.
+pytestmark = pytest.mark.xdist_group("test_train")
 
 N_TRAIN, N_TEST, BATCH = 512, 256, 64
 STEPS_PER_EPOCH = N_TRAIN // BATCH
@@ -184,12 +189,17 @@ def test_huge_learning_rate_diverges_before_any_checkpoint(ds, tmp_path):
 
 def test_evaluate_counts_every_example(ds):
     model = LeNet("modern")
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros(INPUT_SHAPE))["params"]
-    x, y = data.to_device(ds.test)
-    x, y = x[:250], y[:250]
-    logits = jax.jit(model.apply)({"params": params}, x.astype(jnp.float32)[..., None] / 255.0)
-    want_acc = float(jnp.mean(jnp.argmax(logits, -1) == y))
-    want_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
+    # The initial params of a run (the init compiled once, shared with fit's runs of it).
+    params = TrainState.create(model, make_optimizer("adam"), seed=0).params
+    x, y = jnp.asarray(ds.test.images[:250]), jnp.asarray(ds.test.labels[:250])
+
+    @jax.jit  # the whole reference in one program
+    def reference(params, x, y):
+        logits = model.apply({"params": params}, x.astype(jnp.float32)[..., None] / 255.0)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
+        return accuracy, optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    want_acc, want_loss = map(float, reference(params, x, y))
     assert 0.02 < want_acc < 0.5  # an untrained net: neither all right nor all wrong
     for batch_size in (64, 1000):  # 3 full batches + 58; larger than n
         got = evaluate(model, params, x, y, batch_size=batch_size)
@@ -197,19 +207,25 @@ def test_evaluate_counts_every_example(ds):
         assert float(got["loss"]) == pytest.approx(want_loss, rel=1e-5)
 
 
-def test_epoch_with_a_batch_sharding_is_the_same_epoch(ds):
+def test_epoch_with_a_batch_sharding_is_the_same_epoch(ds, tmp_path):
     """The data-parallel hook: constraining the batch axis (here a 1-device mesh) changes
-    nothing in the result."""
+    nothing in the result: the sharded epoch from fit's initial state is fit's first epoch
+    (the plain program, compiled by fit and shared with this file's other runs)."""
+    plain = run(ds, tmp_path, epochs=1)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "batch"))
-    state = TrainState.create(LeNet("modern"), make_optimizer("adam"), seed=0)
+    # fit's initial state (its model, optimizer and seed) and its compile options.
+    cfg = TrainConfig(**SETTINGS).resolved()
+    model = LeNet(cfg.variant, conv_impl=cfg.conv_impl, layout=cfg.layout)
+    state = TrainState.create(model, make_optimizer("adam"), seed=cfg.seed)
     x, y = data.to_device(ds.train)
-    # Static arguments spelled as fit spells them: the compiled epoch is reused, not rebuilt.
-    plain, m1 = train_epoch(state, x, y, batch_size=BATCH, unroll=1)
-    sharded, m2 = train_epoch(state, x, y, batch_size=BATCH, unroll=1, batch_sharding=sharding)
-    chex.assert_trees_all_close(plain.params, sharded.params, rtol=1e-6, atol=1e-7)
+    sharded_epoch = train_epoch.lower(
+        state, x, y, batch_size=BATCH, unroll=cfg.scan_unroll, batch_sharding=sharding
+    ).compile(compiler_options())
+    sharded, m = sharded_epoch(state, x, y)
+    chex.assert_trees_all_close(plain.state.params, sharded.params, rtol=1e-6, atol=1e-7)
     assert int(sharded.epoch) == 1 and int(sharded.step) == STEPS_PER_EPOCH
-    assert math.isclose(float(m1["loss"]), float(m2["loss"]), rel_tol=1e-6)
+    assert math.isclose(plain.history[0]["train_loss"], float(m["loss"]), rel_tol=1e-6)
 
 
 def test_layouts_train_alike(ds, tmp_path):
@@ -274,6 +290,7 @@ def test_defaults():
     cfg = TrainConfig().resolved()
     assert (cfg.variant, cfg.epochs, cfg.batch_size, cfg.optimizer) == ("modern", 10, 256, "adam")
     assert cfg.learning_rate == 3e-3 and cfg.lr_schedule == "cosine"
+    assert cfg.max_checkpoints == 3  # the newest 3 kept (test_checkpoint_every_... prunes)
     assert str(cfg.out_dir) == "runs/lenet-modern"
     book = TrainConfig(variant="classic", optimizer="sgd").resolved()
     assert book.learning_rate == 0.9 and book.lr_schedule == "constant"
