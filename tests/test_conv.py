@@ -160,10 +160,13 @@ def test_corr2d_family_random(xs, ks, variant, rng):
     K = rng.standard_normal(ks, dtype=np.float32)
     terms = ks[0] * ks[1]
     ref = reference.corr2d(X, K)
-    assert_close(variant(corr2d)(X, K), ref, terms)
-    assert_close(variant(corr2d_vmap)(X, K), ref, terms)
+    # the three ops from one function: one compile under jit
+    corr, corr_vmap, conv_ = variant(lambda X, K: (corr2d(X, K), corr2d_vmap(X, K),
+                                                   convolve2d(X, K)))(X, K)  # fmt: skip
+    assert_close(corr, ref, terms, err_msg="corr2d")
+    assert_close(corr_vmap, ref, terms, err_msg="corr2d_vmap")
     conv_ref = reference.convolve2d(X, K)
-    assert_close(variant(convolve2d)(X, K), conv_ref, terms)
+    assert_close(conv_, conv_ref, terms, err_msg="convolve2d")
     np.testing.assert_array_equal(convolve2d(X, K), corr2d(X, np.flip(K)))
     if terms > 1 and not np.allclose(K, np.flip(K)):
         assert not np.allclose(conv_ref, ref)  # the flip matters for these kernels
@@ -383,7 +386,6 @@ def test_conv2d_grads_match_torch(c, torch):
             )
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -392,7 +394,10 @@ def test_conv2d_grads_match_torch(c, torch):
     ],
     ids=["nchw-strided-grouped", "nhwc-same"],
 )
-def test_conv2d_check_grads_float64(kwargs, impl):
+def test_conv2d_check_grads_float64(kwargs):
+    """Forward and reverse mode of every impl against finite differences: one jitted
+    function returning each impl's output, so the check compiles once per transformation
+    for all of them."""
     r = np.random.default_rng(5)
     nhwc = kwargs.get("layout") == "NHWC"
     with jax.enable_x64(True):
@@ -400,7 +405,8 @@ def test_conv2d_check_grads_float64(kwargs, impl):
         w = jnp.asarray(r.standard_normal((3, 2, 4, 4) if nhwc else (4, 2, 3, 2)))
         b = jnp.asarray(r.standard_normal(4))
         assert x.dtype == jnp.float64
-        f = lambda x, w, b: conv2d(x, w, b, impl=impl, **kwargs)
+        f = jax.jit(every_impl(lambda impl, x, w, b: conv2d(x, w, b, impl=impl, **kwargs)))
+        assert set(f(x, w, b)) == set(IMPLS)
         check_grads(f, (x, w, b), order=1, modes=("fwd", "rev"))
 
 
