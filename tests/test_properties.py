@@ -623,16 +623,41 @@ def test_chwn_conv2d_matches_reference_and_layouts(case, data):
     geometry = conv2d_geometry(case)
     kc = k if case["layout"] == "NHWC" else np.transpose(k, (2, 3, 1, 0))  # HWIO
     chwn = {**geometry, "layout": "CHWN"}
-    f = maybe_jit(lambda x, k, b: jaxconv.conv2d(x, k, b, impl=impl, **chwn), case["jitted"])
-    got = from_chwn(f(to_chwn(x, case["layout"]), kc, b), case["layout"])
+    xc = to_chwn(x, case["layout"])
+    conv = lambda x, k, im, **kw: jaxconv.conv2d(x, k, b, impl=im, **kw)  # noqa: E731
     if nonfinite:
         g = jaxconv.conv.conv_geometry(x.shape, k.shape, **geometry)
         runs = impl if impl != "auto" else jaxconv.conv.select_impl(g, x.dtype)
         if runs == "vjp":  # the patch matrix where the rule applies, lax elsewhere
             runs = "patches" if jaxconv.conv.vjp_applies(g) else "lax"
         same = runs
-        want = maybe_jit(lambda x, k, b: jaxconv.conv2d(x, k, b, impl=same, **geometry),
-                         case["jitted"])(x, k, b)  # fmt: skip
+    with_grads = not nonfinite and case["dtype"] == "float32"
+    if with_grads:
+        # a cotangent in the case's layout (as the output ``got`` is compared)
+        ct = draw_array(
+            case["seed"] + 3, jax.eval_shape(lambda: conv(x, k, impl, **geometry)).shape
+        )
+
+    def grads(layout: str, xx: Any, kk: Any, im: str, cot: Any) -> Any:
+        def loss(xx: Any, kk: Any) -> Any:
+            return jnp.vdot(conv(xx, kk, im, **{**geometry, "layout": layout}), cot)
+
+        return jax.grad(loss, (0, 1))(xx, kk)
+
+    def compared(x: Any, k: Any, xc: Any, kc: Any) -> dict[str, Any]:
+        # Every compared value from one function: one compile when jitted.
+        out = {"got": conv(xc, kc, impl, **chwn)}
+        if nonfinite:
+            out["want"] = conv(x, k, same, **geometry)
+        if with_grads:
+            out["chwn"] = grads("CHWN", xc, kc, impl, to_chwn(ct, case["layout"]))
+            out["lax"] = grads(case["layout"], x, k, "lax", ct)
+        return out
+
+    out = maybe_jit(compared, case["jitted"])(x, k, xc, kc)
+    got = from_chwn(out["got"], case["layout"])
+    if nonfinite:
+        want = out["want"]
         assert_same_nonfinite(got, want, f"{case['layout']} {same}")
         finite = classes(want) == 0
         np.testing.assert_allclose(got[finite], np.asarray(want)[finite], rtol=1e-3, atol=1e-3)
@@ -642,18 +667,8 @@ def test_chwn_conv2d_matches_reference_and_layouts(case, data):
                            else np.abs(f64(b)), **geometry)  # fmt: skip
     terms = case["cg"] * case["kh"] * case["kw"] + (b is not None)
     assert_within(got, want, (terms + 2) * eps(case["dtype"]) * magnitude, case["dtype"])
-    if case["dtype"] == "float32":
-        ct = draw_array(case["seed"] + 3, got.shape)
-
-        def grads(layout: str, xx: Any, kk: Any, im: str, cot: Any) -> Any:
-            def loss(xx: Any, kk: Any) -> Any:
-                y = jaxconv.conv2d(xx, kk, b, impl=im, **{**geometry, "layout": layout})
-                return jnp.vdot(y, cot)
-
-            return maybe_jit(jax.grad(loss, (0, 1)), case["jitted"])(xx, kk)
-
-        gx, gk = grads("CHWN", to_chwn(x, case["layout"]), kc, impl, to_chwn(ct, case["layout"]))
-        wx, wk = grads(case["layout"], x, k, "lax", ct)
+    if with_grads:
+        (gx, gk), (wx, wk) = out["chwn"], out["lax"]
         scale = 1e-4 * max(1.0, float(np.abs(np.asarray(wx)).max()), float(np.abs(wk).max()))
         np.testing.assert_allclose(from_chwn(gx, case["layout"]), wx, rtol=1e-4, atol=scale)
         if case["layout"] == "NCHW":
@@ -674,26 +689,34 @@ def test_chwn_pooling_equals_the_other_layouts(kind, data):
     if data.draw(st.booleans()):
         x = sprinkle(data.draw, x, rate=0.1)
     kwargs = {k: case[k] for k in POOL_ARGS[kind]}
+    chwn = {**kwargs, "layout": "CHWN"}
     fn = jaxconv.max_pool2d if kind == "max" else jaxconv.avg_pool2d
-    f_chwn = maybe_jit(lambda x: fn(x, **{**kwargs, "layout": "CHWN"}), case["jitted"])
-    f = maybe_jit(lambda x: fn(x, **kwargs), case["jitted"])
     xc = to_chwn(x, case["layout"])
-    got, want = from_chwn(f_chwn(xc), case["layout"]), np.asarray(f(x))
+    with_grads = kind == "max" and case["dtype"] == "float32"
+    if with_grads:
+        shape = jax.eval_shape(lambda x: fn(x, **kwargs), x).shape
+        ct = draw_array(case["seed"] + 5, shape)
+
+    def both_layouts(x: Any, xc: Any) -> dict[str, Any]:
+        # Every compared value from one function: one compile when jitted.
+        out = {"got": fn(xc, **chwn), "want": fn(x, **kwargs)}
+        if kind == "max":
+            out["idx"] = fn(xc, **chwn, return_indices=True)[1]
+            out["want_idx"] = fn(x, **kwargs, return_indices=True)[1]
+        if with_grads:
+            out["g"] = jax.grad(lambda a: jnp.vdot(fn(a, **chwn), to_chwn(ct, case["layout"])))(xc)
+            out["w"] = jax.grad(lambda a: jnp.vdot(fn(a, **kwargs), ct))(x)
+        return out
+
+    out = maybe_jit(both_layouts, case["jitted"])(x, xc)
+    got, want = from_chwn(out["got"], case["layout"]), np.asarray(out["want"])
     assert_same_nonfinite(got, want, case["layout"])
     finite = classes(want) == 0
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-6)
     if kind == "max":
-        _, idx = maybe_jit(lambda x: fn(x, **{**kwargs, "layout": "CHWN"}, return_indices=True),
-                           case["jitted"])(xc)  # fmt: skip
-        _, widx = maybe_jit(lambda x: fn(x, **kwargs, return_indices=True), case["jitted"])(x)
-        np.testing.assert_array_equal(from_chwn(idx, case["layout"]), widx)
-        if case["dtype"] == "float32":
-            ct = draw_array(case["seed"] + 5, want.shape)
-            g = maybe_jit(jax.grad(lambda a: jnp.vdot(fn(a, **{**kwargs, "layout": "CHWN"}),
-                                                      to_chwn(ct, case["layout"]))),
-                          case["jitted"])(xc)  # fmt: skip
-            w = maybe_jit(jax.grad(lambda a: jnp.vdot(fn(a, **kwargs), ct)), case["jitted"])(x)
-            np.testing.assert_array_equal(from_chwn(g, case["layout"]), w)
+        np.testing.assert_array_equal(from_chwn(out["idx"], case["layout"]), out["want_idx"])
+    if with_grads:
+        np.testing.assert_array_equal(from_chwn(out["g"], case["layout"]), out["w"])
 
 
 # --------------------------------------------------------------------------- invalid input
