@@ -31,13 +31,24 @@ OTHER_RANKS = ("planes", "plane_patches", "tap_outputs")
 IMPLS = tuple(i for i in conv.IMPLEMENTATIONS if i not in OTHER_RANKS)
 
 
-def assert_close(actual, desired, terms: int = 1, rtol: float = 1e-5) -> None:
+def assert_close(actual, desired, terms: int = 1, rtol: float = 1e-5, err_msg: str = "") -> None:
     """float32 result vs float64 oracle; ``terms`` products are summed per output element."""
     desired = np.asarray(desired, dtype=np.float64)
-    assert np.shape(actual) == desired.shape
+    assert np.shape(actual) == desired.shape, err_msg
     np.testing.assert_allclose(
-        np.asarray(actual, np.float64), desired, rtol=rtol, atol=rtol * np.sqrt(terms)
+        np.asarray(actual, np.float64),
+        desired,
+        rtol=rtol,
+        atol=rtol * np.sqrt(terms),
+        err_msg=err_msg,
     )
+
+
+def every_impl(fn):
+    """``fn(impl, *arrays)`` for every impl of :data:`IMPLS` as ONE function of the arrays,
+    returning ``{impl: fn(impl, *arrays)}``: under ``jax.jit`` one compile checks every path
+    of a case (each path is traced on its own; the dict keeps them apart)."""
+    return lambda *arrays: {impl: fn(impl, *arrays) for impl in IMPLS}
 
 
 # --- the chapter's printed values -------------------------------------------------------------
@@ -74,15 +85,17 @@ def test_edge_detection_chapter(fn, variant):
         ((3, 5), (0, 1), (3, 4), (2, 2)),
     ],
 )
-@pytest.mark.parametrize("impl", IMPLS)
-def test_padding_stride_chapter(kernel, padding, stride, expected, impl, rng):
-    # comp_conv2d: an 8x8 image as (1, 8, 8), one in and one out channel.
+def test_padding_stride_chapter(kernel, padding, stride, expected, rng):
+    # comp_conv2d: an 8x8 image as (1, 8, 8), one in and one out channel; every impl.
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     X = rng.random((1, 8, 8), dtype=np.float32)
     w = rng.standard_normal((1, 1, kh, kw), dtype=np.float32)
-    y = conv2d(X, w, stride=stride, padding=padding, impl=impl)
-    assert y.shape[1:] == expected == conv_output_shape(8, kernel, stride, padding)
-    assert_close(y, reference.conv2d(X, w, stride=stride, padding=padding), terms=kh * kw)
+    ys = jax.jit(every_impl(lambda impl, X, w: conv2d(X, w, stride=stride, padding=padding,
+                                                      impl=impl)))(X, w)  # fmt: skip
+    want = reference.conv2d(X, w, stride=stride, padding=padding)
+    for impl, y in ys.items():
+        assert y.shape[1:] == expected == conv_output_shape(8, kernel, stride, padding), impl
+        assert_close(y, want, terms=kh * kw, err_msg=impl)
 
 
 CHAPTER_X2 = [CHAPTER_X, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]
@@ -147,10 +160,13 @@ def test_corr2d_family_random(xs, ks, variant, rng):
     K = rng.standard_normal(ks, dtype=np.float32)
     terms = ks[0] * ks[1]
     ref = reference.corr2d(X, K)
-    assert_close(variant(corr2d)(X, K), ref, terms)
-    assert_close(variant(corr2d_vmap)(X, K), ref, terms)
+    # the three ops from one function: one compile under jit
+    corr, corr_vmap, conv_ = variant(lambda X, K: (corr2d(X, K), corr2d_vmap(X, K),
+                                                   convolve2d(X, K)))(X, K)  # fmt: skip
+    assert_close(corr, ref, terms, err_msg="corr2d")
+    assert_close(corr_vmap, ref, terms, err_msg="corr2d_vmap")
     conv_ref = reference.convolve2d(X, K)
-    assert_close(variant(convolve2d)(X, K), conv_ref, terms)
+    assert_close(conv_, conv_ref, terms, err_msg="convolve2d")
     np.testing.assert_array_equal(convolve2d(X, K), corr2d(X, np.flip(K)))
     if terms > 1 and not np.allclose(K, np.flip(K)):
         assert not np.allclose(conv_ref, ref)  # the flip matters for these kernels
@@ -283,22 +299,25 @@ def _oracles(i: int) -> tuple[np.ndarray, np.ndarray]:
     return ref, out
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(("c", "variant"), with_variants(CASES, _case_id))
-def test_conv2d_sweep(c, impl, variant, torch):
+def test_conv2d_sweep(c, variant, torch):
+    """Every impl of :data:`IMPLS` on the case, from one function (jitted: one compile)."""
     x, w, b = _case_arrays(c)
-    f = variant(lambda x, w, b: conv2d(x, w, b, impl=impl, **_kwargs(c)))
-    y = f(x, w, b)
+    ys = variant(every_impl(lambda impl, x, w, b: conv2d(x, w, b, impl=impl, **_kwargs(c))))(
+        x, w, b
+    )
     ref, torch_out = _oracles(c["i"])
     spatial = x.shape[-3:-1] if c["layout"] == "NHWC" else x.shape[-2:]
     out_hw = conv_output_shape(spatial, c["k"], c["stride"], c["padding"], c["dilation"])
     n_out = c["og"] * c["groups"]
     expected_shape = (n_out, *out_hw) if c["layout"] == "NCHW" else (*out_hw, n_out)
-    assert y.shape == ((c["batch"],) if c["batch"] else ()) + expected_shape
-    assert y.dtype == jnp.float32
     terms = c["cg"] * c["k"][0] * c["k"][1]
-    assert_close(y, ref, terms)
-    assert_close(y, torch_out, terms)
+    assert set(ys) == set(IMPLS)
+    for impl, y in ys.items():
+        assert y.shape == ((c["batch"],) if c["batch"] else ()) + expected_shape, impl
+        assert y.dtype == jnp.float32, impl
+        assert_close(y, ref, terms, err_msg=impl)
+        assert_close(y, torch_out, terms, err_msg=impl)
 
 
 def _to_chwn(c: dict, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -316,20 +335,22 @@ def _from_chwn(c: dict, y) -> np.ndarray:
 BATCHED_CASES = [c for c in CASES if c["batch"]]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(("c", "variant"), with_variants(BATCHED_CASES, _case_id))
-def test_conv2d_sweep_chwn(c, impl, variant, torch):
-    """layout="CHWN" (batch last): the same sweep's values against the same two oracles."""
+def test_conv2d_sweep_chwn(c, variant, torch):
+    """layout="CHWN" (batch last): the same sweep's values against the same two oracles,
+    every impl from one function."""
     x, w, b = _case_arrays(c)
     xc, wc = _to_chwn(c, x, w)
     kw = {**_kwargs(c), "layout": "CHWN"}
-    y = variant(lambda x, w, b: conv2d(x, w, b, impl=impl, **kw))(xc, wc, b)
-    assert y.shape[3] == c["batch"] and y.dtype == jnp.float32
+    ys = variant(every_impl(lambda impl, x, w, b: conv2d(x, w, b, impl=impl, **kw)))(xc, wc, b)
     ref, torch_out = _oracles(c["i"])
-    got = _from_chwn(c, y)
     terms = c["cg"] * c["k"][0] * c["k"][1]
-    assert_close(got, ref, terms)
-    assert_close(got, torch_out, terms)
+    assert set(ys) == set(IMPLS)
+    for impl, y in ys.items():
+        assert y.shape[3] == c["batch"] and y.dtype == jnp.float32, impl
+        got = _from_chwn(c, y)
+        assert_close(got, ref, terms, err_msg=impl)
+        assert_close(got, torch_out, terms, err_msg=impl)
 
 
 # --- gradients -----------------------------------------------------------------------------
@@ -337,31 +358,34 @@ def test_conv2d_sweep_chwn(c, impl, variant, torch):
 GRAD_CASES = CASES[::5]  # 8 cases: every padding form, both layouts, all batch kinds
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("c", GRAD_CASES, ids=_case_id)
-def test_conv2d_grads_match_torch(c, impl, torch):
+def test_conv2d_grads_match_torch(c, torch):
+    """Every impl's gradients of the case from one jitted function (one compile)."""
     x, w, b = _case_arrays(c)
     if b is None:
         b = np.random.default_rng(7).standard_normal(w.shape[0 if c["layout"] == "NCHW" else 3])
         b = b.astype(np.float32)
-    y_shape = conv2d(x, w, b, impl=impl, **_kwargs(c)).shape
+    y_shape = jax.eval_shape(lambda x, w, b: conv2d(x, w, b, **_kwargs(c)), x, w, b).shape
     ct = np.random.default_rng(c["i"] + 99).standard_normal(y_shape).astype(np.float32)
 
-    def loss(x, w, b):
-        return jnp.sum(conv2d(x, w, b, impl=impl, **_kwargs(c)) * ct)
+    def grads(impl, x, w, b):
+        loss = lambda x, w, b: jnp.sum(conv2d(x, w, b, impl=impl, **_kwargs(c)) * ct)  # noqa: E731
+        return jax.grad(loss, argnums=(0, 1, 2))(x, w, b)
 
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, b)
+    got = jax.jit(every_impl(grads))(x, w, b)
     tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
     (_torch_conv(torch, c, tx, tw, tb) * torch.from_numpy(ct.astype(np.float64))).sum().backward()
-    for name, g, t in zip("xwb", grads, (tx, tw, tb), strict=True):
-        expected = t.grad.numpy()
-        assert g.shape == expected.shape, name
-        np.testing.assert_allclose(
-            g, expected, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected).max()), err_msg=name
-        )
+    assert set(got) == set(IMPLS)
+    for impl, impl_grads in got.items():
+        for name, g, t in zip("xwb", impl_grads, (tx, tw, tb), strict=True):
+            expected = t.grad.numpy()
+            msg = f"{impl} {name}"
+            assert g.shape == expected.shape, msg
+            np.testing.assert_allclose(
+                g, expected, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected).max()), err_msg=msg
+            )
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -370,7 +394,10 @@ def test_conv2d_grads_match_torch(c, impl, torch):
     ],
     ids=["nchw-strided-grouped", "nhwc-same"],
 )
-def test_conv2d_check_grads_float64(kwargs, impl):
+def test_conv2d_check_grads_float64(kwargs):
+    """Forward and reverse mode of every impl against finite differences: one jitted
+    function returning each impl's output, so the check compiles once per transformation
+    for all of them."""
     r = np.random.default_rng(5)
     nhwc = kwargs.get("layout") == "NHWC"
     with jax.enable_x64(True):
@@ -378,7 +405,8 @@ def test_conv2d_check_grads_float64(kwargs, impl):
         w = jnp.asarray(r.standard_normal((3, 2, 4, 4) if nhwc else (4, 2, 3, 2)))
         b = jnp.asarray(r.standard_normal(4))
         assert x.dtype == jnp.float64
-        f = lambda x, w, b: conv2d(x, w, b, impl=impl, **kwargs)
+        f = jax.jit(every_impl(lambda impl, x, w, b: conv2d(x, w, b, impl=impl, **kwargs)))
+        assert set(f(x, w, b)) == set(IMPLS)
         check_grads(f, (x, w, b), order=1, modes=("fwd", "rev"))
 
 
@@ -686,18 +714,22 @@ def _chwn_arrays(case, dtype=np.float32):
     return x, w, b
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", CHWN_CASES, ids=lambda c: f"c{c[1]}-o{c[2]}-p{c[4]}")
-def test_chwn_values_and_grads_match_torch(case, impl, torch):
-    """CHWN against torch (on the NCHW transpose), values and float64 autograd gradients."""
+def test_chwn_values_and_grads_match_torch(case, torch):
+    """CHWN against torch (on the NCHW transpose), values and float64 autograd gradients;
+    every impl's values and gradients from one jitted function (one compile)."""
     x, w, b = _chwn_arrays(case)
     extra = case[6] if len(case) > 6 else {}
-    kw = dict(padding=case[4], layout="CHWN", impl=impl, **extra)
-    y = jax.jit(lambda x, w, b: conv2d(x, w, b, **kw))(x, w, b)
-    ct = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
-    grads = jax.jit(
-        jax.grad(lambda *a: jnp.sum(conv2d(*a, **kw) * ct), argnums=(0, 1, 2))
-    )(x, w, b)  # fmt: skip
+    kw = dict(padding=case[4], layout="CHWN", **extra)
+    y_shape = jax.eval_shape(lambda x, w, b: conv2d(x, w, b, **kw), x, w, b).shape
+    ct = np.random.default_rng(3).standard_normal(y_shape).astype(np.float32)
+
+    def values_and_grads(impl, x, w, b):
+        conv = lambda x, w, b: conv2d(x, w, b, impl=impl, **kw)  # noqa: E731
+        loss = lambda x, w, b: jnp.sum(conv(x, w, b) * ct)  # noqa: E731
+        return conv(x, w, b), jax.grad(loss, argnums=(0, 1, 2))(x, w, b)
+
+    got = jax.jit(every_impl(values_and_grads))(x, w, b)
     c = dict(stride=extra.get("stride", 1), padding=case[4], dilation=1, groups=1,
              layout="NCHW")  # fmt: skip
     tx = torch.tensor(x.transpose(3, 0, 1, 2), dtype=torch.float64, requires_grad=True)
@@ -705,14 +737,18 @@ def test_chwn_values_and_grads_match_torch(case, impl, torch):
     tb = torch.tensor(b, dtype=torch.float64, requires_grad=True)
     ty = _torch_conv(torch, c, tx, tw, tb)
     terms = case[1] * case[3][0] * case[3][1]
-    assert_close(y, ty.detach().numpy().transpose(1, 2, 3, 0), terms=terms)
+    want_y = ty.detach().numpy().transpose(1, 2, 3, 0)
     (ty * torch.from_numpy(ct.transpose(3, 0, 1, 2).astype(np.float64))).sum().backward()
     expected = (tx.grad.numpy().transpose(1, 2, 3, 0), tw.grad.numpy().transpose(2, 3, 1, 0),
                 tb.grad.numpy())  # fmt: skip
-    for name, g, e in zip("xwb", grads, expected, strict=True):
-        assert g.shape == e.shape, name
-        scale = max(1.0, np.abs(e).max())
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+    assert set(got) == set(IMPLS)
+    for impl, (y, grads) in got.items():
+        assert_close(y, want_y, terms=terms, err_msg=impl)
+        for name, g, e in zip("xwb", grads, expected, strict=True):
+            msg = f"{impl} {name}"
+            assert g.shape == e.shape, msg
+            scale = max(1.0, np.abs(e).max())
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * scale, err_msg=msg)
 
 
 @pytest.mark.parametrize("case", CHWN_CASES[:2], ids=["one-channel", "lenet-conv2"])

@@ -6,7 +6,8 @@ A seeded sweep over kernels, strides, dilations, padding forms, both layouts, od
 batched/unbatched input, float64: reverse-mode gradients against PyTorch's autograd (float64)
 and the weight gradient also against one built from the float64 NumPy reference; forward mode
 against the reference (the conv is bilinear, so its tangent is ``conv(tx, w) + conv(x, tw)``
-exactly); every case jitted and a quarter eager. The kernel tangent and its transpose with
+exactly); every case jitted and a quarter eager (``JAXCONV_TEST_FULL=1``: more cases,
+all eager). The kernel tangent and its transpose with
 chunks split along every axis; second-order derivatives against lax's.
 """
 
@@ -23,7 +24,7 @@ from _conv_helpers import (
     case_geometry,
     draw_3d_geometry,
 )
-from conftest import with_variants
+from conftest import FULL, with_variants
 
 import jaxconv
 from jaxconv import reference
@@ -44,6 +45,10 @@ def _make_case(i: int) -> dict:
 
 
 CASES = [_make_case(i) for i in range(20)]
+#: The cases the derivative sweep runs: padding form (i % 6), batch and chunk size (i % 3)
+#: and layout ((i // 3) % 2) repeat every 6 cases, so the first 12 hold every combination
+#: of them twice; ``JAXCONV_TEST_FULL=1``: all 20.
+SWEEP = CASES if FULL else CASES[:12]
 
 
 def _case_id(c: dict) -> str:
@@ -108,7 +113,7 @@ def _cotangent(c: dict, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's, on speed
-@pytest.mark.parametrize(("c", "variant"), with_variants(CASES, _case_id))
+@pytest.mark.parametrize(("c", "variant"), with_variants(SWEEP, _case_id))
 def test_gradients_match_torch_and_the_reference(c, variant, torch):
     """Reverse mode (input and weight together, and the weight alone as when the input is
     data) against PyTorch and the reference's weight gradient; forward mode against the

@@ -1,8 +1,8 @@
 """conv3d(impl="planes") (jaxconv/kernels/planes.py): a 3-D conv as ONE 2-D conv over the depth
 taps stacked on the channel axis. A seeded sweep over groups, kernels, strides, dilations,
 padding forms (incl. "same"), both layouts and batched/unbatched input against the float64 NumPy
-reference and PyTorch, every case jitted and a quarter also eager (``JAXCONV_TEST_FULL=1``: all);
-reverse- and forward-mode derivatives against lax's; the
+reference and PyTorch, every case jitted and a quarter also eager (``JAXCONV_TEST_FULL=1``:
+twice the cases, all eager too); reverse- and forward-mode derivatives against lax's; the
 stacking's channel order; the auto choice; and the fallback elsewhere."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from _conv_helpers import (
     case_geometry,
     draw_3d_geometry,
 )
-from conftest import with_variants
+from conftest import FULL, with_variants
 
 import jaxconv
 from jaxconv import reference
@@ -44,6 +44,10 @@ def _make_case(i: int) -> dict:
 
 
 CASES = [_make_case(i) for i in range(24)]
+#: The cases the tests run: padding form (i % 6), batch (i % 3), bias (i % 4) and layout
+#: ((i // 2) % 2) repeat every 12 cases, so the first 12 hold every combination of them that
+#: the 24 do; ``JAXCONV_TEST_FULL=1``: all 24.
+SWEEP = CASES if FULL else CASES[:12]
 
 
 def _case_id(c: dict) -> str:
@@ -83,7 +87,7 @@ def _apply(c: dict, impl: str, x, w, b):
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's, on speed
-@pytest.mark.parametrize(("c", "variant"), with_variants(CASES, _case_id))
+@pytest.mark.parametrize(("c", "variant"), with_variants(SWEEP, _case_id))
 def test_planes_match_reference_and_torch(c, variant, torch):
     x, w, b = _arrays(c)
     want = reference.conv3d(x, w, b, **_geometry(c))
@@ -98,7 +102,7 @@ def test_planes_match_reference_and_torch(c, variant, torch):
 
 
 @pytest.mark.parametrize(
-    ("c", "variant"), with_variants([c for c in CASES if c["i"] % 3 == 1], _case_id)
+    ("c", "variant"), with_variants([c for c in SWEEP if c["i"] % 3 == 1], _case_id)
 )
 def test_planes_gradients_match_lax_eager_and_jitted(c, variant):
     """planes' gradients (under ``variant``) against lax's (jitted)."""
@@ -110,7 +114,7 @@ def test_planes_gradients_match_lax_eager_and_jitted(c, variant):
     )
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["i"] % 4 == 2], ids=_case_id)
+@pytest.mark.parametrize("c", [c for c in SWEEP if c["i"] % 4 == 2], ids=_case_id)
 def test_planes_forward_mode_matches_lax(c):
     x, w, b = _arrays(c)
     xl, wl, _ = _in_layout(c, x, w)

@@ -15,7 +15,8 @@ Three families of properties, each over random geometries, layouts, dtypes and v
 Runs are deterministic (``derandomize=True``). Every executed example is counted; set
 ``JAXCONV_PROPERTY_COUNTS=<file>`` to get the counts as JSON, and
 ``JAXCONV_PROPERTY_SCALE=<factor>`` to multiply every property's number of examples
-(the figures in docs/RELIABILITY.md come from both).
+(the figures in docs/RELIABILITY.md come from both). The properties that run an op draw half
+their examples unless ``JAXCONV_TEST_FULL=1`` (:func:`compiled_examples`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import math
 import os
 import re
 import subprocess
@@ -60,6 +62,14 @@ BASE = settings(
 
 def examples(n: int) -> settings:
     return settings(BASE, max_examples=max(1, round(n * SCALE)))
+
+
+def compiled_examples(n: int) -> settings:
+    """:func:`examples` for a property that runs the op (every example a new geometry, so a
+    new compile, or eager a new primitive each): half of ``n`` by default (at least 1), all
+    ``n`` with ``JAXCONV_TEST_FULL=1``. Shape and refusal properties trace nothing and keep
+    their full counts."""
+    return examples(n if FULL else math.ceil(n / 2))
 
 
 # --------------------------------------------------------------------------- counting
@@ -341,7 +351,7 @@ def _sides(padding: Any) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 @pytest.mark.parametrize("op", ["corr2d", "corr2d_vmap", "convolve2d"])
-@examples(6)
+@compiled_examples(6)
 @given(corr2d_cases())
 def test_valid_2d_cross_correlations_match_reference(op, case):
     count(f"valid/{op}")
@@ -356,7 +366,7 @@ def test_valid_2d_cross_correlations_match_reference(op, case):
 
 
 @pytest.mark.parametrize("op", ["corr2d_multi_in", "corr2d_multi_in_out"])
-@examples(7)
+@compiled_examples(7)
 @given(corr2d_cases(max_hw=7), st.integers(1, 3), st.integers(1, 3),
        st.sampled_from(["lax", "vmap"]))  # fmt: skip
 def test_valid_multi_channel_correlations_match_reference(op, case, ci, co, impl):
@@ -378,7 +388,7 @@ def test_valid_multi_channel_correlations_match_reference(op, case, ci, co, impl
     assert_within(got, oracle(f64(X), f64(K)), bound, case["dtype"])
 
 
-@examples(10)
+@compiled_examples(10)
 @given(st.sampled_from([None, 1, 3]), st.integers(1, 4), st.integers(1, 4),
        st.integers(1, 6), st.integers(1, 6), dtypes, seeds, jit_flags())  # fmt: skip
 def test_valid_conv1x1_matches_reference(n, ci, co, h, w, dtype, seed, jitted):
@@ -390,7 +400,7 @@ def test_valid_conv1x1_matches_reference(n, ci, co, h, w, dtype, seed, jitted):
     assert_within(got, ref.conv1x1(f64(X), f64(K)), bound, dtype)
 
 
-@examples(10)
+@compiled_examples(10)
 @given(corr2d_cases(), st.sampled_from(["max", "avg"]))
 def test_valid_pool2d_matches_reference(case, mode):
     count("valid/pool2d")
@@ -410,7 +420,7 @@ def test_valid_pool2d_matches_reference(case, mode):
 # --------------------------------------------------------------------------- valid: conv2d
 
 
-@examples(40)
+@compiled_examples(40)
 @given(conv2d_cases())
 def test_valid_conv2d_matches_reference(case):
     count("valid/conv2d")
@@ -521,7 +531,7 @@ def test_receptive_field_matches_brute_force(layers):
 # --------------------------------------------------------------------------- valid: pooling
 
 
-@examples(30)
+@compiled_examples(30)
 @given(pool_cases("max"))
 def test_valid_max_pool2d_matches_reference_exactly(case):
     count("valid/max_pool2d")
@@ -547,7 +557,7 @@ def test_valid_max_pool2d_matches_reference_exactly(case):
         )
 
 
-@examples(25)
+@compiled_examples(25)
 @given(pool_cases("avg"))
 def test_valid_avg_pool2d_matches_reference(case):
     count("valid/avg_pool2d")
@@ -563,7 +573,7 @@ def test_valid_avg_pool2d_matches_reference(case):
     assert_within(got, want, (kh * kw + 2) * eps(case["dtype"]) * magnitude, case["dtype"])
 
 
-@examples(20)
+@compiled_examples(20)
 @given(
     st.sampled_from(["max", "avg"]).flatmap(
         lambda kind: st.tuples(st.just(kind), pool_cases(kind, torch_only=True))
@@ -595,7 +605,7 @@ def from_chwn(a: Any, layout: str) -> np.ndarray:
     return nchw if layout == "NCHW" else np.moveaxis(nchw, 1, -1)
 
 
-@examples(30)
+@compiled_examples(30)
 @given(conv2d_cases(), st.data())
 def test_chwn_conv2d_matches_reference_and_layouts(case, data):
     """conv2d with layout="CHWN", every impl: finite inputs against the float64 reference
@@ -613,16 +623,41 @@ def test_chwn_conv2d_matches_reference_and_layouts(case, data):
     geometry = conv2d_geometry(case)
     kc = k if case["layout"] == "NHWC" else np.transpose(k, (2, 3, 1, 0))  # HWIO
     chwn = {**geometry, "layout": "CHWN"}
-    f = maybe_jit(lambda x, k, b: jaxconv.conv2d(x, k, b, impl=impl, **chwn), case["jitted"])
-    got = from_chwn(f(to_chwn(x, case["layout"]), kc, b), case["layout"])
+    xc = to_chwn(x, case["layout"])
+    conv = lambda x, k, im, **kw: jaxconv.conv2d(x, k, b, impl=im, **kw)  # noqa: E731
     if nonfinite:
         g = jaxconv.conv.conv_geometry(x.shape, k.shape, **geometry)
         runs = impl if impl != "auto" else jaxconv.conv.select_impl(g, x.dtype)
         if runs == "vjp":  # the patch matrix where the rule applies, lax elsewhere
             runs = "patches" if jaxconv.conv.vjp_applies(g) else "lax"
         same = runs
-        want = maybe_jit(lambda x, k, b: jaxconv.conv2d(x, k, b, impl=same, **geometry),
-                         case["jitted"])(x, k, b)  # fmt: skip
+    with_grads = not nonfinite and case["dtype"] == "float32"
+    if with_grads:
+        # a cotangent in the case's layout (as the output ``got`` is compared)
+        ct = draw_array(
+            case["seed"] + 3, jax.eval_shape(lambda: conv(x, k, impl, **geometry)).shape
+        )
+
+    def grads(layout: str, xx: Any, kk: Any, im: str, cot: Any) -> Any:
+        def loss(xx: Any, kk: Any) -> Any:
+            return jnp.vdot(conv(xx, kk, im, **{**geometry, "layout": layout}), cot)
+
+        return jax.grad(loss, (0, 1))(xx, kk)
+
+    def compared(x: Any, k: Any, xc: Any, kc: Any) -> dict[str, Any]:
+        # Every compared value from one function: one compile when jitted.
+        out = {"got": conv(xc, kc, impl, **chwn)}
+        if nonfinite:
+            out["want"] = conv(x, k, same, **geometry)
+        if with_grads:
+            out["chwn"] = grads("CHWN", xc, kc, impl, to_chwn(ct, case["layout"]))
+            out["lax"] = grads(case["layout"], x, k, "lax", ct)
+        return out
+
+    out = maybe_jit(compared, case["jitted"])(x, k, xc, kc)
+    got = from_chwn(out["got"], case["layout"])
+    if nonfinite:
+        want = out["want"]
         assert_same_nonfinite(got, want, f"{case['layout']} {same}")
         finite = classes(want) == 0
         np.testing.assert_allclose(got[finite], np.asarray(want)[finite], rtol=1e-3, atol=1e-3)
@@ -632,18 +667,8 @@ def test_chwn_conv2d_matches_reference_and_layouts(case, data):
                            else np.abs(f64(b)), **geometry)  # fmt: skip
     terms = case["cg"] * case["kh"] * case["kw"] + (b is not None)
     assert_within(got, want, (terms + 2) * eps(case["dtype"]) * magnitude, case["dtype"])
-    if case["dtype"] == "float32":
-        ct = draw_array(case["seed"] + 3, got.shape)
-
-        def grads(layout: str, xx: Any, kk: Any, im: str, cot: Any) -> Any:
-            def loss(xx: Any, kk: Any) -> Any:
-                y = jaxconv.conv2d(xx, kk, b, impl=im, **{**geometry, "layout": layout})
-                return jnp.vdot(y, cot)
-
-            return maybe_jit(jax.grad(loss, (0, 1)), case["jitted"])(xx, kk)
-
-        gx, gk = grads("CHWN", to_chwn(x, case["layout"]), kc, impl, to_chwn(ct, case["layout"]))
-        wx, wk = grads(case["layout"], x, k, "lax", ct)
+    if with_grads:
+        (gx, gk), (wx, wk) = out["chwn"], out["lax"]
         scale = 1e-4 * max(1.0, float(np.abs(np.asarray(wx)).max()), float(np.abs(wk).max()))
         np.testing.assert_allclose(from_chwn(gx, case["layout"]), wx, rtol=1e-4, atol=scale)
         if case["layout"] == "NCHW":
@@ -651,7 +676,7 @@ def test_chwn_conv2d_matches_reference_and_layouts(case, data):
         np.testing.assert_allclose(gk, wk, rtol=1e-4, atol=scale)
 
 
-@examples(20)
+@compiled_examples(20)
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @given(data=st.data())
 def test_chwn_pooling_equals_the_other_layouts(kind, data):
@@ -664,26 +689,34 @@ def test_chwn_pooling_equals_the_other_layouts(kind, data):
     if data.draw(st.booleans()):
         x = sprinkle(data.draw, x, rate=0.1)
     kwargs = {k: case[k] for k in POOL_ARGS[kind]}
+    chwn = {**kwargs, "layout": "CHWN"}
     fn = jaxconv.max_pool2d if kind == "max" else jaxconv.avg_pool2d
-    f_chwn = maybe_jit(lambda x: fn(x, **{**kwargs, "layout": "CHWN"}), case["jitted"])
-    f = maybe_jit(lambda x: fn(x, **kwargs), case["jitted"])
     xc = to_chwn(x, case["layout"])
-    got, want = from_chwn(f_chwn(xc), case["layout"]), np.asarray(f(x))
+    with_grads = kind == "max" and case["dtype"] == "float32"
+    if with_grads:
+        shape = jax.eval_shape(lambda x: fn(x, **kwargs), x).shape
+        ct = draw_array(case["seed"] + 5, shape)
+
+    def both_layouts(x: Any, xc: Any) -> dict[str, Any]:
+        # Every compared value from one function: one compile when jitted.
+        out = {"got": fn(xc, **chwn), "want": fn(x, **kwargs)}
+        if kind == "max":
+            out["idx"] = fn(xc, **chwn, return_indices=True)[1]
+            out["want_idx"] = fn(x, **kwargs, return_indices=True)[1]
+        if with_grads:
+            out["g"] = jax.grad(lambda a: jnp.vdot(fn(a, **chwn), to_chwn(ct, case["layout"])))(xc)
+            out["w"] = jax.grad(lambda a: jnp.vdot(fn(a, **kwargs), ct))(x)
+        return out
+
+    out = maybe_jit(both_layouts, case["jitted"])(x, xc)
+    got, want = from_chwn(out["got"], case["layout"]), np.asarray(out["want"])
     assert_same_nonfinite(got, want, case["layout"])
     finite = classes(want) == 0
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-6)
     if kind == "max":
-        _, idx = maybe_jit(lambda x: fn(x, **{**kwargs, "layout": "CHWN"}, return_indices=True),
-                           case["jitted"])(xc)  # fmt: skip
-        _, widx = maybe_jit(lambda x: fn(x, **kwargs, return_indices=True), case["jitted"])(x)
-        np.testing.assert_array_equal(from_chwn(idx, case["layout"]), widx)
-        if case["dtype"] == "float32":
-            ct = draw_array(case["seed"] + 5, want.shape)
-            g = maybe_jit(jax.grad(lambda a: jnp.vdot(fn(a, **{**kwargs, "layout": "CHWN"}),
-                                                      to_chwn(ct, case["layout"]))),
-                          case["jitted"])(xc)  # fmt: skip
-            w = maybe_jit(jax.grad(lambda a: jnp.vdot(fn(a, **kwargs), ct)), case["jitted"])(x)
-            np.testing.assert_array_equal(from_chwn(g, case["layout"]), w)
+        np.testing.assert_array_equal(from_chwn(out["idx"], case["layout"]), out["want_idx"])
+    if with_grads:
+        np.testing.assert_array_equal(from_chwn(out["g"], case["layout"]), out["w"])
 
 
 # --------------------------------------------------------------------------- invalid input
@@ -1021,35 +1054,33 @@ def test_oversize_geometry_is_refused_or_computed_right(name, value):
 # Padding so large that the padded input cannot exist used to abort the whole interpreter
 # inside XLA (SIGABRT: "overflow in static extent product", or a failed CHECK in the patches
 # path's matrix product); it must be a Python exception. The values are below the 2**31 - 1
-# cap on sizes. Each call runs in a child process so that an abort fails one case only.
+# cap on sizes. The calls run in one child process, one after another, each answering on its
+# own flushed line: an abort kills the child at that case, which then has no answer (nor do
+# the cases after it), while the cases before it keep theirs.
 CRASH_CHILD = """
 import sys
 import numpy as np
 from jaxconv.conv import conv2d
-impl, pad = sys.argv[1], int(sys.argv[2])
 x, w = np.ones((1, 2, 5, 5), np.float32), np.ones((1, 2, 2, 2), np.float32)
-try:
-    print("RESULT", conv2d(x, w, padding=pad, impl=impl).shape)
-except Exception as err:
-    print("RAISED", type(err).__name__, " ".join(str(err).split())[:300])
+for case in sys.argv[1:]:
+    impl, pad = case.split(":")
+    try:
+        answer = "RESULT " + str(conv2d(x, w, padding=int(pad), impl=impl).shape)
+    except Exception as err:
+        answer = "RAISED " + type(err).__name__ + " " + " ".join(str(err).split())[:300]
+    print("CASE", case, answer, flush=True)
 """
 CRASH_CASES = [("lax", 2**30), ("lax", 2**31 - 1), ("patches", 2**16), ("patches", 2**30)]
 
 
 @pytest.fixture(scope="module")
-def huge_padding_runs() -> dict[tuple[str, int], tuple[int, str]]:
+def huge_padding_runs() -> tuple[int, str]:
+    """The child's exit status and output, every case of :data:`CRASH_CASES` in one run."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = {
-        case: subprocess.Popen(
-            [sys.executable, "-c", CRASH_CHILD, case[0], str(case[1])],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        for case in CRASH_CASES
-    }  # started together: the imports overlap
-    return {case: (p.wait(timeout=300), p.stdout.read()) for case, p in procs.items()}
+    args = [f"{impl}:{pad}" for impl, pad in CRASH_CASES]
+    child = subprocess.run([sys.executable, "-c", CRASH_CHILD, *args], capture_output=True,
+                           text=True, env=env, timeout=300)  # fmt: skip
+    return child.returncode, child.stdout + child.stderr
 
 
 @pytest.mark.parametrize(
@@ -1057,12 +1088,19 @@ def huge_padding_runs() -> dict[tuple[str, int], tuple[int, str]]:
 )
 def test_huge_padding_is_an_exception_not_a_crash(huge_padding_runs, impl, padding):
     count("invalid/huge_padding")
-    status, output = huge_padding_runs[(impl, padding)]
-    last = output.strip().splitlines()[-1] if output.strip() else ""
-    assert status == 0, f"the process died (status {status}); its last line: {last[:300]}"
-    assert last.startswith("RAISED"), f"huge padding accepted: {last}"
+    status, output = huge_padding_runs
+    prefix = f"CASE {impl}:{padding} "
+    answers = [line[len(prefix) :] for line in output.splitlines() if line.startswith(prefix)]
+    lines = output.strip().splitlines()
+    last = lines[-1] if lines else ""
+    assert answers, f"the process died (status {status}) by this case; its last line: {last[:300]}"
+    (answer,) = answers
+    answered = sum(line.startswith("CASE ") for line in lines)
+    if answered == len(CRASH_CASES):  # no abort at any case: nor after them
+        assert status == 0, f"the process died (status {status}) after its last case: {last}"
+    assert answer.startswith("RAISED"), f"huge padding accepted: {answer}"
     if padding >= 2**30:  # an output extent >= 2**31: no int32 index reaches it
-        assert re.match(r"RAISED (ValueError|TypeError) .*\bpadding\b", last), last
+        assert re.match(r"RAISED (ValueError|TypeError) .*\bpadding\b", answer), answer
 
 
 def test_conv2d_refuses_empty_spatial_input_as_torch_and_pooling_do():
@@ -1109,7 +1147,7 @@ def test_ragged_nested_lists_are_refused_naming_the_argument(op):
 # --------------------------------------------------------------------------- NaN and inf
 
 
-@examples(20)
+@compiled_examples(20)
 @given(conv2d_cases(torch_only=True), st.data())
 def test_nonfinite_conv2d_propagates_like_torch(case, data):
     """NaN/inf patterns equal PyTorch's (NCHW). Where a window covers zero padding and the
@@ -1239,7 +1277,7 @@ def test_conv2d_padding_times_nonfinite_weight_is_one_of_torchs_results(impl):
     assert_same_nonfinite(got, expected, "torch (NCHW)" if impl == "patches" else "skipping")
 
 
-@examples(20)
+@compiled_examples(20)
 @given(pool_cases("max", torch_only=True), st.data())
 def test_nonfinite_max_pool2d_is_torch_bit_for_bit(case, data):
     """NaN wins a window (as in PyTorch), -inf and +inf are ordinary values; the indices
@@ -1258,7 +1296,7 @@ def test_nonfinite_max_pool2d_is_torch_bit_for_bit(case, data):
     assert_same_nonfinite(ref.max_pool2d(x, **kwargs), np.asarray(values), "jaxconv (reference)")
 
 
-@examples(15)
+@compiled_examples(15)
 @given(pool_cases("avg", torch_only=True), st.data())
 def test_nonfinite_avg_pool2d_propagates_like_torch(case, data):
     count("nonfinite/avg_pool2d")
@@ -1285,7 +1323,7 @@ def test_nonfinite_avg_pool2d_propagates_like_torch(case, data):
         "pool2d-avg",
     ],
 )
-@examples(4)
+@compiled_examples(4)
 @given(corr2d_cases(max_hw=7), st.integers(1, 3), st.integers(1, 3), st.data())
 def test_nonfinite_chapter_ops_propagate_like_torch(op, case, ci, co, data):
     count(f"nonfinite/{op.split('-')[0]}")

@@ -19,7 +19,8 @@ dilations, ceil_mode, output sizes) four families of properties:
 * jit == eager, for every op.
 
 Helpers, settings and the example counter are the 2-D suite's (``tests/test_properties.py``):
-``JAXCONV_PROPERTY_SCALE`` multiplies every property's number of examples here too, and
+``JAXCONV_PROPERTY_SCALE`` multiplies every property's number of examples here too, the
+properties that run an op draw half their examples unless ``JAXCONV_TEST_FULL=1``, and
 ``JAXCONV_PROPERTY_COUNTS`` receives the counts of both files when they run in one process.
 Shapes are small (3-D ones smallest) so that the NumPy oracles' loops stay cheap.
 """
@@ -40,6 +41,7 @@ from test_properties import (  # the 2-D suite's helpers; its fixture writes the
     F,
     _report_counts,  # noqa: F401 (an autouse fixture, used by being here)
     assert_within,
+    compiled_examples,
     count,
     draw_array,
     dtypes,
@@ -530,7 +532,7 @@ def test_shape_unfold_fold_pixel_shuffle_are_torchs_or_both_refuse(data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_values_conv_nd_match_reference(nd, data):
     case = data.draw(conv_cases(nd))
@@ -548,7 +550,7 @@ def test_values_conv_nd_match_reference(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_values_conv_transpose_nd_match_reference(nd, data):
     """Groups, dilation and output_padding together (what torch's own samples leave out)."""
@@ -567,7 +569,7 @@ def test_values_conv_transpose_nd_match_reference(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_values_max_pool_nd_and_indices_match_reference(nd, data):
     """A max is exact, and its index is the oracle's (torch's scan: ties included, which
@@ -585,7 +587,7 @@ def test_values_max_pool_nd_and_indices_match_reference(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_values_avg_pool_nd_match_reference(nd, data):
     case = data.draw(pool_cases("avg", nd))
@@ -603,7 +605,7 @@ def test_values_avg_pool_nd_match_reference(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_values_lp_pool_nd_match_reference(nd, data):
     """Norms 1, 2, 3 and 1.5 (odd and fractional ones of |x|, where sums cannot cancel):
@@ -629,7 +631,7 @@ def test_values_lp_pool_nd_match_reference(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(4)
+@compiled_examples(4)
 @given(data=st.data())
 def test_values_adaptive_pool_nd_match_reference(nd, data):
     """Bins that do not divide the input (and None sizes) against the oracle's
@@ -658,7 +660,7 @@ def test_values_adaptive_pool_nd_match_reference(nd, data):
     assert_within(got, want, bound, case["dtype"])
 
 
-@examples(6)
+@compiled_examples(6)
 @given(fold_cases())
 def test_values_unfold_and_fold_match_reference(case):
     """unfold exactly (it moves values); fold (overlapping windows sum) within rounding."""
@@ -679,7 +681,7 @@ def test_values_unfold_and_fold_match_reference(case):
     assert_within(got, want, (taps + 2) * eps(dtype) * magnitude, dtype)
 
 
-@examples(6)
+@compiled_examples(6)
 @given(shuffle_cases())
 def test_values_pixel_shuffle_and_unshuffle_match_reference_and_torch(case):
     count("values/pixel_shuffle")
@@ -698,7 +700,7 @@ def test_values_pixel_shuffle_and_unshuffle_match_reference_and_torch(case):
 # --------------------------------------------------------------------------- identities
 
 
-@examples(6)
+@compiled_examples(6)
 @given(fold_cases())
 def test_fold_is_the_adjoint_of_unfold(case):
     """<unfold(x), y> == <x, fold(y)> for any x and y (float32, in float64 sums)."""
@@ -718,7 +720,7 @@ def test_fold_is_the_adjoint_of_unfold(case):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_conv_transpose_is_the_vjp_of_conv(nd, data):
     """conv_transpose{n}d(y, w, ...) equals the VJP of conv{n}d(., w, ...) at y, for the
@@ -743,7 +745,7 @@ def test_conv_transpose_is_the_vjp_of_conv(nd, data):
     assert_within(got, np.asarray(want, np.float64), bound, "float32")
 
 
-@examples(6)
+@compiled_examples(6)
 @given(shuffle_cases())
 def test_pixel_unshuffle_inverts_pixel_shuffle(case):
     """Both ways round, bit for bit, with leading batch dims and either layout."""
@@ -759,7 +761,7 @@ def test_pixel_unshuffle_inverts_pixel_shuffle(case):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_max_unpool_of_max_pool_keeps_exactly_the_maxima(nd, data):
     """Unpooling the pooled values at their indices, to the input's size: each position some
@@ -797,7 +799,7 @@ def test_max_unpool_of_max_pool_keeps_exactly_the_maxima(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(4)
+@compiled_examples(4)
 @given(data=st.data())
 def test_adaptive_pool_to_the_input_size_is_the_identity(nd, data):
     """Each bin is one element: the values are the input's, bit for bit, and the max's
@@ -824,7 +826,7 @@ def test_adaptive_pool_to_the_input_size_is_the_identity(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_avg_pool_of_a_constant_is_the_constant(nd, data):
     """count_include_pad=False (and no divisor_override): every window, padded or cut by
@@ -845,7 +847,7 @@ def test_avg_pool_of_a_constant_is_the_constant(nd, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@examples(3)
+@compiled_examples(3)
 @given(data=st.data())
 def test_lp_pool_with_norm_one_is_a_sum_pool(nd, data):
     """Without ceil_mode, lp_pool{n}d(x, 1, k, s) sums each window (signs kept): it equals
@@ -875,7 +877,7 @@ EXACT_OPS = {"max_pool", "adaptive_max_pool", "max_unpool", "unfold", "pixel_shu
 
 
 @pytest.mark.parametrize("op", JIT_OPS)
-@examples(2)
+@compiled_examples(2)
 @given(data=st.data())
 def test_jit_equals_eager(op, data):
     """The same call under jax.jit and eagerly: bit for bit where the op selects or moves
