@@ -105,7 +105,14 @@ def test_the_cpu_dispatch_stores():
     assert dispatch.stores_max_pool_selection() is (jax.default_backend() == "cpu")
 
 
-@pytest.mark.parametrize("seed", range(9))
+#: Seeds of the stored-vs-plain check: by default without 5, 7 and 8 (3-D geometries whose
+#: layout and ceil mode seeds 3 and 4 already have; ``JAXCONV_TEST_FULL=1``: all nine); the
+#: rest keep 2-D and 3-D, both layouts, ceil mode in each rank, -inf and NaN (seeds 0, 3, 6)
+#: and the eager runs (seeds 0-2).
+SAME_BITS_SEEDS = range(9) if FULL else (0, 1, 2, 3, 4, 6)
+
+
+@pytest.mark.parametrize("seed", SAME_BITS_SEEDS)
 def test_same_bits_as_without_storing(seed, monkeypatch):
     case = _case(seed)
     rng = np.random.default_rng(100 + seed)
