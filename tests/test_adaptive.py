@@ -2,19 +2,23 @@
 
 Seeded random geometries per dimension: input sizes that the output does not divide, outputs
 larger than the input, None entries (2-D/3-D), empty outputs, batched and unbatched. Values and
-indices against both oracles, jitted, and eager too in every :data:`conftest.EAGER_EVERY`-th
-random case (``JAXCONV_TEST_FULL=1``: all) and in the large ones; gradients against torch
-autograd in float64, ties included (torch's index decides where a tie's gradient
-goes); forward mode through ``jax.jvp`` against the tangent the oracle's bins and indices imply.
+indices against both oracles, jitted; eager too, gradients included, in every
+:data:`conftest.EAGER_EVERY`-th random case (``JAXCONV_TEST_FULL=1``: all), and values and
+indices eager in two of the large ones without ties (``JAXCONV_TEST_FULL=1``: all);
+gradients (one program with the values) against torch autograd in float64, ties included
+(torch's index decides where a tie's gradient goes); forward mode through ``jax.jvp``
+against the tangent the oracle's bins and indices imply.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import EAGER_EVERY
+from conftest import EAGER_EVERY, FULL
 
 from jaxconv import adaptive
 from jaxconv import reference as ref
@@ -64,13 +68,35 @@ def _torch(torch, kind: str, nd: int, x: np.ndarray, output_size, g: np.ndarray)
     return y.detach().numpy(), None if idx is None else idx.numpy(), t.grad.numpy()
 
 
+def _values_and_grad(kind: str, nd: int):
+    """``run(x, g, output_size) -> (y, indices or None, input gradient for cotangent g)``:
+    one call of the op (max: with ``return_indices``) differentiated by ``jax.vjp``, one
+    program when jitted."""
+    f = getattr(adaptive, _name(kind, nd))
+
+    def run(x, g, output_size):
+        if kind == "max":
+            y, pullback, idx = jax.vjp(lambda a: f(a, output_size, True), x, has_aux=True)
+        else:
+            (y, pullback), idx = jax.vjp(lambda a: f(a, output_size), x), None
+        return y, idx, pullback(g)[0]
+
+    return run
+
+
+@functools.cache
+def _jitted(kind: str, nd: int):
+    """:func:`_values_and_grad` jitted once per op (a module-level cache: the ``ties`` cases
+    share the ``distinct`` cases' shapes, so their programs too)."""
+    return jax.jit(_values_and_grad(kind, nd), static_argnums=2)
+
+
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("nd", NDS)
 def test_against_oracles(torch, nd, kind, ties):
-    f = getattr(adaptive, _name(kind, nd))
     f_ref = getattr(ref, _name(kind, nd))
-    jitted = jax.jit(f, static_argnums=(1, 2) if kind == "max" else (1,))
+    eager, jitted = _values_and_grad(kind, nd), _jitted(kind, nd)
     for seed in range(CASES):
         shape, output_size = _case(seed, nd)
         rng = np.random.default_rng([seed, nd, 7])
@@ -80,21 +106,14 @@ def test_against_oracles(torch, nd, kind, ties):
         g = rng.standard_normal(want_y.shape)
         t_y, t_i, t_grad = _torch(torch, kind, nd, x, output_size, g)
         np.testing.assert_allclose(want_y, t_y, rtol=1e-12, atol=1e-12)  # the oracles agree
-        for run in (f, jitted) if seed % EAGER_EVERY == 0 else (jitted,):
-            got = run(x, output_size, True) if kind == "max" else run(x, output_size)
-            y, idx = got if kind == "max" else (got, None)
+        for run in (eager, jitted) if seed % EAGER_EVERY == 0 else (jitted,):
+            y, idx, grad = run(x, g.astype(np.float32), output_size)
             assert y.shape == want_y.shape and y.dtype == jnp.float32, (shape, output_size)
             np.testing.assert_allclose(y, want_y, rtol=1e-6, atol=1e-6)
             if kind == "max":
                 np.testing.assert_array_equal(idx, want_i)
                 np.testing.assert_array_equal(idx, t_i)
-
-        def loss(a, output_size=output_size, g=g):
-            return jnp.vdot(f(a, output_size), jnp.asarray(g, jnp.float32))
-
-        # eager: its per-shape compiles are shared with the other ``ties`` case's
-        grad = jax.grad(loss)(jnp.asarray(x))
-        np.testing.assert_allclose(grad, t_grad, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(grad, t_grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -127,8 +146,17 @@ def test_second_order(nd):
         f = getattr(adaptive, _name(kind, nd))
         x = _values(np.random.default_rng(nd), (2, 3) + (5,) * nd, False)
         loss = lambda a, f=f: jnp.sum(jnp.sin(f(a, 3)))
-        hvp = jax.jvp(jax.grad(loss), (jnp.asarray(x),), (jnp.ones_like(x),))[1]
+        # jitted: un-jitted, every primitive of the second derivative compiles on its own
+        hvp = jax.jit(lambda a, v, loss=loss: jax.jvp(jax.grad(loss), (a,), (v,))[1])(
+            jnp.asarray(x), jnp.ones_like(x)
+        )
         assert np.isfinite(np.asarray(hvp)).all() and np.abs(np.asarray(hvp)).max() > 0
+
+
+#: The large shapes also run eager (``JAXCONV_TEST_FULL=1``: all): un-jitted, the op is its
+#: own jitted program per shape, so each costs a second large compile; one 1-D and one 2-D
+#: (one axis tiled, the other not) keep the eager paths at this scale.
+EAGER_LARGE = ((3, 33), (2, 2, 33, 40))
 
 
 @pytest.mark.parametrize(
@@ -148,27 +176,27 @@ def test_second_order(nd):
 def test_large_uneven_bins(torch, nd, shape, output_size, ties):
     """Larger inputs whose bins overlap and take two widths per axis (the scan and products
     paths at realistic sizes): values, indices and float64 gradients against both oracles,
-    eager and jitted."""
+    jitted; values and indices also eager on the distinct inputs of :data:`EAGER_LARGE`."""
     rng = np.random.default_rng([nd, len(shape), ties])
     x = _values(rng, shape, ties)
     for kind in KINDS:
-        f, f_ref = getattr(adaptive, _name(kind, nd)), getattr(ref, _name(kind, nd))
+        f_ref = getattr(ref, _name(kind, nd))
         want = f_ref(x, output_size, True) if kind == "max" else (f_ref(x, output_size), None)
         g = rng.standard_normal(want[0].shape)
         t_y, t_i, t_grad = _torch(torch, kind, nd, x, output_size, g)
-        args = (True,) if kind == "max" else ()
         # A float32 sum over a long bin rounds at the scale of its partial sums, not of the mean.
         atol = 1e-6 * float(np.abs(x).max()) if kind == "avg" else 0.0
-        for run in (f, jax.jit(f, static_argnums=tuple(range(1, 2 + len(args))))):
-            got = run(x, output_size, *args)
-            y, idx = got if kind == "max" else (got, None)
+        y, idx, grad = _jitted(kind, nd)(x, g.astype(np.float32), output_size)
+        results = [(y, idx)]
+        if not ties and (FULL or shape in EAGER_LARGE):  # the ties half: the same paths
+            f = getattr(adaptive, _name(kind, nd))
+            results.append(f(x, output_size, True) if kind == "max" else (f(x, output_size), None))
+        for y, idx in results:
             np.testing.assert_allclose(y, want[0], rtol=1e-6, atol=atol)
             np.testing.assert_allclose(y, t_y, rtol=1e-6, atol=atol)
             if kind == "max":
                 np.testing.assert_array_equal(idx, want[1])
                 np.testing.assert_array_equal(idx, t_i)
-        cotangent = jnp.asarray(g, jnp.float32)
-        grad = jax.grad(lambda a, f=f, c=cotangent: jnp.vdot(f(a, output_size), c))(jnp.asarray(x))
         np.testing.assert_allclose(grad, t_grad, rtol=1e-5, atol=1e-5)
 
 
@@ -189,10 +217,9 @@ def test_nonfinite_average_as_torch(torch, nd):
     t_y = getattr(torch.nn.functional, _name("avg", nd))(t, out)
     g = rng.standard_normal(tuple(t_y.shape))
     t_y.backward(torch.tensor(g))
-    for run in (f, jax.jit(f, static_argnums=(1,))):
-        np.testing.assert_allclose(run(x, out), t_y.detach().numpy(), rtol=1e-6, atol=1e-6)
-    cotangent = jnp.asarray(g, jnp.float32)
-    grad = jax.grad(lambda a: jnp.vdot(f(a, out), cotangent))(jnp.asarray(x))
+    np.testing.assert_allclose(f(x, out), t_y.detach().numpy(), rtol=1e-6, atol=1e-6)
+    y, _, grad = _jitted("avg", nd)(x, g.astype(np.float32), out)
+    np.testing.assert_allclose(y, t_y.detach().numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(grad, t.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -213,15 +240,11 @@ def test_tiling_bins(torch, nd, shape, output_size):
     g = rng.standard_normal(getattr(ref, _name("avg", nd))(x, output_size).shape)
     cotangent = jnp.asarray(g, jnp.float32)
     for kind in KINDS:
-        f = getattr(adaptive, _name(kind, nd))
         t_y, t_i, t_grad = _torch(torch, kind, nd, x, output_size, g)
+        y, idx, grad = _jitted(kind, nd)(x, cotangent, output_size)
         if kind == "max":
-            y, idx = f(x, output_size, True)
             np.testing.assert_array_equal(idx, t_i)
-        else:
-            y = f(x, output_size)
         np.testing.assert_allclose(y, t_y, rtol=1e-6, atol=1e-6)
-        grad = jax.grad(lambda a, f=f: jnp.vdot(f(a, output_size), cotangent))(jnp.asarray(x))
         np.testing.assert_allclose(grad, t_grad, rtol=1e-5, atol=1e-6)
 
 

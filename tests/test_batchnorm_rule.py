@@ -4,6 +4,8 @@ modes; values equal to the plain formula, eager and jitted, channels first and l
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +56,19 @@ def _vjp(fn, x, weight, bias, axes, eps, cots):
     return pullback(cots)
 
 
+def _values_and_vjp(fn, x, weight, bias, cots, axes, eps):
+    """``fn``'s three outputs and its input, weight and bias cotangents for ``cots``."""
+    return fn(x, weight, bias, axes, eps), _vjp(fn, x, weight, bias, axes, eps, cots)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _rule_and_formula(x, weight, bias, cots, axes, eps):
+    """:func:`_values_and_vjp` of the rule and of the plain formula: one program (shared by
+    the cases of one shape: the cotangents are arguments)."""
+    args = (x, weight, bias, cots, axes, eps)
+    return _values_and_vjp(batch_norm_train, *args), _values_and_vjp(plain, *args)
+
+
 def _case_id(case: tuple) -> str:
     shape, channel, *seed = case
     return "x".join(map(str, shape)) + f"-c{channel}" + "".join(f"-s{s}" for s in seed)
@@ -68,12 +83,11 @@ def test_values_and_gradients_equal_autodiff_of_the_formula_float64(variant, cas
     with jax.enable_x64(True):
         x, weight, bias, cots = _draw(seed, shape, channel, np.float64)
         axes, eps = _axes(shape, channel), 1e-5
-        got = variant(lambda *a: batch_norm_train(*a, axes, eps))(x, weight, bias)
-        want = plain(x, weight, bias, axes, eps)
+        (got, got_grads), (want, want_grads) = _rule_and_formula(x, weight, bias, cots, axes, eps)
+        if variant is not jax.jit:  # the rule un-jitted (the formula stays the jitted one)
+            got, got_grads = _values_and_vjp(batch_norm_train, x, weight, bias, cots, axes, eps)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
-        got_grads = variant(lambda *a: _vjp(batch_norm_train, *a, axes, eps, cots))(x, weight, bias)
-        want_grads = _vjp(plain, x, weight, bias, axes, eps, cots)
         for g, w in zip(got_grads, want_grads, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 
@@ -85,8 +99,15 @@ def test_forward_mode_equals_autodiff_of_the_formula_float64(shape, channel):
         rng = np.random.default_rng(8)
         tangents = tuple(rng.standard_normal(np.shape(a)) for a in (x, weight, bias))
         axes, eps = _axes(shape, channel), 1e-5
-        _, got = jax.jvp(lambda *a: batch_norm_train(*a, axes, eps), (x, weight, bias), tangents)
-        _, want = jax.jvp(lambda *a: plain(*a, axes, eps), (x, weight, bias), tangents)
+
+        @jax.jit  # both tangents: one program
+        def tangents_of(primals, tangents):
+            def jvp(fn):
+                return jax.jvp(lambda *a: fn(*a, axes, eps), primals, tangents)[1]
+
+            return jvp(batch_norm_train), jvp(plain)
+
+        got, want = tangents_of((x, weight, bias), tangents)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 
@@ -144,12 +165,14 @@ def test_large_means_are_as_accurate_as_torch_float32(torch, shape, channel):
     error of PyTorch's (or of autodiff of the plain formula, whichever is larger)."""
     x, weight, bias, (g, _, _) = _draw(11, shape, channel, np.float32, offset=1000.0)
     axes, eps = _axes(shape, channel), 1e-5
-    got = jax.jit(lambda *a: _float32_grads(batch_norm_train, *a, axes, eps, g))(x, weight, bias)
-    autodiff = _float32_grads(plain, x, weight, bias, axes, eps, g)
+    # jitted: un-jitted, every primitive of the formula's derivative compiles on its own
+    got, autodiff = jax.jit(
+        lambda *a: tuple(_float32_grads(fn, *a, axes, eps, g) for fn in (batch_norm_train, plain))
+    )(x, weight, bias)
     torch_out = _torch_grads(torch, x, weight, bias, channel, eps, g)
     with jax.enable_x64(True):
         args = [a.astype(np.float64) for a in (x, weight, bias, g)]
-        exact = _float32_grads(plain, *args[:3], axes, eps, args[3])
+        exact = jax.jit(lambda x, w, b, g: _float32_grads(plain, x, w, b, axes, eps, g))(*args)
 
     def error(a, t):
         t = np.asarray(t)
@@ -213,12 +236,12 @@ def test_module_running_statistics_and_gradients_follow_the_formula(variant, lay
     np.testing.assert_allclose(grads["bias"], np.sum(g, axis=axes), rtol=1e-5, atol=1e-5)
     tx = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
     apply = lambda x: layer.apply(variables, x, train=True, mutable=["batch_stats"])[0]  # noqa: E731
-    _, got = jax.jvp(apply, (x,), (tx,))
-    with jax.enable_x64(True):
+    _, got = jax.jvp(variant(apply), (x,), (tx,))
+    with jax.enable_x64(True):  # the float64 formula's tangent, jitted (the oracle)
         p = variables["params"]
-        _, want = jax.jvp(
+        _, want = jax.jit(lambda x, t: jax.jvp(
             lambda x: plain(x, p["weight"].astype(np.float64), p["bias"].astype(np.float64),
                             axes, 1e-5)[0],
-            (x64,), (tx.astype(np.float64),),
-        )  # fmt: skip
+            (x,), (t,),
+        ))(x64, tx.astype(np.float64))  # fmt: skip
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -59,15 +59,21 @@ def test_phase_taps_equal_strided_taps_and_their_transposes(i):
 
     with jax.enable_x64(True):
         x = jnp.asarray(c["x"])
-        want = jax.jit(lambda x: strided_taps(x, *args))(x)
-        got = jax.jit(lambda x: phase_taps(x, *args))(x)
+        shape = jax.eval_shape(lambda x: strided_taps(x, *args)[0], x).shape
+        ct = jnp.asarray(c["r"].standard_normal(shape))
+
+        @jax.jit
+        def run(x, ct):
+            """Both taps and both transposes (for cotangent ct): one program."""
+            taps = (phase_taps(x, *args), strided_taps(x, *args))
+            grads = (jax.vjp(weighted(fn), x)[1](ct)[0] for fn in (phase_taps, strided_taps))
+            return taps, tuple(grads)
+
+        (got, want), (gx, hx) = run(x, ct)
         assert len(got) == len(want) == len(weights)
         for g, h in zip(got, want, strict=True):
             assert g.shape == h.shape
             np.testing.assert_array_equal(g, h)
-        ct = jnp.asarray(c["r"].standard_normal(want[0].shape))
-        (gx,) = jax.jit(lambda x: jax.vjp(weighted(phase_taps), x)[1](ct))(x)
-        (hx,) = jax.jit(lambda x: jax.vjp(weighted(strided_taps), x)[1](ct))(x)
         np.testing.assert_allclose(gx, hx, rtol=1e-12, atol=1e-12)
 
 
@@ -166,9 +172,11 @@ def test_chunked_gradients_match_torch(c, variant, torch, monkeypatch):
         def loss(a, b):
             return jnp.sum(conv(a, b) * ctl)
 
-        both = variant(jax.grad(loss, argnums=(0, 1)))(xl, wl)
-        only_x = variant(jax.grad(loss, argnums=0))(xl, wl)
-        only_w = variant(jax.grad(loss, argnums=1))(xl, wl)
+        def grads(a, b):
+            """Both gradients at once, and each alone: one program when jitted."""
+            return tuple(jax.grad(loss, argnums=k)(a, b) for k in ((0, 1), 0, 1))
+
+        both, only_x, only_w = variant(grads)(xl, wl)
     for gx in (both[0], only_x):
         np.testing.assert_allclose(_from_layout(c, np.asarray(gx)), gx_t, rtol=1e-10, atol=1e-10)
     for gw in (both[1], only_w):

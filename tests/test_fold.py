@@ -79,39 +79,42 @@ def test_unfold_fold_match_reference_and_torch(torch, case, variant):
     rng = np.random.default_rng(case["seed"])
     kw, shape = case["kw"], case["shape"]
     x = rng.standard_normal(shape)
+    size = shape[-2:]
     with jax.enable_x64(True):
         unfold = lambda x: jaxconv.unfold(x, **kw)  # noqa: E731
-        cols = variant(unfold)(x)
+        fold = lambda c: jaxconv.fold(c, size, **kw)  # noqa: E731
+
+        def run(x, g, c, gy):
+            """unfold(x) and its gradient for cotangent g, fold(c) and its gradient for gy:
+            one program when jitted."""
+            (cols, pull_u), (y, pull_f) = jax.vjp(unfold, x), jax.vjp(fold, c)
+            return cols, pull_u(g)[0], y, pull_f(gy)[0]
+
         ref = reference.unfold(x, **kw)
+        g = rng.standard_normal(ref.shape)
+        c = rng.standard_normal(ref.shape)
+        gy = rng.standard_normal(shape)
+        cols, grad, y, grad_c = outs = variant(run)(x, g, c, gy)
+        if variant is not jax.jit:  # eager == jit
+            for a, b in zip(outs, jax.jit(run)(x, g, c, gy), strict=True):
+                np.testing.assert_array_equal(a, b)
         tx = torch.tensor(x, requires_grad=True)
         tcols = F.unfold(tx, **kw)
         assert cols.dtype == jnp.float64 and cols.shape == ref.shape == tuple(tcols.shape)
         np.testing.assert_array_equal(cols, ref)  # a copy: exact
         np.testing.assert_array_equal(cols, tcols.detach().numpy())
-        if variant is not jax.jit:
-            np.testing.assert_array_equal(jax.jit(unfold)(x), cols)
 
         # gradients against torch autograd, for a random cotangent
-        g = rng.standard_normal(ref.shape)
         tcols.backward(torch.tensor(g))
-        grad = variant(jax.grad(lambda x: jnp.vdot(unfold(x), g)))(x)
         np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
 
-        # fold of random columns (overlapping windows sum), its gradient, jit == eager
-        size = shape[-2:]
-        c = rng.standard_normal(ref.shape)
-        fold = lambda c: jaxconv.fold(c, size, **kw)  # noqa: E731
-        y = variant(fold)(c)
+        # fold of random columns (overlapping windows sum), its gradient
         tc = torch.tensor(c, requires_grad=True)
         ty = F.fold(tc, size, **kw)
         np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(y, reference.fold(c, size, **kw), rtol=1e-12, atol=1e-12)
-        if variant is not jax.jit:
-            np.testing.assert_array_equal(jax.jit(fold)(c), y)
-        gy = rng.standard_normal(y.shape)
         ty.backward(torch.tensor(gy))
-        grad = variant(jax.grad(lambda c: jnp.vdot(fold(c), gy)))(c)
-        np.testing.assert_allclose(grad, tc.grad.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(grad_c, tc.grad.numpy(), rtol=1e-12, atol=1e-12)
 
         # fold is unfold's adjoint: <unfold(x), c> == <x, fold(c)>
         np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, y), rtol=1e-10)
@@ -267,25 +270,30 @@ def _back(y: np.ndarray, layout: str) -> np.ndarray:
     return y if layout == "NCHW" else np.moveaxis(y, -3, -1)
 
 
-@pytest.mark.parametrize("case", SHUFFLE_CASES, ids=str)
+@pytest.mark.parametrize(("case", "variant"), with_variants(SHUFFLE_CASES, str))
 def test_pixel_shuffle_and_unshuffle_match_torch(torch, variant, case):
     lead, c, h, w, r, layout = case
     F = torch.nn.functional
     rng = np.random.default_rng(c * h * w)
     shape = (*lead, c, h, w) if layout == "NCHW" else (*lead, h, w, c)
     x = rng.standard_normal(shape).astype(np.float32)
+    shuffle = lambda x: jaxconv.pixel_shuffle(x, r, layout=layout)  # noqa: E731
 
-    y = variant(lambda x: jaxconv.pixel_shuffle(x, r, layout=layout))(x)
+    def run(x, g):
+        """The shuffle, its gradient for cotangent g, and the unshuffle of the shuffle: one
+        program when jitted."""
+        y, pullback = jax.vjp(shuffle, x)
+        return y, pullback(g)[0], jaxconv.pixel_unshuffle(y, r, layout=layout)
+
+    g = rng.standard_normal(jax.eval_shape(shuffle, x).shape).astype(np.float32)
+    y, grad, back = variant(run)(x, g)
     tx = torch.tensor(_nchw(x, layout), requires_grad=True)
     ty = F.pixel_shuffle(tx, r)
     np.testing.assert_array_equal(y, _back(ty.detach().numpy(), layout))
     np.testing.assert_array_equal(y, reference.pixel_shuffle(x, r, layout=layout))
-    g = rng.standard_normal(y.shape).astype(np.float32)
     ty.backward(torch.tensor(_nchw(g, layout)))
-    grad = jax.grad(lambda x: jnp.vdot(jaxconv.pixel_shuffle(x, r, layout=layout), g))(x)
     np.testing.assert_array_equal(grad, _back(tx.grad.numpy(), layout))
 
-    back = variant(lambda y: jaxconv.pixel_unshuffle(y, r, layout=layout))(y)
     np.testing.assert_array_equal(back, x)  # unshuffle inverts shuffle
     tb = F.pixel_unshuffle(torch.tensor(_nchw(np.asarray(y), layout)), r)
     np.testing.assert_array_equal(back, _back(tb.numpy(), layout))

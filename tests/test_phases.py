@@ -1,11 +1,11 @@
 """The stride-phase transposed convolution (``conv_transpose*d(impl="phases")``, the CPU
-default): the plan's arithmetic, values against the float64 oracle and
-PyTorch over a seeded sweep (every case jitted, a quarter also eager and equal to jit;
-``JAXCONV_TEST_FULL=1``: all) (one merged convolution and one per phase; dilation, groups,
-padding past the kernel, output_padding, every layout), derivatives against the lax path in
-both modes (also inside ``lax.scan`` and under ``vmap``; second order through the public path
-in tests/test_conv_transpose.py), and NaN/inf reaching
-exactly PyTorch's outputs."""
+default): the plan's arithmetic, values against the float64 oracle and PyTorch over a seeded
+sweep (12 cases, every case jitted, a quarter also eager and equal to jit;
+``JAXCONV_TEST_FULL=1``: 18, all eager too) (one merged convolution and one per phase;
+dilation, groups, padding past the kernel, output_padding, every layout), derivatives against
+the lax path in both modes (also inside ``lax.scan`` and under ``vmap``; second order through
+the public path in tests/test_conv_transpose.py), and NaN/inf reaching exactly PyTorch's
+outputs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import with_variants
+from conftest import FULL, with_variants
 from jax import lax
 
 import jaxconv
@@ -71,7 +71,9 @@ def _case(i: int) -> dict:
     )  # fmt: skip
 
 
-CASES = [_case(i) for i in range(18)]
+#: The seeded sweep: 12 cases (``JAXCONV_TEST_FULL=1``: 18, of which these are the first);
+#: test_sweep_covers_merged_and_per_phase_plans_and_empty_phases holds for both.
+CASES = [_case(i) for i in range(18 if FULL else 12)]
 
 
 def _to_layout(x: np.ndarray, w: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +142,20 @@ def test_values_match_the_oracle_and_torch(i, variant, torch):
             np.testing.assert_allclose(jax.jit(f)(xl, wl), got, rtol=1e-12, atol=1e-12)
 
 
+def _derivatives(c: dict, impl: str):
+    """``run(x, w, ct, tx, tw) -> (input gradient, weight gradient, tangent)`` of ``impl``'s
+    transposed conv (reverse mode for cotangent ``ct``, forward mode along ``(tx, tw)``),
+    jitted: one program."""
+
+    @jax.jit
+    def run(x, w, ct, tx, tw):
+        conv = lambda a, b: _call(c, a, b, impl)  # noqa: E731
+        _, pullback = jax.vjp(conv, x, w)
+        return (*pullback(ct), jax.jvp(conv, (x, w), (tx, tw))[1])
+
+    return run
+
+
 @pytest.mark.parametrize("i", range(0, len(CASES), 3))
 def test_derivatives_equal_the_lax_paths_in_both_modes(i):
     c = CASES[i]
@@ -150,18 +166,9 @@ def test_derivatives_equal_the_lax_paths_in_both_modes(i):
         shape = jax.eval_shape(lambda a, b: _call(c, a, b, "lax"), x, w).shape
         ct = jnp.asarray(r.standard_normal(shape))
         tx, tw = jnp.asarray(r.standard_normal(x.shape)), jnp.asarray(r.standard_normal(w.shape))
-        loss = {i: (lambda a, b, i=i: jnp.vdot(_call(c, a, b, i), ct)) for i in ("phases", "lax")}
-        got = jax.jit(jax.grad(loss["phases"], (0, 1)))(x, w)
-        want = jax.jit(jax.grad(loss["lax"], (0, 1)))(x, w)
-        for g, h in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
-        fwd = {
-            i: jax.jit(lambda a, b, i=i: jax.jvp(lambda a, b: _call(c, a, b, i), (a, b), (tx, tw)))(
-                x, w
-            )[1]
-            for i in loss
-        }
-        np.testing.assert_allclose(fwd["phases"], fwd["lax"], rtol=1e-10, atol=1e-10)
+        got, want = (_derivatives(c, impl)(x, w, ct, tx, tw) for impl in ("phases", "lax"))
+    for g, h in zip(got, want, strict=True):  # input and weight gradients, tangent
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
 def test_gradients_inside_scan_and_under_vmap():
@@ -183,7 +190,9 @@ def test_gradients_inside_scan_and_under_vmap():
             for i in ("phases", "lax")
         }
         per_example = {
-            i: jax.vmap(jax.grad(lambda a, b, i=i: scanned(a[None], b, i), (0, 1)), (0, None))(x, w)
+            i: jax.jit(
+                jax.vmap(jax.grad(lambda a, b, i=i: scanned(a[None], b, i), (0, 1)), (0, None))
+            )(x, w)
             for i in ("phases", "lax")
         }
     for g, h in zip(grads["phases"], grads["lax"], strict=True):
@@ -201,13 +210,27 @@ def test_weight_tangent_is_the_transposed_conv(i):
         (x.shape), w.shape, stride=c["s"], padding=c["p"], output_padding=c["op"],
         groups=c["groups"], dilation=c["d"], layout=c["layout"],
     )  # fmt: skip
-    with jax.enable_x64(True):
-        got = phases.weight_tangent(jnp.asarray(x), jnp.asarray(w), geom, None)
-        want = _call(c, x, w, "lax")
+    with jax.enable_x64(True):  # jitted, one program: un-jitted, every primitive compiles alone
+        got, want = jax.jit(
+            lambda a, b: (phases.weight_tangent(a, b, geom, None), _call(c, a, b, "lax"))
+        )(x, w)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 PLANE_CASES = [i for i, c in enumerate(CASES) if c["n"] == 3]
+
+
+def _values_and_derivatives(c: dict, impl: str):
+    """``run(x, w, ct, tx, tw) -> (values, input gradient, weight gradient, tangent)``,
+    jitted: one program."""
+
+    @jax.jit
+    def run(x, w, ct, tx, tw):
+        conv = lambda a, b: _call(c, a, b, impl)  # noqa: E731
+        y, dy = jax.jvp(conv, (x, w), (tx, tw))
+        return (y, *jax.vjp(conv, x, w)[1](ct), dy)
+
+    return run
 
 
 @pytest.mark.parametrize("i", PLANE_CASES)
@@ -221,20 +244,18 @@ def test_3d_planes_equal_the_oracle_and_the_phases_in_both_modes(i):
     r = np.random.default_rng(600 + i)
     with jax.enable_x64(True):
         x, w = jnp.asarray(x), jnp.asarray(w)
-        got = jax.jit(lambda a, b: _call(c, a, b, "planes"))(x, w)
-        np.testing.assert_allclose(
-            _from_layout(np.asarray(got), c["layout"]), oracle, rtol=1e-10, atol=1e-10
+        ct = jnp.asarray(
+            r.standard_normal(jax.eval_shape(lambda a, b: _call(c, a, b, "planes"), x, w).shape)
         )
-        ct = jnp.asarray(r.standard_normal(got.shape))
         tx, tw = jnp.asarray(r.standard_normal(x.shape)), jnp.asarray(r.standard_normal(w.shape))
-        res = {}
-        for impl in ("planes", "phases"):
-            loss = lambda a, b, impl=impl: jnp.vdot(_call(c, a, b, impl), ct)  # noqa: E731
-            fwd = jax.jit(
-                lambda a, b, impl=impl: jax.jvp(lambda a, b: _call(c, a, b, impl), (a, b), (tx, tw))
-            )(x, w)[1]
-            res[impl] = (*jax.jit(jax.grad(loss, (0, 1)))(x, w), fwd)
-    for g, h in zip(res["planes"], res["phases"], strict=True):
+        # per impl one program: the values (the jvp's primal output) and both derivatives
+        res = {impl: _values_and_derivatives(c, impl)(x, w, ct, tx, tw)
+               for impl in ("planes", "phases")}  # fmt: skip
+    got = res["planes"][0]
+    np.testing.assert_allclose(
+        _from_layout(np.asarray(got), c["layout"]), oracle, rtol=1e-10, atol=1e-10
+    )
+    for g, h in zip(res["planes"][1:], res["phases"][1:], strict=True):
         np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 

@@ -2,8 +2,9 @@
 
 The indices come from torch's own ``max_pool*d(..., return_indices=True)`` on tie-free inputs
 (the round trip max_pool -> max_unpool), in both layouts, batched and unbatched, with and
-without ``output_size``; gradients against torch autograd in float64; every case jitted, a
-quarter also eager and equal to jit (``JAXCONV_TEST_FULL=1``: all); duplicate
+without ``output_size``; gradients against torch autograd in float64 (one program with the
+values); every case jitted, a quarter also eager and equal to jit (``JAXCONV_TEST_FULL=1``:
+all, and 15 cases instead of 12); duplicate
 and out-of-range indices; the errors torch raises.
 """
 
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import with_variants
+from conftest import FULL, with_variants
 from jax.test_util import check_grads
 
 import jaxconv
@@ -45,7 +46,9 @@ def _cases(count: int, seed: int) -> list[dict]:
     return cases
 
 
-CASES = _cases(15, seed=14)
+#: 12 cases (``JAXCONV_TEST_FULL=1``: 15, of which these are the first); test_sweep_covers_the_cases
+#: holds for both.
+CASES = _cases(15 if FULL else 12, seed=14)
 
 
 def _id(case: dict) -> str:
@@ -105,7 +108,13 @@ def test_round_trip_matches_torch(torch, case, variant):
         def f(v):
             return getattr(jaxconv, name)(v, il, output_size=out_size, layout=layout, **kw)
 
-        out = variant(f)(yl)
+        def run(v, g):
+            """Values and the gradient for cotangent g: one program when jitted."""
+            out, pullback = jax.vjp(f, v)
+            return out, pullback(g)[0]
+
+        g = rng.standard_normal(tout.shape)
+        out, grad = variant(run)(yl, _to_layout(g, layout, n))
         expected = _to_layout(tout.detach().numpy(), layout, n)
         assert out.dtype == jnp.float64 and out.shape == expected.shape
         np.testing.assert_array_equal(out, expected)  # copies: exact
@@ -114,9 +123,7 @@ def test_round_trip_matches_torch(torch, case, variant):
         if variant is not jax.jit:
             np.testing.assert_array_equal(jax.jit(f)(yl), out)
 
-        g = rng.standard_normal(tout.shape)
         tout.backward(torch.tensor(g))
-        grad = variant(jax.grad(lambda v: jnp.vdot(f(v), _to_layout(g, layout, n))))(yl)
         if _unique_per_plane(idx, n):  # see test_duplicate_indices for the other case
             np.testing.assert_array_equal(_from_layout(np.asarray(grad), layout, n), ty.grad)
 
@@ -179,9 +186,9 @@ def test_check_grads_and_low_precision(torch):
     x = torch.tensor(rng.permutation(2 * 3 * 6 * 4).reshape(2, 3, 6, 4).astype(np.float64))
     y, idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
     with jax.enable_x64(True):
-        check_grads(
-            lambda v: jaxconv.max_unpool2d(v, idx.numpy(), 2), (jnp.asarray(y.numpy()),), 2,
-            modes=("fwd", "rev"),
+        check_grads(  # jitted: un-jitted, every primitive of every derivative compiles alone
+            jax.jit(lambda v: jaxconv.max_unpool2d(v, idx.numpy(), 2)), (jnp.asarray(y.numpy()),),
+            2, modes=("fwd", "rev"),
         )  # fmt: skip
     for dtype in ("float16", "bfloat16"):
         tout = torch.nn.functional.max_unpool2d(y.to(getattr(torch, dtype)), idx, 2)
@@ -298,12 +305,18 @@ def test_duplicates_both_index_forms(flat):
         t = rng.standard_normal((r, p))
         g = rng.standard_normal((r, plane))
         with jax.enable_x64(True):
-            f = jax.jit(lambda v, i: unpool._last_wins(v, i, plane, flat))  # noqa: B023
+
+            @jax.jit
+            def run(v, i, t, g):
+                """Values, the tangent along t and the gradient for g: one program."""
+                f = lambda v: unpool._last_wins(v, i, plane, flat)  # noqa: B023, E731
+                out, tan = jax.jvp(f, (v,), (t,))
+                return out, tan, jax.vjp(f, v)[1](g)[0]
+
+            got, tan, grad = run(v, idx, t, g)
             out, won = _last_wins_oracle(v, idx, plane)
-            np.testing.assert_array_equal(f(v, idx), out)
-            _, tan = jax.jvp(lambda v: f(v, idx), (v,), (t,))  # noqa: B023
+            np.testing.assert_array_equal(got, out)
             np.testing.assert_array_equal(tan, _last_wins_oracle(t, idx, plane)[0])
-            grad = jax.grad(lambda v: jnp.vdot(f(v, idx), g))(v)  # noqa: B023
             gathered = np.take_along_axis(g, np.clip(idx, 0, plane - 1), axis=1)
             np.testing.assert_array_equal(grad, np.where(won, gathered, 0.0))
 
@@ -319,12 +332,15 @@ def test_second_order_jvp_and_vmap_with_duplicates():
         def f(v):
             return jaxconv.max_unpool2d(v, idx, 2) ** 2
 
-        check_grads(f, (v,), 2, modes=("fwd", "rev"))
+        # jitted: un-jitted, every primitive of every derivative the check takes compiles alone
+        check_grads(jax.jit(f), (v,), 2, modes=("fwd", "rev"))
         t = rng.standard_normal(v.shape)
-        out, tan = jax.jvp(lambda v: jaxconv.max_unpool2d(v, idx, 2), (v,), (t,))
+        out, tan = jax.jit(
+            lambda v, t: jax.jvp(lambda v: jaxconv.max_unpool2d(v, idx, 2), (v,), (t,))
+        )(v, t)
         np.testing.assert_array_equal(out, reference.max_unpool2d(v, idx, 2))
         np.testing.assert_array_equal(tan, reference.max_unpool2d(t, idx, 2))
-        mapped = jax.vmap(lambda a, i: jaxconv.max_unpool2d(a, i, 2, layout="NHWC"))(
+        mapped = jax.jit(jax.vmap(lambda a, i: jaxconv.max_unpool2d(a, i, 2, layout="NHWC")))(
             np.moveaxis(v, 1, -1), np.moveaxis(idx, 1, -1)
         )
         np.testing.assert_array_equal(np.moveaxis(mapped, -1, 1), out)
