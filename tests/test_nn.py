@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _unoptimised import UNOPTIMISED, unoptimised_env
 from conftest import EAGER_EVERY
 
 from jaxconv import nn as jnn
@@ -63,7 +65,9 @@ def test_init_follows_torch_rule(torch, cls, args, shape, fan_in):
     bias rule): inside the bound, reaching close to it, with a uniform's spread; torch's
     own layer of the same shape has the same spread."""
     layer = getattr(jnn, cls)(*args)
-    params = jax.jit(layer.init)(jax.random.key(0), jnp.ones(shape))["params"]
+    # compiled as jaxconv compiles a network's init (a program that runs once)
+    init = jax.jit(layer.init, compiler_options=UNOPTIMISED)
+    params = init(jax.random.key(0), jnp.ones(shape))["params"]
     bound = 1 / np.sqrt(fan_in)
     tlayer = getattr(torch.nn, cls)(*args)
     for name in ("weight", "bias"):
@@ -367,6 +371,14 @@ def test_conv_transpose_output_size_equals_torch(torch, batched):
     _check_layer(torch, t3, l3, x3, output_size=(5, 9, 3), eager=not batched)
 
 
+@functools.cache
+def _output_size_layer():
+    """(layer, input, variables) of the output_size error cases, initialised once."""
+    layer = jnn.ConvTranspose2d(2, 4, 3, stride=(3, 2), padding=1)
+    x = jnp.ones((2, 2, 4, 5))
+    return layer, x, jax.jit(layer.init, compiler_options=UNOPTIMISED)(jax.random.key(0), x)
+
+
 @pytest.mark.parametrize(
     "size, match",
     [((9, 9), r"valid sizes range from \(10, 9\) to \(12, 10\)"), ((13, 9), "valid sizes"),
@@ -374,9 +386,7 @@ def test_conv_transpose_output_size_equals_torch(torch, batched):
      ((9,), "must have 2 or 4 elements"), (9, "sequence")],
 )  # fmt: skip
 def test_conv_transpose_output_size_errors(torch, size, match):
-    layer = jnn.ConvTranspose2d(2, 4, 3, stride=(3, 2), padding=1)
-    x = jnp.ones((2, 2, 4, 5))
-    variables = layer.init(jax.random.key(0), x)
+    layer, x, variables = _output_size_layer()
     with pytest.raises((ValueError, TypeError), match=match):
         layer.apply(variables, x, output_size=size)
     if not isinstance(size, int):  # torch refuses the same sizes
@@ -579,7 +589,7 @@ _SHARDED = textwrap.dedent(
     net = jnn.Sequential((jnn.Conv2d(2, 4, 3), jnn.BatchNorm2d(4), jnn.ReLU(), jnn.Flatten(),
                           jnn.Linear(4 * 6 * 6, 3), jnn.BatchNorm1d(3)))
     x = np.random.default_rng(0).standard_normal((8, 2, 8, 8)).astype(np.float32) * 2 + 1
-    v = net.init(jax.random.key(0), x)
+    v = jax.jit(net.init)(jax.random.key(0), x)
     step = jax.jit(lambda v, x: net.apply(v, x, train=True, mutable=["batch_stats"]))
     y1, s1 = step(v, jax.device_put(x, jax.devices()[0]))
     mesh = Mesh(np.array(jax.devices()), ("batch",))
@@ -601,7 +611,7 @@ _SHARDED = textwrap.dedent(
 def test_batchnorm_statistics_over_sharded_batch():
     """Four CPU devices, the batch sharded over them: the same outputs and running statistics
     as one device (the mean over the batch axis is the global one under jit)."""
-    env = dict(os.environ)
+    env = unoptimised_env()  # the child compiles as run-once (see _unoptimised)
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     ).strip()
@@ -633,7 +643,7 @@ def test_sequential_names_layers_by_position():
     net = jnn.Sequential(
         (jnn.Conv2d(1, 2, 3), jnn.ReLU(), jnn.Sequential((jnn.BatchNorm2d(2), jnn.Dropout())))
     )
-    v = net.init(jax.random.key(0), jnp.ones((2, 1, 5, 5)))
+    v = jax.eval_shape(net.init, jax.random.key(0), jnp.ones((2, 1, 5, 5)))  # names only
     assert set(v["params"]) == {"0", "2"} and set(v["params"]["2"]) == {"0"}
     assert set(v["batch_stats"]["2"]["0"]) == {"running_mean", "running_var", "num_batches_tracked"}
 
