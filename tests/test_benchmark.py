@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _unoptimised import unoptimised_env
+from _unoptimised import UNOPTIMISED, unoptimised_env
 from conftest import EAGER_EVERY, FULL
 
 from jaxconv.bench import _engine, report, timing
@@ -99,27 +99,44 @@ def test_quick_run_numbers_are_finite(quick_run):
     assert any(r["note"] == "auto" for r in rows if r["table"] == "ops")
 
 
-def test_family_section_through_the_module_entry_point(tmp_path):
-    """``python -m jaxconv.bench --section family``: a row per op and pass and contender; an
-    op this jaxconv lacks is a row that says so, not a crash."""
-    pytest.importorskip("torch")
-    import jaxconv
+#: ``python -c _MODULE_TWICE FAMILY_JSON OPSET_JSON``: ``python -m jaxconv.bench --quick
+#: --section family`` and then ``... --section opset``, the module run as ``__main__`` by
+#: runpy each time, in one process (one start of JAX and PyTorch for both sections).
+_MODULE_TWICE = (
+    "import runpy, sys\n"
+    "family, opset = sys.argv[1:]\n"
+    "for section, out in (('family', family), ('opset', opset)):\n"
+    "    sys.argv = ['jaxconv.bench', '--quick', '--section', section, '--json', out]\n"
+    "    try:\n"
+    "        runpy.run_module('jaxconv.bench', run_name='__main__', alter_sys=True)\n"
+    "    except SystemExit as done:\n"
+    "        if done.code:\n"
+    "            raise\n"
+    "    print(f'=== end of {section}', flush=True)\n"
+)
 
-    out = tmp_path / "rows.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "jaxconv.bench",
-        "--quick",
-        "--section",
-        "family",
-        "--json",
-        str(out),
-    ]
+
+@pytest.fixture(scope="module")
+def family_and_opset_runs(tmp_path_factory):
+    """(printed output, family rows, opset rows) of the two quick sections' runs."""
+    pytest.importorskip("torch")
+    tmp = tmp_path_factory.mktemp("sections")
+    outs = [tmp / "family.json", tmp / "opset.json"]
+    cmd = [sys.executable, "-c", _MODULE_TWICE, *map(str, outs)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "### The conv family" in proc.stdout
-    rows = json.loads(out.read_text())["rows"]
+    assert "=== end of opset" in proc.stdout
+    family_out, opset_out = proc.stdout.split("=== end of family")
+    return family_out, opset_out, *(json.loads(o.read_text())["rows"] for o in outs)
+
+
+def test_family_section_through_the_module_entry_point(family_and_opset_runs):
+    """``python -m jaxconv.bench --quick --section family``: a row per op and pass and
+    contender; an op this jaxconv lacks is a row that says so, not a crash."""
+    import jaxconv
+
+    stdout, _, rows, _ = family_and_opset_runs
+    assert "### The conv family" in stdout
     assert {r["table"] for r in rows} == {"family"}
     for case in family.family_cases(quick=True):
         mine = [r for r in rows if r["case"] == case.label()]
@@ -135,21 +152,14 @@ def test_family_section_through_the_module_entry_point(tmp_path):
                 assert math.isnan(ours["seconds"]) and ours["note"] == "not in this jaxconv"
 
 
-def test_opset_section_times_every_op_of_the_family(tmp_path):
-    """``--quick --section opset``: every op in 1-D, 2-D and 3-D, fwd and fwd+bwd, PyTorch as
-    the baseline, jaxconv, and plain JAX where it has the op; finite times; one line per op and
-    pass in the printed table."""
-    pytest.importorskip("torch")
+def test_opset_section_times_every_op_of_the_family(family_and_opset_runs):
+    """``python -m jaxconv.bench --quick --section opset``: every op in 1-D, 2-D and 3-D, fwd
+    and fwd+bwd, PyTorch as the baseline, jaxconv, and plain JAX where it has the op; finite
+    times; one line per op and pass in the printed table."""
     import jaxconv
 
-    out = tmp_path / "rows.json"
-    cmd = [sys.executable, "-m", "jaxconv.bench", "--quick", "--section", "opset"]
-    proc = subprocess.run(
-        [*cmd, "--json", str(out)], capture_output=True, text=True, timeout=600, env=_env()
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"### {report.TABLES['opset'][0]}" in proc.stdout
-    rows = json.loads(out.read_text())["rows"]
+    _, stdout, _, rows = family_and_opset_runs
+    assert f"### {report.TABLES['opset'][0]}" in stdout
     assert {r["table"] for r in rows} == {"opset"}
     cases = opset.opset_cases(quick=True)
     ops = {c.op for c in cases}
@@ -175,7 +185,7 @@ def test_opset_section_times_every_op_of_the_family(tmp_path):
                 assert math.isfinite(r["seconds"]) and r["ratio"] > 0, r
                 assert r["note"] in ("", opset.SLOW_NOTE), r
             line = f"| {case.label()} | {passes} | "
-            assert sum(x.startswith(line) for x in proc.stdout.splitlines()) == 1, line
+            assert sum(x.startswith(line) for x in stdout.splitlines()) == 1, line
 
 
 def test_jaxconv_cli_bench_help_once_wired(capsys):
@@ -361,10 +371,12 @@ N_RANDOM_FAMILY = 40 if FULL else 12
 
 
 def _variants(f, i: int) -> tuple:
-    """``f`` jitted, and as-is too for every ``EAGER_EVERY``-th case (conftest's rule)."""
+    """``f`` jitted (as a run-once program: see _unoptimised), and as-is too for every
+    ``EAGER_EVERY``-th case (conftest's rule)."""
     import jax
 
-    return (jax.jit(f), f) if i % EAGER_EVERY == 0 else (jax.jit(f),)
+    jitted = jax.jit(f, compiler_options=UNOPTIMISED)
+    return (jitted, f) if i % EAGER_EVERY == 0 else (jitted,)
 
 
 def test_family_plain_contender_equals_torch(torch):
@@ -405,7 +417,7 @@ def _outputs_and_grads(fns: dict, n_floats: int):
             for name, f in fns.items()
         }
 
-    return jax.jit(run)
+    return jax.jit(run, compiler_options=UNOPTIMISED)  # values compared: see _unoptimised
 
 
 def test_opset_contenders_compute_torchs_function(torch):
