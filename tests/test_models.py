@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _unoptimised import UNOPTIMISED
 
 from jaxconv import models, reference
 from jaxconv.conv import corr2d
@@ -40,14 +41,19 @@ BOOK_NAMES = {
 @functools.cache
 def _jitted_init(model: LeNet):
     """``seed -> model.init(PRNGKey(seed), zeros(INPUT_SHAPE))``, jitted once per model (the
-    seed traced: every seed runs the one compiled program)."""
-    return jax.jit(lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)))
+    seed traced: every seed runs the one compiled program), as a run-once program (see
+    _unoptimised: threefry's hashes take long to optimise)."""
+    return jax.jit(
+        lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)),
+        compiler_options=UNOPTIMISED,
+    )
 
 
 @functools.cache
 def _jitted_apply(model: LeNet):
-    """``jax.jit(model.apply)``, one per model: tests of one batch shape share its compile."""
-    return jax.jit(model.apply)
+    """``jax.jit(model.apply)``, one per model: tests of one batch shape share its compile (a
+    run-once program: these tests compare values)."""
+    return jax.jit(model.apply, compiler_options=UNOPTIMISED)
 
 
 def _params(model: LeNet, seed: int = 0):
@@ -94,7 +100,7 @@ def test_lenet_layouts_agree(variant, rng):
         loss = lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, x)))  # noqa: E731
         return jax.grad(loss)(p)
 
-    @jax.jit  # CHWN's output and both layouts' gradients: one compiled program
+    @jax.jit(compiler_options=UNOPTIMISED)  # CHWN's output, both layouts' gradients: one program
     def chwn_and_grads(p):
         return chwn.apply({"params": p}, x), grads(chwn, p), grads(nhwc, p)
 
@@ -121,9 +127,12 @@ def test_summary_matches_the_chapter(variant):
 
 def test_param_shapes_and_count():
     params = _init("classic")
-    # the init compiled once with the seed traced is model.init of PRNGKey(seed)
-    plain = jax.jit(LeNet("classic").init)(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-    chex.assert_trees_all_equal(params, plain["params"])
+    # The init compiled once with the seed traced is model.init of PRNGKey(seed): here jitted
+    # with the key an argument, compiled alike (un-jitted, init compiles every primitive).
+    init = jax.jit(LeNet("classic").init, compiler_options=UNOPTIMISED)
+    chex.assert_trees_all_equal(
+        params, init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    )
     shapes = jax.tree.map(jnp.shape, params)
     assert shapes["conv1"] == {"kernel": (5, 5, 1, 6), "bias": (6,)}  # HWIO
     assert shapes["conv2"] == {"kernel": (5, 5, 6, 16), "bias": (16,)}
