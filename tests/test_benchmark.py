@@ -44,10 +44,22 @@ def _env() -> dict[str, str]:
 # --- whole runs at tiny sizes -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+# Each child process below is started by one test that makes all the checks on its output
+# (under pytest-xdist a module-scoped fixture would run once per worker that needs it).
+
+
+def test_quick_run_prints_every_table_last_with_finite_numbers(tmp_path):
+    """``experiments/benchmark.py --quick``: every table, in order, after the log; finite
+    numbers in every row."""
+    stdout, result = _quick_run(tmp_path)
+    _check_tables_last(stdout, result)
+    _check_numbers_finite(result)
+
+
+def _quick_run(tmp_path) -> tuple[str, dict]:
+    """(printed output, JSON) of a quick run with three epoch contenders."""
     pytest.importorskip("torch")
-    out = tmp_path_factory.mktemp("bench") / "rows.json"
+    out = tmp_path / "rows.json"
     cmd = [
         sys.executable,
         str(SCRIPT),
@@ -62,8 +74,7 @@ def quick_run(tmp_path_factory):
     return proc.stdout, json.loads(out.read_text())
 
 
-def test_quick_run_prints_every_table_last(quick_run):
-    stdout, result = quick_run
+def _check_tables_last(stdout: str, result: dict) -> None:
     tables = [
         "### Ops",
         "### Conv forward+backward",
@@ -79,8 +90,7 @@ def test_quick_run_prints_every_table_last(quick_run):
     assert result["meta"]["command"].startswith("python experiments/benchmark.py --quick")
 
 
-def test_quick_run_numbers_are_finite(quick_run):
-    _, result = quick_run
+def _check_numbers_finite(result: dict) -> None:
     rows = result["rows"]
     assert {r["table"] for r in rows} == {"ops", "scan", "manual", "epoch", "floor"}
     for r in rows:
@@ -116,12 +126,18 @@ _MODULE_TWICE = (
 )
 
 
-@pytest.fixture(scope="module")
-def family_and_opset_runs(tmp_path_factory):
-    """(printed output, family rows, opset rows) of the two quick sections' runs."""
+def test_family_and_opset_sections_through_the_module_entry_point(tmp_path):
+    """``python -m jaxconv.bench --quick --section family`` and ``... --section opset`` (in
+    one process: see :data:`_MODULE_TWICE`), each checked on its own output and JSON."""
+    family_out, opset_out, family_rows, opset_rows = _family_and_opset_runs(tmp_path)
+    _check_family(family_out, family_rows)
+    _check_opset(opset_out, opset_rows)
+
+
+def _family_and_opset_runs(tmp_path) -> tuple[str, str, list, list]:
+    """(family's printed output, opset's, family rows, opset rows) of the two quick runs."""
     pytest.importorskip("torch")
-    tmp = tmp_path_factory.mktemp("sections")
-    outs = [tmp / "family.json", tmp / "opset.json"]
+    outs = [tmp_path / "family.json", tmp_path / "opset.json"]
     cmd = [sys.executable, "-c", _MODULE_TWICE, *map(str, outs)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -130,12 +146,11 @@ def family_and_opset_runs(tmp_path_factory):
     return family_out, opset_out, *(json.loads(o.read_text())["rows"] for o in outs)
 
 
-def test_family_section_through_the_module_entry_point(family_and_opset_runs):
-    """``python -m jaxconv.bench --quick --section family``: a row per op and pass and
-    contender; an op this jaxconv lacks is a row that says so, not a crash."""
+def _check_family(stdout: str, rows: list) -> None:
+    """``--section family``: a row per op and pass and contender; an op this jaxconv lacks is
+    a row that says so, not a crash."""
     import jaxconv
 
-    stdout, _, rows, _ = family_and_opset_runs
     assert "### The conv family" in stdout
     assert {r["table"] for r in rows} == {"family"}
     for case in family.family_cases(quick=True):
@@ -152,13 +167,12 @@ def test_family_section_through_the_module_entry_point(family_and_opset_runs):
                 assert math.isnan(ours["seconds"]) and ours["note"] == "not in this jaxconv"
 
 
-def test_opset_section_times_every_op_of_the_family(family_and_opset_runs):
-    """``python -m jaxconv.bench --quick --section opset``: every op in 1-D, 2-D and 3-D, fwd
-    and fwd+bwd, PyTorch as the baseline, jaxconv, and plain JAX where it has the op; finite
-    times; one line per op and pass in the printed table."""
+def _check_opset(stdout: str, rows: list) -> None:
+    """``--section opset``: every op in 1-D, 2-D and 3-D, fwd and fwd+bwd, PyTorch as the
+    baseline, jaxconv, and plain JAX where it has the op; finite times; one line per op and
+    pass in the printed table."""
     import jaxconv
 
-    _, stdout, _, rows = family_and_opset_runs
     assert f"### {report.TABLES['opset'][0]}" in stdout
     assert {r["table"] for r in rows} == {"opset"}
     cases = opset.opset_cases(quick=True)
