@@ -100,7 +100,7 @@ def test_lenet_layouts_agree(variant, rng):
         loss = lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, x)))  # noqa: E731
         return jax.grad(loss)(p)
 
-    @jax.jit(compiler_options=UNOPTIMISED)  # CHWN's output, both layouts' gradients: one program
+    @jax.jit  # CHWN's output and both layouts' gradients: one compiled program
     def chwn_and_grads(p):
         return chwn.apply({"params": p}, x), grads(chwn, p), grads(nhwc, p)
 
