@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _unoptimised import UNOPTIMISED, unoptimised_env
 from conftest import EAGER_EVERY, FULL
 
 from jaxconv.bench import _engine, report, timing
 from jaxconv.bench.cli import parse_args
-from jaxconv.bench.contenders import Setup, load_torch
+from jaxconv.bench.contenders import EPOCH_ROWS, Setup, load_torch
 from jaxconv.bench.report import Row
 from jaxconv.bench.sections import epoch, family, opset, sweep
 
@@ -31,9 +32,11 @@ SCRIPT = REPO / "experiments" / "benchmark.py"
 
 
 def _env() -> dict[str, str]:
+    """The child's environment: this checkout importable, LLVM's optimisations off (these
+    runs only check what is reported, not how fast: see _unoptimised)."""
     import os
 
-    env = dict(os.environ)
+    env = unoptimised_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
@@ -41,10 +44,22 @@ def _env() -> dict[str, str]:
 # --- whole runs at tiny sizes -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+# Each child process below is started by one test that makes all the checks on its output
+# (under pytest-xdist a module-scoped fixture would run once per worker that needs it).
+
+
+def test_quick_run_prints_every_table_last_with_finite_numbers(tmp_path):
+    """``experiments/benchmark.py --quick``: every table, in order, after the log; finite
+    numbers in every row."""
+    stdout, result = _quick_run(tmp_path)
+    _check_tables_last(stdout, result)
+    _check_numbers_finite(result)
+
+
+def _quick_run(tmp_path) -> tuple[str, dict]:
+    """(printed output, JSON) of a quick run with three epoch contenders."""
     pytest.importorskip("torch")
-    out = tmp_path_factory.mktemp("bench") / "rows.json"
+    out = tmp_path / "rows.json"
     cmd = [
         sys.executable,
         str(SCRIPT),
@@ -59,8 +74,7 @@ def quick_run(tmp_path_factory):
     return proc.stdout, json.loads(out.read_text())
 
 
-def test_quick_run_prints_every_table_last(quick_run):
-    stdout, result = quick_run
+def _check_tables_last(stdout: str, result: dict) -> None:
     tables = [
         "### Ops",
         "### Conv forward+backward",
@@ -76,8 +90,7 @@ def test_quick_run_prints_every_table_last(quick_run):
     assert result["meta"]["command"].startswith("python experiments/benchmark.py --quick")
 
 
-def test_quick_run_numbers_are_finite(quick_run):
-    _, result = quick_run
+def _check_numbers_finite(result: dict) -> None:
     rows = result["rows"]
     assert {r["table"] for r in rows} == {"ops", "scan", "manual", "epoch", "floor"}
     for r in rows:
@@ -96,27 +109,49 @@ def test_quick_run_numbers_are_finite(quick_run):
     assert any(r["note"] == "auto" for r in rows if r["table"] == "ops")
 
 
-def test_family_section_through_the_module_entry_point(tmp_path):
-    """``python -m jaxconv.bench --section family``: a row per op and pass and contender; an
-    op this jaxconv lacks is a row that says so, not a crash."""
-    pytest.importorskip("torch")
-    import jaxconv
+#: ``python -c _MODULE_TWICE FAMILY_JSON OPSET_JSON``: ``python -m jaxconv.bench --quick
+#: --section family`` and then ``... --section opset``, the module run as ``__main__`` by
+#: runpy each time, in one process (one start of JAX and PyTorch for both sections).
+_MODULE_TWICE = (
+    "import runpy, sys\n"
+    "family, opset = sys.argv[1:]\n"
+    "for section, out in (('family', family), ('opset', opset)):\n"
+    "    sys.argv = ['jaxconv.bench', '--quick', '--section', section, '--json', out]\n"
+    "    try:\n"
+    "        runpy.run_module('jaxconv.bench', run_name='__main__', alter_sys=True)\n"
+    "    except SystemExit as done:\n"
+    "        if done.code:\n"
+    "            raise\n"
+    "    print(f'=== end of {section}', flush=True)\n"
+)
 
-    out = tmp_path / "rows.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "jaxconv.bench",
-        "--quick",
-        "--section",
-        "family",
-        "--json",
-        str(out),
-    ]
+
+def test_family_and_opset_sections_through_the_module_entry_point(tmp_path):
+    """``python -m jaxconv.bench --quick --section family`` and ``... --section opset`` (in
+    one process: see :data:`_MODULE_TWICE`), each checked on its own output and JSON."""
+    family_out, opset_out, family_rows, opset_rows = _family_and_opset_runs(tmp_path)
+    _check_family(family_out, family_rows)
+    _check_opset(opset_out, opset_rows)
+
+
+def _family_and_opset_runs(tmp_path) -> tuple[str, str, list, list]:
+    """(family's printed output, opset's, family rows, opset rows) of the two quick runs."""
+    pytest.importorskip("torch")
+    outs = [tmp_path / "family.json", tmp_path / "opset.json"]
+    cmd = [sys.executable, "-c", _MODULE_TWICE, *map(str, outs)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "### The conv family" in proc.stdout
-    rows = json.loads(out.read_text())["rows"]
+    assert "=== end of opset" in proc.stdout
+    family_out, opset_out = proc.stdout.split("=== end of family")
+    return family_out, opset_out, *(json.loads(o.read_text())["rows"] for o in outs)
+
+
+def _check_family(stdout: str, rows: list) -> None:
+    """``--section family``: a row per op and pass and contender; an op this jaxconv lacks is
+    a row that says so, not a crash."""
+    import jaxconv
+
+    assert "### The conv family" in stdout
     assert {r["table"] for r in rows} == {"family"}
     for case in family.family_cases(quick=True):
         mine = [r for r in rows if r["case"] == case.label()]
@@ -132,21 +167,13 @@ def test_family_section_through_the_module_entry_point(tmp_path):
                 assert math.isnan(ours["seconds"]) and ours["note"] == "not in this jaxconv"
 
 
-def test_opset_section_times_every_op_of_the_family(tmp_path):
-    """``--quick --section opset``: every op in 1-D, 2-D and 3-D, fwd and fwd+bwd, PyTorch as
-    the baseline, jaxconv, and plain JAX where it has the op; finite times; one line per op and
+def _check_opset(stdout: str, rows: list) -> None:
+    """``--section opset``: every op in 1-D, 2-D and 3-D, fwd and fwd+bwd, PyTorch as the
+    baseline, jaxconv, and plain JAX where it has the op; finite times; one line per op and
     pass in the printed table."""
-    pytest.importorskip("torch")
     import jaxconv
 
-    out = tmp_path / "rows.json"
-    cmd = [sys.executable, "-m", "jaxconv.bench", "--quick", "--section", "opset"]
-    proc = subprocess.run(
-        [*cmd, "--json", str(out)], capture_output=True, text=True, timeout=600, env=_env()
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"### {report.TABLES['opset'][0]}" in proc.stdout
-    rows = json.loads(out.read_text())["rows"]
+    assert f"### {report.TABLES['opset'][0]}" in stdout
     assert {r["table"] for r in rows} == {"opset"}
     cases = opset.opset_cases(quick=True)
     ops = {c.op for c in cases}
@@ -172,44 +199,7 @@ def test_opset_section_times_every_op_of_the_family(tmp_path):
                 assert math.isfinite(r["seconds"]) and r["ratio"] > 0, r
                 assert r["note"] in ("", opset.SLOW_NOTE), r
             line = f"| {case.label()} | {passes} | "
-            assert sum(x.startswith(line) for x in proc.stdout.splitlines()) == 1, line
-
-
-def test_bench_subcommand_as_the_jaxconv_cli_adds_it(tmp_path):
-    """The two lines jaxconv.cli adds (``add_parser(subparsers)``, then ``args.func(args)``)
-    give a working ``jaxconv bench``."""
-    out = tmp_path / "rows.json"
-    code = (
-        "import argparse, sys\n"
-        "from jaxconv.bench.cli import add_parser\n"
-        "p = argparse.ArgumentParser(prog='jaxconv')\n"
-        "sub = p.add_subparsers(dest='command', required=True)\n"
-        "add_parser(sub)\n"
-        "import jaxconv.train  # the jaxconv command imports JAX before the subcommand runs\n"
-        "args = p.parse_args(sys.argv[1:])\n"
-        "assert args.quiet is False\n"
-        "sys.exit(args.func(args))\n"
-    )
-    cmd = [
-        sys.executable,
-        "-c",
-        code,
-        "bench",
-        "--quick",
-        "--section",
-        "epoch",
-        "--epoch-rows",
-        "jaxconv-auto",
-        "--no-floor",
-        "--json",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert [r["table"] for r in result["rows"]] == ["epoch"]
-    assert math.isfinite(result["rows"][0]["seconds"])
-    assert result["meta"]["device"].lower() == "cpu"
+            assert sum(x.startswith(line) for x in stdout.splitlines()) == 1, line
 
 
 def test_jaxconv_cli_bench_help_once_wired(capsys):
@@ -391,14 +381,16 @@ def _random_family_cases(rng, count):
 
 
 #: Seeded random family cases past the quick ones (all of them under ``JAXCONV_TEST_FULL=1``).
-N_RANDOM_FAMILY = 40 if FULL else 20
+N_RANDOM_FAMILY = 40 if FULL else 12
 
 
 def _variants(f, i: int) -> tuple:
-    """``f`` jitted, and as-is too for every ``EAGER_EVERY``-th case (conftest's rule)."""
+    """``f`` jitted (as a run-once program: see _unoptimised), and as-is too for every
+    ``EAGER_EVERY``-th case (conftest's rule)."""
     import jax
 
-    return (jax.jit(f), f) if i % EAGER_EVERY == 0 else (jax.jit(f),)
+    jitted = jax.jit(f, compiler_options=UNOPTIMISED)
+    return (jitted, f) if i % EAGER_EVERY == 0 else (jitted,)
 
 
 def test_family_plain_contender_equals_torch(torch):
@@ -423,14 +415,30 @@ def _opset_values(case, rng):
     return floats, consts, jc
 
 
-def test_opset_contenders_compute_torchs_function(torch):
-    """Every opset case at the quick sizes and a second seeded draw: jaxconv's call and plain
-    JAX's twin (jitted, and eager on every ``EAGER_EVERY``-th case) equal PyTorch's output,
-    and their input gradients of the benchmark's loss equal PyTorch's autograd."""
+def _outputs_and_grads(fns: dict, n_floats: int):
+    """``(floats, consts, target) -> {name: (output, input gradients)}`` for every contender
+    in ``fns``, jitted as one program: the gradients are the benchmark's (``grad_fn`` of
+    ``0.5 * |y - target|^2`` w.r.t. the ``n_floats`` floating inputs)."""
     import jax
 
     from jaxconv.bench.contenders import grad_fn
 
+    argnums = tuple(range(n_floats))
+
+    def run(floats, consts, target):
+        return {
+            name: (f(*floats, *consts), grad_fn(f, argnums)(*floats, *consts, target))
+            for name, f in fns.items()
+        }
+
+    return jax.jit(run, compiler_options=UNOPTIMISED)  # values compared: see _unoptimised
+
+
+def test_opset_contenders_compute_torchs_function(torch):
+    """Every opset case at the quick sizes and a second seeded draw: jaxconv's call and plain
+    JAX's twin (jitted, and eager on every ``EAGER_EVERY``-th case) equal PyTorch's output,
+    and their input gradients of the benchmark's loss equal PyTorch's autograd. The jitted
+    outputs and gradients of a case's contenders come from one compiled program."""
     rng = np.random.default_rng(11)
     for i, case in enumerate(opset.opset_cases(quick=True)):
         floats, consts, jc = _opset_values(case, rng)
@@ -442,13 +450,13 @@ def test_opset_contenders_compute_torchs_function(torch):
         fns = {"jaxconv": opset.jaxconv_fn(case)}
         if (plain := opset.plain_fn(case)) is not None:
             fns[plain[0]] = plain[1]
+        jitted = _outputs_and_grads(fns, len(floats))(floats, jc, target)
         for name, f in fns.items():
             msg = f"{case.label()}: {name}"
-            for g in _variants(f, i):
-                np.testing.assert_allclose(
-                    np.asarray(g(*floats, *jc)), want, rtol=1e-4, atol=1e-5, err_msg=msg
-                )
-            grads = jax.jit(grad_fn(f, tuple(range(len(floats)))))(*floats, *jc, target)
+            out, grads = jitted[name]
+            eager = [f(*floats, *jc)] if i % EAGER_EVERY == 0 else []
+            for got in [out, *eager]:
+                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5, err_msg=msg)
             for got, exp in zip(grads, want_grads, strict=True):
                 np.testing.assert_allclose(np.asarray(got), exp, rtol=1e-4, atol=1e-4, err_msg=msg)
 
@@ -479,18 +487,52 @@ def test_opset_report_flags_slow_jaxconv_rows_only():
 # --- the GPU sweep's machinery ----------------------------------------------------------------
 
 
+#: ``python -c _CLI_BENCH bench ...``: the two lines jaxconv.cli adds (``add_parser(subparsers)``,
+#: then ``args.func(args)``) as a whole ``jaxconv`` command; after the run it checks the JSON
+#: that run wrote (one epoch table, measured on the CPU) and fails the process if it is wrong.
+_CLI_BENCH = (
+    "import argparse, json, sys\n"
+    "from jaxconv.bench.cli import add_parser\n"
+    "p = argparse.ArgumentParser(prog='jaxconv')\n"
+    "sub = p.add_subparsers(dest='command', required=True)\n"
+    "add_parser(sub)\n"
+    "import jaxconv.train  # the jaxconv command imports JAX before the subcommand runs\n"
+    "args = p.parse_args(sys.argv[1:])\n"
+    "assert args.quiet is False\n"
+    "status = args.func(args)\n"
+    "result = json.loads(args.json.read_text())\n"
+    "assert [r['table'] for r in result['rows']] == ['epoch'], result['rows']\n"
+    "assert result['meta']['device'].lower() == 'cpu', result['meta']\n"
+    "sys.exit(status)\n"
+)
+
+
 def test_gpu_sweep_machinery_runs_each_flag_set_apart(monkeypatch):
+    """Each flag set in its own process: a good one gives its epoch rows, relabelled; a flag
+    XLA refuses costs that process only (a FAILED row). The good process is started through
+    the ``jaxconv`` command's wiring of ``bench`` (:data:`_CLI_BENCH`) with the sweep's own
+    arguments, so it also proves that ``jaxconv bench`` works once jaxconv.cli adds it."""
     monkeypatch.setattr(
         sweep,
         "GPU_SWEEP",
         [("default flags", "", []), ("a flag XLA refuses", "--xla_no_such_flag_jaxconv=1", [])],
     )
     monkeypatch.setattr(sweep, "GPU_SWEEP_ROWS", "jaxconv-auto")
+    real_command = sweep.sweep_command
+
+    def through_the_cli(args, flags, extra, out):
+        cmd = real_command(args, flags, extra, out)
+        assert cmd[:3] == [sys.executable, "-m", "jaxconv.bench"], cmd
+        return [sys.executable, "-c", _CLI_BENCH, "bench", *cmd[3:]] if not flags else cmd
+
+    monkeypatch.setattr(sweep, "sweep_command", through_the_cli)
+    monkeypatch.setenv("XLA_FLAGS", unoptimised_env()["XLA_FLAGS"])  # the children's flags
     args = argparse.Namespace(device="cpu", epoch_rounds=1, quick=True, sweep_budget_s=300)
     rows = sweep.gpu_sweep(args)
     ok = [r for r in rows if r.case == "default flags"]
     bad = [r for r in rows if r.case == "a flag XLA refuses"]
     assert len(ok) == 1 and math.isfinite(ok[0].seconds), rows
+    assert ok[0].table == "sweep" and ok[0].contender == EPOCH_ROWS["jaxconv-auto"], ok
     assert len(bad) == 1 and bad[0].contender.startswith("FAILED") and math.isnan(bad[0].seconds)
     assert "### GPU sweep" in report.render(rows, {"date": "today"})
 
@@ -538,12 +580,16 @@ def test_tiled_max_pool_derivative_equals_the_general_rule(kw, layout, monkeypat
     )
     assert _engine.pool_tiles(geo)
 
+    f = lambda x: jnp.nan_to_num(jaxconv.max_pool2d(x, layout=layout, **kw))
+    ct = np.random.default_rng(4).standard_normal(jax.eval_shape(f, x).shape).astype(np.float32)
+
     def run():
-        f = lambda x: jnp.nan_to_num(jaxconv.max_pool2d(x, layout=layout, **kw))
-        y, ty = jax.jvp(f, (x,), (t,))
-        ct = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
-        grad = jax.grad(lambda x: jnp.vdot(f(x), ct))(x)
-        return [np.asarray(a) for a in (y, ty, grad)]
+        @jax.jit  # values, tangents and gradients in one compiled program
+        def both(x, t, ct):
+            y, ty = jax.jvp(f, (x,), (t,))
+            return y, ty, jax.grad(lambda x: jnp.vdot(f(x), ct))(x)
+
+        return [np.asarray(a) for a in both(x, t, ct)]
 
     fast = run()
     monkeypatch.setattr(*_engine.pool_tiles_switch(), lambda geo: False)
@@ -577,6 +623,11 @@ def test_manual_pool2d_gradient_is_jax_autodiffs(mode):
     X[5:, 5:] = -np.inf
     for size in [(2, 3), (3, 3), (1, 1)]:
         g = rng.standard_normal((8 - size[0], 9 - size[1])).astype(np.float32)
-        want = jax.grad(lambda X, s=size, g=g: jnp.vdot(autodiff_pool2d(X, s), g))(X)
-        got = jax.grad(lambda X, s=size, g=g: jnp.vdot(jaxconv.pool2d(X, s, mode), g))(X)
+
+        @jax.jit  # both gradients in one compiled program
+        def grads(X, g, s=size):
+            want = jax.grad(lambda X: jnp.vdot(autodiff_pool2d(X, s), g))(X)
+            return want, jax.grad(lambda X: jnp.vdot(jaxconv.pool2d(X, s, mode), g))(X)
+
+        want, got = grads(X, g)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

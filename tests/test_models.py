@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _unoptimised import UNOPTIMISED
 
 from jaxconv import models, reference
 from jaxconv.conv import corr2d
@@ -40,14 +41,19 @@ BOOK_NAMES = {
 @functools.cache
 def _jitted_init(model: LeNet):
     """``seed -> model.init(PRNGKey(seed), zeros(INPUT_SHAPE))``, jitted once per model (the
-    seed traced: every seed runs the one compiled program)."""
-    return jax.jit(lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)))
+    seed traced: every seed runs the one compiled program), as a run-once program (see
+    _unoptimised: threefry's hashes take long to optimise)."""
+    return jax.jit(
+        lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)),
+        compiler_options=UNOPTIMISED,
+    )
 
 
 @functools.cache
 def _jitted_apply(model: LeNet):
-    """``jax.jit(model.apply)``, one per model: tests of one batch shape share its compile."""
-    return jax.jit(model.apply)
+    """``jax.jit(model.apply)``, one per model: tests of one batch shape share its compile (a
+    run-once program: these tests compare values)."""
+    return jax.jit(model.apply, compiler_options=UNOPTIMISED)
 
 
 def _params(model: LeNet, seed: int = 0):
@@ -77,7 +83,7 @@ def test_lenet_output_shape_eager_and_jit(variant, rng):
     assert eager.shape == (BATCH, 10) and eager.dtype == jnp.float32
     np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-6)
     # (N, 28, 28) without the channel axis is the same input.
-    np.testing.assert_array_equal(model.apply({"params": params}, x[..., 0]), eager)
+    np.testing.assert_array_equal(_jitted_apply(model)({"params": params}, x[..., 0]), jitted)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -89,16 +95,18 @@ def test_lenet_layouts_agree(variant, rng):
     nhwc, chwn = LeNet(variant, layout="NHWC"), LeNet(variant, layout="CHWN")
     chwn_params = jax.eval_shape(_jitted_init(chwn), 0)["params"]  # its init, traced only
     assert chex.assert_trees_all_equal_shapes(params, chwn_params) is None
-    np.testing.assert_allclose(
-        _jitted_apply(chwn)({"params": params}, x), nhwc.apply({"params": params}, x),
-        rtol=1e-5, atol=1e-5,
-    )  # fmt: skip
 
-    def grads(model):
+    def grads(model, p):
         loss = lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, x)))  # noqa: E731
-        return jax.jit(jax.grad(loss))(params)
+        return jax.grad(loss)(p)
 
-    chex.assert_trees_all_close(grads(chwn), grads(nhwc), rtol=1e-4, atol=1e-5)
+    @jax.jit  # CHWN's output and both layouts' gradients: one compiled program
+    def chwn_and_grads(p):
+        return chwn.apply({"params": p}, x), grads(chwn, p), grads(nhwc, p)
+
+    y_chwn, g_chwn, g_nhwc = chwn_and_grads(params)
+    np.testing.assert_allclose(y_chwn, nhwc.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(g_chwn, g_nhwc, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="layout must be one of"):
         LeNet(variant, layout="NCHW")
     with pytest.raises(ValueError, match="layout must be one of"):
@@ -119,8 +127,12 @@ def test_summary_matches_the_chapter(variant):
 
 def test_param_shapes_and_count():
     params = _init("classic")
-    eager = LeNet("classic").init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    chex.assert_trees_all_equal(params, eager)  # the fast-compiled init is model.init
+    # The init compiled once with the seed traced is model.init of PRNGKey(seed): here jitted
+    # with the key an argument, compiled alike (un-jitted, init compiles every primitive).
+    init = jax.jit(LeNet("classic").init, compiler_options=UNOPTIMISED)
+    chex.assert_trees_all_equal(
+        params, init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    )
     shapes = jax.tree.map(jnp.shape, params)
     assert shapes["conv1"] == {"kernel": (5, 5, 1, 6), "bias": (6,)}  # HWIO
     assert shapes["conv2"] == {"kernel": (5, 5, 6, 16), "bias": (16,)}
@@ -179,9 +191,9 @@ def _torch_lenet(torch, variant: str, params) -> object:
 def test_lenet_matches_pytorch(variant, torch, rng):
     model = LeNet(variant)
     params = jax.tree.map(
-        lambda p: p + 0.1 * jnp.asarray(rng.standard_normal(p.shape), jnp.float32),
+        lambda p: np.asarray(p) + np.float32(0.1) * rng.standard_normal(p.shape, np.float32),
         _init(variant, seed=1),
-    )  # non-zero biases too
+    )  # non-zero biases too (drawn in NumPy: no JAX program per parameter shape)
     x = rng.random((BATCH, 28, 28, 1), dtype=np.float32)
     ours = _jitted_apply(model)({"params": params}, jnp.asarray(x))
     net = _torch_lenet(torch, variant, params)
@@ -218,14 +230,18 @@ def test_conv2d_layer_is_corr2d_plus_bias(variant, rng):
 
 def test_conv2d_learns_the_edge_kernel():
     """Chapter 6.2.4: from X and Y = corr2d(X, [[1, -1]]), 10 steps find about [1, -1]."""
-    X = jnp.ones((6, 8)).at[:, 2:6].set(0.0)
+    X = np.ones((6, 8), np.float32)
+    X[:, 2:6] = 0.0
     Y = corr2d(X, jnp.array([[1.0, -1.0]]))
+    # three seeds at once (vmapped, one compiled program), then one long run
+    by_seed = jax.jit(jax.vmap(lambda s: learn_kernel(X, Y, (1, 2), seed=s, steps=10)))
+    all_params, all_losses = by_seed(jnp.arange(3))
     for seed in range(3):
-        params, losses = learn_kernel(X, Y, (1, 2), seed=seed, steps=10)
+        losses = np.asarray(all_losses[seed])
         assert losses[-1] < 0.1 * losses[0] and losses[-1] < 1.5
         assert all(b < a for a, b in zip(losses, losses[1:], strict=False))
-        np.testing.assert_allclose(params["weight"], [[1.0, -1.0]], atol=0.1)
-    params, _ = learn_kernel(X, Y, (1, 2), steps=60)
+        np.testing.assert_allclose(all_params["weight"][seed], [[1.0, -1.0]], atol=0.1)
+    params, _ = jax.jit(lambda: learn_kernel(X, Y, (1, 2), steps=60))()
     np.testing.assert_allclose(params["weight"], [[1.0, -1.0]], atol=1e-3)
 
 

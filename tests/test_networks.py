@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from _book_reference import book_models, reference_net
+from _unoptimised import UNOPTIMISED
 from flax import traverse_util
 
 from jaxconv import networks
@@ -46,7 +47,9 @@ def _rel(ours, theirs) -> float:
 
 def _jax_step(model, train: bool, grads: bool = True):
     """Evaluation logits, and the loss, its logits, updated statistics and parameter gradient
-    (None unless ``grads``) in ``train`` mode, in one compiled function."""
+    (None unless ``grads``) in ``train`` mode, in one compiled function (LLVM's optimisations
+    off: see ``_unoptimised``). Out of training mode the loss's logits are the evaluation
+    logits: the network runs forward once."""
 
     def step(variables, x, labels):
         def loss_fn(params):
@@ -64,9 +67,9 @@ def _jax_step(model, train: bool, grads: bool = True):
             )
         else:
             (loss, (logits, updates)), g = loss_fn(variables["params"]), None
-        return model.apply(variables, x), loss, logits, updates, g
+        return (model.apply(variables, x) if train else logits), loss, logits, updates, g
 
-    return jax.jit(step)
+    return jax.jit(step, compiler_options=UNOPTIMISED)  # values compared, not speed
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -155,23 +158,29 @@ def _random_variables(model, shape: tuple[int, ...], seed: int = 0):
 def test_training_call_conventions():
     """apply(train=True) needs mutable batch_stats where there is batch norm and a dropout
     rng where there is dropout; evaluation needs neither."""
-    x = jax.random.normal(jax.random.key(3), (2, 1, 28, 28))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 28, 28), np.float32)
     model = networks.lenet_bn()
     variables = _random_variables(model, x.shape)
     # Jitted: un-jitted, every primitive would compile on its own.
-    logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-        variables, x
+    train = jax.jit(
+        lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
+        compiler_options=UNOPTIMISED,
     )
+    logits, updates = train(variables, x)
     assert logits.shape == (2, 10) and set(updates) == {"batch_stats"}
     with pytest.raises(Exception, match="batch_stats"):
         jax.jit(lambda v, x: model.apply(v, x, train=True))(variables, x)
     model = networks.nin()
-    x = jax.random.normal(jax.random.key(3), (2, 1, 67, 67))  # NiN's smallest input
+    x = rng.standard_normal((2, 1, 67, 67), np.float32)  # NiN's smallest input
     variables = _random_variables(model, x.shape)
-    train = jax.jit(lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key}))
+    train = jax.jit(
+        lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key}),
+        compiler_options=UNOPTIMISED,
+    )
     a, b = train(variables, x, jax.random.key(1)), train(variables, x, jax.random.key(2))
     assert a.shape == (2, 10) and not np.allclose(a, b)
-    evaluate = jax.jit(model.apply)
+    evaluate = jax.jit(model.apply, compiler_options=UNOPTIMISED)
     np.testing.assert_array_equal(evaluate(variables, x), evaluate(variables, x))
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -13,10 +14,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _unoptimised import UNOPTIMISED, unoptimised_env
+from conftest import EAGER_EVERY
 
 from jaxconv import nn as jnn
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _eager(cases: list, case, batched: bool) -> bool:
+    """Whether to run ``case`` of ``cases`` un-jitted too: unbatched, and every
+    ``EAGER_EVERY``-th case (all of them under ``JAXCONV_TEST_FULL=1``). Un-jitted JAX
+    compiles every primitive of every new shape on its own; the eager cases still cover each
+    kind of layer."""
+    return not batched and cases.index(case) % EAGER_EVERY == 0
 
 
 def _t2j(t) -> jnp.ndarray:
@@ -54,7 +65,9 @@ def test_init_follows_torch_rule(torch, cls, args, shape, fan_in):
     bias rule): inside the bound, reaching close to it, with a uniform's spread; torch's
     own layer of the same shape has the same spread."""
     layer = getattr(jnn, cls)(*args)
-    params = jax.jit(layer.init)(jax.random.key(0), jnp.ones(shape))["params"]
+    # compiled as jaxconv compiles a network's init (a program that runs once)
+    init = jax.jit(layer.init, compiler_options=UNOPTIMISED)
+    params = init(jax.random.key(0), jnp.ones(shape))["params"]
     bound = 1 / np.sqrt(fan_in)
     tlayer = getattr(torch.nn, cls)(*args)
     for name in ("weight", "bias"):
@@ -113,8 +126,10 @@ def test_conv2d_equals_torch(torch, kw, batched):
     assert jax.tree_util.tree_map(jnp.shape, variables) == jax.tree_util.tree_map(
         lambda a: a.shape, jax.eval_shape(lambda x: layer.init(jax.random.key(0), x), x)
     )
-    # eager on the unbatched calls, jitted on both
-    for run in (jax.jit(layer.apply),) + (() if batched else (layer.apply,)):
+    # jitted on both, eager on a share of the unbatched calls
+    for run in (jax.jit(layer.apply),) + (
+        (layer.apply,) if _eager(CONV_CASES, kw, batched) else ()
+    ):
         np.testing.assert_allclose(run(variables, x), want, rtol=1e-5, atol=1e-5)
 
 
@@ -147,27 +162,32 @@ def test_linear_flatten_activations_equal_torch(torch):
         np.testing.assert_allclose(ours.apply({}, x), theirs(tx).numpy(), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize(
-    "ours, theirs",
-    [
-        ("MaxPool2d(3, 2, 1)", "MaxPool2d(3, 2, 1)"),
-        ("MaxPool2d(2, ceil_mode=True)", "MaxPool2d(2, ceil_mode=True)"),
-        ("MaxPool2d(3, 1, dilation=2, return_indices=True)",) * 2,
-        ("AvgPool2d(2, 2)",) * 2,
-        ("AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)",) * 2,
-        ("AvgPool2d(3, divisor_override=2)",) * 2,
-        ("AdaptiveAvgPool2d((1, 1))",) * 2,
-        ("AdaptiveAvgPool2d((3, None))",) * 2,
-        ("AdaptiveMaxPool2d(4, return_indices=True)",) * 2,
-    ],
-)
+POOL2D_CASES = [
+    ("MaxPool2d(3, 2, 1)", "MaxPool2d(3, 2, 1)"),
+    ("MaxPool2d(2, ceil_mode=True)", "MaxPool2d(2, ceil_mode=True)"),
+    ("MaxPool2d(3, 1, dilation=2, return_indices=True)",) * 2,
+    ("AvgPool2d(2, 2)",) * 2,
+    ("AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)",) * 2,
+    ("AvgPool2d(3, divisor_override=2)",) * 2,
+    ("AdaptiveAvgPool2d((1, 1))",) * 2,
+    ("AdaptiveAvgPool2d((3, None))",) * 2,
+    ("AdaptiveMaxPool2d(4, return_indices=True)",) * 2,
+]
+
+
+@pytest.mark.parametrize("ours, theirs", POOL2D_CASES)
 def test_pool_layers_equal_torch(torch, ours, theirs):
+    """Jitted, and eager on every ``EAGER_EVERY``-th case."""
     x = np.random.default_rng(2).permutation(2 * 3 * 9 * 7).astype(np.float32).reshape(2, 3, 9, 7)
-    got = eval(f"jnn.{ours}").apply({}, x)  # noqa: S307 (fixed strings above)
+    layer = eval(f"jnn.{ours}")  # noqa: S307 (fixed strings above)
     want = eval(f"torch.nn.{theirs}")(torch.tensor(x))  # noqa: S307
-    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w.numpy(), rtol=1e-6, atol=1e-6)
+    want = want if isinstance(want, tuple) else (want,)
+    eager = POOL2D_CASES.index((ours, theirs)) % EAGER_EVERY == 0
+    for run in (jax.jit(layer.apply),) + ((layer.apply,) if eager else ()):
+        got = run({}, x)
+        got = got if isinstance(got, tuple) else (got,)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_adaptive_1d_3d_layers_equal_torch(torch):
@@ -245,7 +265,8 @@ def test_conv1d_conv3d_equal_torch(torch, cls, kw, batched):
     spatial = (9,) if cls == "Conv1d" else (5, 6, 7)
     shape = ((2,) if batched else ()) + (kw["in_channels"],) + spatial
     x = rng.standard_normal(shape).astype(np.float32)
-    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x, eager=not batched)
+    eager = _eager(CONV_ND_CASES, (cls, kw), batched)
+    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x, eager=eager)
 
 
 CONV_T_CASES = [
@@ -322,7 +343,8 @@ def test_conv_transpose_equals_torch(torch, cls, kw, batched):
     spatial = {"ConvTranspose1d": (7,), "ConvTranspose2d": (5, 4), "ConvTranspose3d": (3, 4, 3)}
     shape = ((2,) if batched else ()) + (kw["in_channels"],) + spatial[cls]
     x = rng.standard_normal(shape).astype(np.float32)
-    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x, eager=not batched)
+    eager = _eager(CONV_T_CASES, (cls, kw), batched)
+    _check_layer(torch, getattr(torch.nn, cls)(**kw), getattr(jnn, cls)(**kw), x, eager=eager)
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -335,17 +357,26 @@ def test_conv_transpose_output_size_equals_torch(torch, batched):
     tlayer, layer = torch.nn.ConvTranspose2d(**kw), jnn.ConvTranspose2d(**kw)
     x = rng.standard_normal(((2,) if batched else ()) + (2, 4, 5)).astype(np.float32)
     lead = x.shape[:-2][:1] + (4,) if batched else (4,)
-    for size in [(10, 9), (11, 10), (12, 9), [12, 10]]:
-        _check_layer(torch, tlayer, layer, x, output_size=size, eager=not batched)
-    _check_layer(torch, tlayer, layer, x, output_size=lead + (11, 10), eager=not batched)
+    # eager (unbatched) on the first size of each rank: the sizes are resolved before tracing
+    for i, size in enumerate([(10, 9), (11, 10), (12, 9), [12, 10]]):
+        _check_layer(torch, tlayer, layer, x, output_size=size, eager=not batched and i == 0)
+    _check_layer(torch, tlayer, layer, x, output_size=lead + (11, 10), eager=False)
     t1, l1 = torch.nn.ConvTranspose1d(3, 2, 2, stride=4), jnn.ConvTranspose1d(3, 2, 2, stride=4)
     x1 = rng.standard_normal(((2,) if batched else ()) + (3, 5)).astype(np.float32)
-    for size in [(18,), (21,)]:
-        _check_layer(torch, t1, l1, x1, output_size=size, eager=not batched)
+    for i, size in enumerate([(18,), (21,)]):
+        _check_layer(torch, t1, l1, x1, output_size=size, eager=not batched and i == 0)
     t3 = torch.nn.ConvTranspose3d(2, 2, 2, stride=(2, 3, 1))
     l3 = jnn.ConvTranspose3d(2, 2, 2, stride=(2, 3, 1))
     x3 = rng.standard_normal(((2,) if batched else ()) + (2, 2, 3, 2)).astype(np.float32)
     _check_layer(torch, t3, l3, x3, output_size=(5, 9, 3), eager=not batched)
+
+
+@functools.cache
+def _output_size_layer():
+    """(layer, input, variables) of the output_size error cases, initialised once."""
+    layer = jnn.ConvTranspose2d(2, 4, 3, stride=(3, 2), padding=1)
+    x = jnp.ones((2, 2, 4, 5))
+    return layer, x, jax.jit(layer.init, compiler_options=UNOPTIMISED)(jax.random.key(0), x)
 
 
 @pytest.mark.parametrize(
@@ -355,9 +386,7 @@ def test_conv_transpose_output_size_equals_torch(torch, batched):
      ((9,), "must have 2 or 4 elements"), (9, "sequence")],
 )  # fmt: skip
 def test_conv_transpose_output_size_errors(torch, size, match):
-    layer = jnn.ConvTranspose2d(2, 4, 3, stride=(3, 2), padding=1)
-    x = jnp.ones((2, 2, 4, 5))
-    variables = layer.init(jax.random.key(0), x)
+    layer, x, variables = _output_size_layer()
     with pytest.raises((ValueError, TypeError), match=match):
         layer.apply(variables, x, output_size=size)
     if not isinstance(size, int):  # torch refuses the same sizes
@@ -399,7 +428,8 @@ def test_pool_nd_layers_equal_torch(torch, expr, spatial, batched):
     x = x / x.size + (0.1 if expr.startswith("LP") else -0.5)
     ours = eval(f"jnn.{expr}")  # noqa: S307 (fixed strings above)
     theirs = eval(f"torch.nn.{expr}")  # noqa: S307
-    _check_layer(torch, theirs, ours, x, rtol=1e-5, atol=1e-6, eager=not batched)
+    eager = _eager(POOL_CASES, (expr, spatial), batched)
+    _check_layer(torch, theirs, ours, x, rtol=1e-5, atol=1e-6, eager=eager)
 
 
 UNPOOL_CASES = [
@@ -430,7 +460,7 @@ def test_max_unpool_layers_equal_torch(torch, nd, kw, spatial, output_size, batc
         indices.numpy(),
         output_size=output_size,
         atol=0,
-        eager=not batched,
+        eager=_eager(UNPOOL_CASES, (nd, kw, spatial, output_size), batched),
     )
 
 
@@ -559,7 +589,7 @@ _SHARDED = textwrap.dedent(
     net = jnn.Sequential((jnn.Conv2d(2, 4, 3), jnn.BatchNorm2d(4), jnn.ReLU(), jnn.Flatten(),
                           jnn.Linear(4 * 6 * 6, 3), jnn.BatchNorm1d(3)))
     x = np.random.default_rng(0).standard_normal((8, 2, 8, 8)).astype(np.float32) * 2 + 1
-    v = net.init(jax.random.key(0), x)
+    v = jax.jit(net.init)(jax.random.key(0), x)
     step = jax.jit(lambda v, x: net.apply(v, x, train=True, mutable=["batch_stats"]))
     y1, s1 = step(v, jax.device_put(x, jax.devices()[0]))
     mesh = Mesh(np.array(jax.devices()), ("batch",))
@@ -581,7 +611,7 @@ _SHARDED = textwrap.dedent(
 def test_batchnorm_statistics_over_sharded_batch():
     """Four CPU devices, the batch sharded over them: the same outputs and running statistics
     as one device (the mean over the batch axis is the global one under jit)."""
-    env = dict(os.environ)
+    env = unoptimised_env()  # the child compiles as run-once (see _unoptimised)
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     ).strip()
@@ -613,7 +643,7 @@ def test_sequential_names_layers_by_position():
     net = jnn.Sequential(
         (jnn.Conv2d(1, 2, 3), jnn.ReLU(), jnn.Sequential((jnn.BatchNorm2d(2), jnn.Dropout())))
     )
-    v = net.init(jax.random.key(0), jnp.ones((2, 1, 5, 5)))
+    v = jax.eval_shape(net.init, jax.random.key(0), jnp.ones((2, 1, 5, 5)))  # names only
     assert set(v["params"]) == {"0", "2"} and set(v["params"]["2"]) == {"0"}
     assert set(v["batch_stats"]["2"]["0"]) == {"running_mean", "running_var", "num_batches_tracked"}
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _unoptimised import UNOPTIMISED
+from conftest import FULL
 
 from jaxconv import nn as jnn
 from jaxconv.nn._common import LAYER_LAYOUTS, channels_last_kernel
@@ -85,7 +87,7 @@ def _compare(first, last, x, batched, *, train=None, mutable=False, rtol=2e-5):
         )
         return y, updates, grads
 
-    @jax.jit
+    @jax.jit(compiler_options=UNOPTIMISED)  # values compared, not speed: see _unoptimised
     def both(v_first, v_last, x):
         xl, cl = to_last(x, batched), to_last(cot, batched)
         return one(first, v_first, x, cot), one(last, v_last, xl, cl)
@@ -137,7 +139,12 @@ def _conv_config(seed: int, transpose: bool):
     return nd, c_in, c_out, k, kw, x, batched
 
 
-@pytest.mark.parametrize("seed", range(8))
+#: Seeds of the conv cases: with 0, 1, 3 and 6 every padding mode (zeros, reflect,
+#: replicate, circular), 2-D and 3-D, grouped and not, batched and not; all 8 under FULL.
+CONV_SEEDS = range(8) if FULL else (0, 1, 3, 6)
+
+
+@pytest.mark.parametrize("seed", CONV_SEEDS)
 def test_conv_layers_channels_last_equal_channels_first(seed):
     nd, c_in, c_out, k, kw, x, batched = _conv_config(seed, transpose=False)
     first = CONV[nd](c_in, c_out, k, **kw)
@@ -146,7 +153,7 @@ def test_conv_layers_channels_last_equal_channels_first(seed):
     _compare(first, last, x, batched)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(6 if FULL else 4))
 def test_conv_transpose_layers_channels_last_equal_channels_first(seed):
     nd, c_in, c_out, k, kw, x, batched = _conv_config(100 + seed, transpose=True)
     first = CONV_T[nd](c_in, c_out, k, **kw)
@@ -259,7 +266,7 @@ def _pool_case(seed: int):
     return cls(**kw), cls(**kw, layout=LAST[nd]), x, batched
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(10 if FULL else 6))  # 0-4: each kind of pooling
 def test_pooling_layers_channels_last_equal_channels_first(seed):
     first, last, x, batched = _pool_case(seed)
     _compare(first, last, x, batched)
