@@ -24,6 +24,10 @@ from jaxconv.models import (
     lenet_summary,
 )
 
+# The compiled LeNet programs are cached per process: with `--dist loadgroup` (pyproject's
+# addopts) one worker runs this file and compiles each once.
+pytestmark = pytest.mark.xdist_group("test_models")
+
 # Chapter 6.6's printout, (N, C, H, W).
 BOOK_SHAPES = [
     (1, 6, 28, 28), (1, 6, 28, 28), (1, 6, 14, 14),

@@ -32,6 +32,9 @@ from jaxconv.train import TrainConfig, fit
 
 N_TRAIN, N_TEST, BATCH = 32, 16, 16
 ds = dataset_fixture(64, 32)
+# Module fixtures (the data, the two-device child): with `--dist loadgroup` (pyproject's
+# addopts) one worker runs this file and builds each once.
+pytestmark = pytest.mark.xdist_group("test_train_models")
 
 
 def run(ds, out_dir, n_train=N_TRAIN, n_test=N_TEST, **overrides):
