@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _book_reference import _candidates
-from _unoptimised import unoptimised_env
 
 from jaxconv.bench.sections import resnet
 
@@ -32,9 +31,8 @@ def _reference_dir() -> Path | None:
 
 
 def _env(reference: Path | None) -> dict[str, str]:
-    """The child's environment: this checkout importable, the reference where it is found,
-    LLVM's optimisations off (a quick run only checks what is reported: see _unoptimised)."""
-    env = unoptimised_env()
+    """The child's environment: this checkout importable, the reference where it is found."""
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     if reference is not None:
         env["JAXCONV_REFERENCE_TORCH"] = str(reference)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _unoptimised import UNOPTIMISED, unoptimised_env
 from conftest import EAGER_EVERY, FULL
 
 from jaxconv.bench import _engine, report, timing
@@ -32,11 +31,10 @@ SCRIPT = REPO / "experiments" / "benchmark.py"
 
 
 def _env() -> dict[str, str]:
-    """The child's environment: this checkout importable, LLVM's optimisations off (these
-    runs only check what is reported, not how fast: see _unoptimised)."""
+    """The child's environment: this checkout importable."""
     import os
 
-    env = unoptimised_env()
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
@@ -385,11 +383,11 @@ N_RANDOM_FAMILY = 40 if FULL else 12
 
 
 def _variants(f, i: int) -> tuple:
-    """``f`` jitted (as a run-once program: see _unoptimised), and as-is too for every
+    """``f`` jitted, and as-is too for every
     ``EAGER_EVERY``-th case (conftest's rule)."""
     import jax
 
-    jitted = jax.jit(f, compiler_options=UNOPTIMISED)
+    jitted = jax.jit(f)
     return (jitted, f) if i % EAGER_EVERY == 0 else (jitted,)
 
 
@@ -431,7 +429,7 @@ def _outputs_and_grads(fns: dict, n_floats: int):
             for name, f in fns.items()
         }
 
-    return jax.jit(run, compiler_options=UNOPTIMISED)  # values compared: see _unoptimised
+    return jax.jit(run)
 
 
 def test_opset_contenders_compute_torchs_function(torch):
@@ -526,7 +524,6 @@ def test_gpu_sweep_machinery_runs_each_flag_set_apart(monkeypatch):
         return [sys.executable, "-c", _CLI_BENCH, "bench", *cmd[3:]] if not flags else cmd
 
     monkeypatch.setattr(sweep, "sweep_command", through_the_cli)
-    monkeypatch.setenv("XLA_FLAGS", unoptimised_env()["XLA_FLAGS"])  # the children's flags
     args = argparse.Namespace(device="cpu", epoch_rounds=1, quick=True, sweep_budget_s=300)
     rows = sweep.gpu_sweep(args)
     ok = [r for r in rows if r.case == "default flags"]

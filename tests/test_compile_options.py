@@ -18,7 +18,6 @@ import numpy as np
 import optax
 import pytest
 from _conv_helpers import case_arrays, case_geometry, to_last
-from _unoptimised import UNOPTIMISED
 
 import jaxconv
 from jaxconv import reference as ref
@@ -172,15 +171,11 @@ def test_a_resnet18_training_step_is_as_close_to_float64_compiled_both_ways():
 
     with jax.enable_x64(True):
         as64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)  # no JAX programs
-        exact = jax.jit(step, compiler_options=UNOPTIMISED)(as64, jnp.asarray(x), y)
+        exact = jax.jit(step)(as64, jnp.asarray(x), y)
         exact = jax.device_get(exact)
-    # All three compiled as run-once programs (see _unoptimised): LLVM's optimisations off
-    # for the loops XLA generates itself, alike in all three; the convolutions still run in
-    # the kernels each jit picks (jaxconv.jit adds these options to its own, which keep
-    # YNNPACK out; jax.jit's program still has its YNNPACK fusions).
     args = (variables, jnp.asarray(x, jnp.float32), y)
-    ours = jax.device_get(jaxconv.jit(step, compiler_options=UNOPTIMISED)(*args))
-    plain = jax.device_get(jax.jit(step, compiler_options=UNOPTIMISED)(*args))
+    ours = jax.device_get(jaxconv.jit(step)(*args))
+    plain = jax.device_get(jax.jit(step)(*args))
     leaves = zip(*(jax.tree.leaves(t) for t in (ours, plain, exact)), strict=True)
     for i, (a, b, e) in enumerate(leaves):
         ours_err, plain_err = np.abs(a - e).max(), np.abs(b - e).max()

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _unoptimised import UNOPTIMISED
 
 from jaxconv import models, reference
 from jaxconv.conv import corr2d
@@ -45,19 +44,16 @@ BOOK_NAMES = {
 @functools.cache
 def _jitted_init(model: LeNet):
     """``seed -> model.init(PRNGKey(seed), zeros(INPUT_SHAPE))``, jitted once per model (the
-    seed traced: every seed runs the one compiled program), as a run-once program (see
-    _unoptimised: threefry's hashes take long to optimise)."""
+    seed traced: every seed runs the one compiled program)."""
     return jax.jit(
         lambda s: model.init(jax.random.PRNGKey(s), jnp.zeros(INPUT_SHAPE)),
-        compiler_options=UNOPTIMISED,
     )
 
 
 @functools.cache
 def _jitted_apply(model: LeNet):
-    """``jax.jit(model.apply)``, one per model: tests of one batch shape share its compile (a
-    run-once program: these tests compare values)."""
-    return jax.jit(model.apply, compiler_options=UNOPTIMISED)
+    """``jax.jit(model.apply)``, one per model: tests of one batch shape share its compile."""
+    return jax.jit(model.apply)
 
 
 def _params(model: LeNet, seed: int = 0):
@@ -133,7 +129,7 @@ def test_param_shapes_and_count():
     params = _init("classic")
     # The init compiled once with the seed traced is model.init of PRNGKey(seed): here jitted
     # with the key an argument, compiled alike (un-jitted, init compiles every primitive).
-    init = jax.jit(LeNet("classic").init, compiler_options=UNOPTIMISED)
+    init = jax.jit(LeNet("classic").init)
     chex.assert_trees_all_equal(
         params, init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
     )

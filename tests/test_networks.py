@@ -17,7 +17,6 @@ import numpy as np
 import optax
 import pytest
 from _book_reference import book_models, reference_net
-from _unoptimised import UNOPTIMISED
 from flax import traverse_util
 
 from jaxconv import networks
@@ -47,9 +46,8 @@ def _rel(ours, theirs) -> float:
 
 def _jax_step(model, train: bool, grads: bool = True):
     """Evaluation logits, and the loss, its logits, updated statistics and parameter gradient
-    (None unless ``grads``) in ``train`` mode, in one compiled function (LLVM's optimisations
-    off: see ``_unoptimised``). Out of training mode the loss's logits are the evaluation
-    logits: the network runs forward once."""
+    (None unless ``grads``) in ``train`` mode, in one compiled function. Out of training mode
+    the loss's logits are the evaluation logits: the network runs forward once."""
 
     def step(variables, x, labels):
         def loss_fn(params):
@@ -69,7 +67,7 @@ def _jax_step(model, train: bool, grads: bool = True):
             (loss, (logits, updates)), g = loss_fn(variables["params"]), None
         return (model.apply(variables, x) if train else logits), loss, logits, updates, g
 
-    return jax.jit(step, compiler_options=UNOPTIMISED)  # values compared, not speed
+    return jax.jit(step)  # values compared, not speed
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -165,7 +163,6 @@ def test_training_call_conventions():
     # Jitted: un-jitted, every primitive would compile on its own.
     train = jax.jit(
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
-        compiler_options=UNOPTIMISED,
     )
     logits, updates = train(variables, x)
     assert logits.shape == (2, 10) and set(updates) == {"batch_stats"}
@@ -176,11 +173,10 @@ def test_training_call_conventions():
     variables = _random_variables(model, x.shape)
     train = jax.jit(
         lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key}),
-        compiler_options=UNOPTIMISED,
     )
     a, b = train(variables, x, jax.random.key(1)), train(variables, x, jax.random.key(2))
     assert a.shape == (2, 10) and not np.allclose(a, b)
-    evaluate = jax.jit(model.apply, compiler_options=UNOPTIMISED)
+    evaluate = jax.jit(model.apply)
     np.testing.assert_array_equal(evaluate(variables, x), evaluate(variables, x))
 
 

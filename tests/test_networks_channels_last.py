@@ -6,8 +6,7 @@ Linear weights as they are), give torch's logits on the same images transposed t
 batch-norm networks also in training, with torch's updated running statistics (``to_torch``
 back). For two networks (one with batch norm in training, one without) the gradient of the
 cross-entropy, parameter by parameter, in torch's order. Inputs are as small as each network
-allows; one compiled function per network (test_networks._jax_step: a run-once program,
-see _unoptimised).
+allows; one compiled function per network (test_networks._jax_step).
 """
 
 from __future__ import annotations

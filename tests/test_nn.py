@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _unoptimised import UNOPTIMISED, unoptimised_env
 from conftest import EAGER_EVERY
 
 from jaxconv import nn as jnn
@@ -66,7 +65,7 @@ def test_init_follows_torch_rule(torch, cls, args, shape, fan_in):
     own layer of the same shape has the same spread."""
     layer = getattr(jnn, cls)(*args)
     # compiled as jaxconv compiles a network's init (a program that runs once)
-    init = jax.jit(layer.init, compiler_options=UNOPTIMISED)
+    init = jax.jit(layer.init)
     params = init(jax.random.key(0), jnp.ones(shape))["params"]
     bound = 1 / np.sqrt(fan_in)
     tlayer = getattr(torch.nn, cls)(*args)
@@ -376,7 +375,7 @@ def _output_size_layer():
     """(layer, input, variables) of the output_size error cases, initialised once."""
     layer = jnn.ConvTranspose2d(2, 4, 3, stride=(3, 2), padding=1)
     x = jnp.ones((2, 2, 4, 5))
-    return layer, x, jax.jit(layer.init, compiler_options=UNOPTIMISED)(jax.random.key(0), x)
+    return layer, x, jax.jit(layer.init)(jax.random.key(0), x)
 
 
 @pytest.mark.parametrize(
@@ -611,7 +610,7 @@ _SHARDED = textwrap.dedent(
 def test_batchnorm_statistics_over_sharded_batch():
     """Four CPU devices, the batch sharded over them: the same outputs and running statistics
     as one device (the mean over the batch axis is the global one under jit)."""
-    env = unoptimised_env()  # the child compiles as run-once (see _unoptimised)
+    env = dict(os.environ)
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     ).strip()

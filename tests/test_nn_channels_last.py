@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _unoptimised import UNOPTIMISED
 from conftest import FULL
 
 from jaxconv import nn as jnn
@@ -87,7 +86,7 @@ def _compare(first, last, x, batched, *, train=None, mutable=False, rtol=2e-5):
         )
         return y, updates, grads
 
-    @jax.jit(compiler_options=UNOPTIMISED)  # values compared, not speed: see _unoptimised
+    @jax.jit  # values compared
     def both(v_first, v_last, x):
         xl, cl = to_last(x, batched), to_last(cot, batched)
         return one(first, v_first, x, cot), one(last, v_last, xl, cl)
