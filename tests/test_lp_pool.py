@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _conv_helpers import jitted_values_and_grad
 from conftest import with_variants
 from jax.test_util import check_grads
 
@@ -82,17 +83,6 @@ def test_sweep_covers_the_cases():
     assert any(c["ceil"] and c["stride"] for c in CASES)
 
 
-def _values_and_grad(f):
-    """``f``'s values and its input gradient for a cotangent, jitted: one program."""
-
-    @jax.jit
-    def run(x, g):
-        y, pullback = jax.vjp(f, x)
-        return y, pullback(g)[0]
-
-    return run
-
-
 @pytest.mark.parametrize(("case", "variant"), with_variants(CASES, _id))
 def test_lp_pool_vs_torch(case, variant, torch):
     """Values (NaN where torch's are), gradients (float64) and the oracle; eager == jit
@@ -107,7 +97,7 @@ def test_lp_pool_vs_torch(case, variant, torch):
     op = getattr(jaxconv, f"lp_pool{n}d")
     f = lambda x: op(x, p, case["k"], case["stride"], case["ceil"], layout=layout)  # noqa: E731
     g = rng.standard_normal(jax.eval_shape(f, x).shape)
-    y, grad = _values_and_grad(f)(x, g)
+    y, grad = jitted_values_and_grad(f)(x, g)
     want, want_grad = _torch_lp(torch, n, x, g, layout, batched, p, k, case["stride"],
                                 case["ceil"])  # fmt: skip
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-13)
@@ -131,7 +121,7 @@ def test_lp_pool_nan_and_zero_windows_as_torch(n, torch):
     for p in (1.5, 1, 2):
         f = lambda x, p=p: op(x, p, 2, 2, True)  # noqa: E731
         g = rng.standard_normal(jax.eval_shape(f, x).shape)
-        got, grad = _values_and_grad(f)(x, g)
+        got, grad = jitted_values_and_grad(f)(x, g)
         want, want_grad = _torch_lp(torch, n, x, g, layout, True, p, 2, 2, True)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)  # NaN where torch's
         np.testing.assert_allclose(grad, want_grad, rtol=1e-11, atol=1e-12)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _conv_helpers import jitted_values_and_grad
 from conftest import FULL
 from jax.test_util import check_grads
 
@@ -90,17 +91,6 @@ def _grads(f, x: np.ndarray, ct: np.ndarray, jit: bool):
     return (jax.jit(run) if jit else run)(x, tangent)
 
 
-def _values_and_grad(f):
-    """``f``'s values and its input gradient for a cotangent, jitted: one program."""
-
-    @jax.jit
-    def run(x, ct):
-        y, pullback = jax.vjp(f, x)
-        return y, pullback(ct)[0]
-
-    return run
-
-
 def test_the_cpu_dispatch_stores():
     assert dispatch.stores_max_pool_selection() is (jax.default_backend() == "cpu")
 
@@ -141,7 +131,7 @@ def test_gradient_equals_torch_with_ties_and_infinities(torch, seed):
     t = torch.tensor(x, requires_grad=True)
     ty = getattr(torch.nn.functional, OPS[case["nd"]])(t, **_kwargs(case))
     ty.backward(torch.tensor(ct))
-    y, grad = _values_and_grad(f)(x, ct)
+    y, grad = jitted_values_and_grad(f)(x, ct)
     np.testing.assert_array_equal(np.asarray(y), ty.detach().numpy())
     np.testing.assert_array_equal(np.asarray(grad), t.grad.numpy())
 
@@ -156,7 +146,7 @@ def test_nan_windows_follow_torch(torch):
     ty = torch.nn.functional.max_pool2d(t, **_kwargs(case))
     ct = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
     ty.backward(torch.tensor(ct))
-    y, grad = _values_and_grad(f)(x, ct)
+    y, grad = jitted_values_and_grad(f)(x, ct)
     np.testing.assert_array_equal(np.asarray(y), ty.detach().numpy())
     np.testing.assert_array_equal(np.asarray(grad), t.grad.numpy())
 
