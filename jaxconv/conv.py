@@ -502,11 +502,15 @@ conv2d.__doc__ = (
             '        (``lax.conv_general_dilated``), ``"patches"`` (strided slices into patches,\n'
             '        then one matrix product), ``"vjp"`` (gradients that stay fast inside\n'
             "        loops; stride 1, dilation 1, groups 1, lax otherwise),\n"
-            "        " + _DEPTHWISE + ",\n"
+            '        ``"winograd"`` (3x3 kernels, stride 1, dilation 1, groups 1, NCHW or NHWC:\n'
+            "        Winograd's F(3x3, 3x3), a few times a direct conv's float32 rounding; lax\n"
+            "        otherwise), " + _DEPTHWISE + ",\n"
             '        or ``"planes"``, ``"plane_patches"`` (conv3d\'s) and ``"tap_outputs"``\n'
             "        (conv1d's): lax here. With NaN/inf weights,\n"
             "        lax skips zero padding while patches, depthwise and the one-channel vjp path\n"
-            "        multiply it. The CHWN ``vjp`` path differentiates in reverse mode only\n"
+            "        multiply it; winograd's transforms mix neighbouring inputs, so a non-finite\n"
+            "        input or weight makes every output of its tiles NaN (or inf). The CHWN\n"
+            "        ``vjp`` path differentiates in reverse mode only\n"
             "        (TypeError)."
         ),
         out_shapes=(
