@@ -3,8 +3,9 @@ F(m x m, 3 x 3). The transform matrices' identity, exactly; the kernel for every
 against the float64 NumPy reference over a seeded sweep of shapes and per-side paddings; the
 batch chunks; the float32 error against the float64 oracle next to XLA's own convolution's;
 the public path in both layouts against the reference and PyTorch, jitted and eager; reverse,
-forward and second-order derivatives against lax's; its input gradient by Winograd against
-jax.vjp; inside lax.scan; and which layers the CPU dispatch sends to it.
+forward and second-order derivatives against lax's; its input and weight gradients by Winograd
+against jax.vjp; inside lax.scan; the footprint of a non-finite input; and which layers the
+CPU dispatch sends to it.
 
 (test_conv.py runs its whole sweep through ``impl="winograd"`` too: every conv2d geometry, the
 ones this path refuses falling back to lax.)"""
@@ -185,6 +186,24 @@ def test_input_gradient_by_winograd_is_the_vjp():
         dy = r.standard_normal(y.shape)
         np.testing.assert_allclose(
             winograd.input_gradient_nhwc(dy, w, pads, None), vjp(dy)[0], rtol=1e-10, atol=1e-10
+        )
+
+
+def test_weight_gradient_by_winograd_is_the_vjp(monkeypatch):
+    """Over one chunk and over several (the scan's carry sums them)."""
+    r = np.random.default_rng(17)
+    x, w = r.standard_normal((4, 7, 8, 3)), r.standard_normal((3, 3, 3, 5))
+    pads = ((0, 2), (1, 1))
+    with jax.enable_x64(True):
+        y, vjp = jax.vjp(lambda w: _oracle_jax(x, w, pads), w)
+        dy = r.standard_normal(y.shape)
+        want = vjp(dy)[0]
+        np.testing.assert_allclose(
+            winograd.weight_gradient_nhwc(x, dy, pads, None), want, rtol=1e-10, atol=1e-10
+        )
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+        np.testing.assert_allclose(
+            winograd.weight_gradient_nhwc(x, dy, pads, None), want, rtol=1e-10, atol=1e-10
         )
 
 
