@@ -81,7 +81,7 @@ def _tangent_from_input(tx: Array, w: Array, pads: Padding, precision: Any) -> A
     )
 
 
-def tangent_from_kernel(x: Array, tw: Array, pads: Padding, precision: Any) -> Array:
+def _tangent_from_kernel(x: Array, tw: Array, pads: Padding, precision: Any) -> Array:
     """conv(x, tw), written so that its transpose (the weight gradient) is canonical.
 
     One input channel: the taps as a (kh*kw, M) matrix times tw as (kh*kw, Cout); the
@@ -124,5 +124,5 @@ def _conv_nhwc_jvp(
     if not isinstance(tx, jax.custom_derivatives.SymbolicZero):
         terms.append(_tangent_from_input(tx, w, pads, precision))
     if not isinstance(tw, jax.custom_derivatives.SymbolicZero):
-        terms.append(tangent_from_kernel(x, tw, pads, precision))
+        terms.append(_tangent_from_kernel(x, tw, pads, precision))
     return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
