@@ -241,9 +241,12 @@ def test_the_cpu_dispatch_takes_it_for_wide_3x3_stride_1_float32_layers():
     assert select_impl(resnet, jnp.float32) == "winograd"
     nhwc = _geom((64, 12, 12, 128), (3, 3, 128, 128), padding=1, layout="NHWC")
     assert select_impl(nhwc, jnp.float32) == "winograd"
+    densenet = _geom((8, 96, 24, 24), (32, 96, 3, 3), padding=1)
+    assert select_impl(densenet, jnp.float32) == "winograd"
     assert select_impl(resnet, jnp.float64) != "winograd"  # float64 keeps the direct paths
     not_here = [
-        _geom((8, 32, 24, 24), (32, 32, 3, 3), padding=1),  # fewer channels
+        _geom((8, 16, 24, 24), (16, 16, 3, 3), padding=1),  # fewer channels
+        _geom((8, 64, 24, 24), (16, 64, 3, 3), padding=1),
         _geom((8, 64, 3, 3), (64, 64, 3, 3), padding=1),  # 3x3 outputs
         _geom((8, 64, 24, 24), (64, 64, 3, 3), padding=1, stride=2),
         _geom((8, 64, 24, 24), (64, 64, 5, 5), padding=2),

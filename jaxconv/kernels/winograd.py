@@ -247,9 +247,10 @@ def winograd_applies(geom: ConvGeometry) -> bool:
 
 
 #: Channels (in and out) from which the dispatch takes this path, and the smallest output
-#: side: measured faster forward from 64 channels on 6x6 to 24x24 outputs, about even at 32
-#: channels, slower at 16 channels and on 3x3 outputs (docs/BENCHMARKS.md).
-MIN_CHANNELS = 64
+#: side: forward and forward+backward measured faster than the NHWC rule from 32 channels on
+#: 6x6 to 24x24 outputs; at 16 channels the forward was slower, on 3x3 outputs both
+#: (docs/BENCHMARKS.md).
+MIN_CHANNELS = 32
 MIN_SIDE = 6
 
 
