@@ -41,35 +41,62 @@ def _env() -> dict[str, str]:
 
 # --- whole runs at tiny sizes -----------------------------------------------------------------
 
+#: ``python -c _THREE_RUNS OUT_DIR SCRIPT``: in one child process (one start of JAX and
+#: PyTorch for all three), the benchmark started as from a command line three ways, each run
+#: as ``__main__`` by runpy: ``experiments/benchmark.py --quick`` (the script ``SCRIPT``,
+#: three epoch contenders), then ``python -m jaxconv.bench --quick --section family`` and
+#: ``... --section opset`` (the module). Each writes ``OUT_DIR/<name>.json`` and prints
+#: ``=== end of <name>`` after its output; a nonzero exit status of any fails the process.
+_THREE_RUNS = (
+    "import runpy, sys\n"
+    "out, script = sys.argv[1:]\n"
+    "runs = [\n"
+    "    ('quick', script, ['--quick', '--epoch-rows', 'torch-book,jaxconv-auto,jaxconv-lax']),\n"
+    "    ('family', None, ['--quick', '--section', 'family']),\n"
+    "    ('opset', None, ['--quick', '--section', 'opset']),\n"
+    "]\n"
+    "for name, path, options in runs:\n"
+    "    sys.argv = [path or 'jaxconv.bench', *options, '--json', f'{out}/{name}.json']\n"
+    "    try:\n"
+    "        if path:\n"
+    "            runpy.run_path(path, run_name='__main__')\n"
+    "        else:\n"
+    "            runpy.run_module('jaxconv.bench', run_name='__main__', alter_sys=True)\n"
+    "    except SystemExit as done:\n"
+    "        if done.code:\n"
+    "            raise\n"
+    "    print(f'=== end of {name}', flush=True)\n"
+)
 
-# Each child process below is started by one test that makes all the checks on its output
-# (under pytest-xdist a module-scoped fixture would run once per worker that needs it).
+#: The tests that read :func:`quick_runs`: under ``pytest -n N --dist loadgroup`` one worker
+#: runs them, so that the child runs once.
+quick_group = pytest.mark.xdist_group("test_benchmark_quick_runs")
 
 
-def test_quick_run_prints_every_table_last_with_finite_numbers(tmp_path):
-    """``experiments/benchmark.py --quick``: every table, in order, after the log; finite
-    numbers in every row."""
-    stdout, result = _quick_run(tmp_path)
-    _check_tables_last(stdout, result)
-    _check_numbers_finite(result)
-
-
-def _quick_run(tmp_path) -> tuple[str, dict]:
-    """(printed output, JSON) of a quick run with three epoch contenders."""
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory) -> dict[str, tuple[str, dict]]:
+    """``{"quick" | "family" | "opset": (its printed output, its JSON)}`` of the child
+    :data:`_THREE_RUNS`."""
     pytest.importorskip("torch")
-    out = tmp_path / "rows.json"
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--quick",
-        "--epoch-rows",
-        "torch-book,jaxconv-auto,jaxconv-lax",
-        "--json",
-        str(out),
-    ]
+    out = tmp_path_factory.mktemp("bench_quick")
+    cmd = [sys.executable, "-c", _THREE_RUNS, str(out), str(SCRIPT)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, json.loads(out.read_text())
+    runs, rest = {}, proc.stdout
+    for name in ("quick", "family", "opset"):
+        printed, marker, rest = rest.partition(f"=== end of {name}\n")
+        assert marker, f"no end of {name}: {proc.stdout[-2000:]}"
+        runs[name] = printed, json.loads((out / f"{name}.json").read_text())
+    return runs
+
+
+@quick_group
+def test_quick_run_prints_every_table_last_with_finite_numbers(quick_runs):
+    """``experiments/benchmark.py --quick``: every table, in order, after the log; finite
+    numbers in every row."""
+    stdout, result = quick_runs["quick"]
+    _check_tables_last(stdout, result)
+    _check_numbers_finite(result)
 
 
 def _check_tables_last(stdout: str, result: dict) -> None:
@@ -107,41 +134,14 @@ def _check_numbers_finite(result: dict) -> None:
     assert any(r["note"] == "auto" for r in rows if r["table"] == "ops")
 
 
-#: ``python -c _MODULE_TWICE FAMILY_JSON OPSET_JSON``: ``python -m jaxconv.bench --quick
-#: --section family`` and then ``... --section opset``, the module run as ``__main__`` by
-#: runpy each time, in one process (one start of JAX and PyTorch for both sections).
-_MODULE_TWICE = (
-    "import runpy, sys\n"
-    "family, opset = sys.argv[1:]\n"
-    "for section, out in (('family', family), ('opset', opset)):\n"
-    "    sys.argv = ['jaxconv.bench', '--quick', '--section', section, '--json', out]\n"
-    "    try:\n"
-    "        runpy.run_module('jaxconv.bench', run_name='__main__', alter_sys=True)\n"
-    "    except SystemExit as done:\n"
-    "        if done.code:\n"
-    "            raise\n"
-    "    print(f'=== end of {section}', flush=True)\n"
-)
-
-
-def test_family_and_opset_sections_through_the_module_entry_point(tmp_path):
+@quick_group
+def test_family_and_opset_sections_through_the_module_entry_point(quick_runs):
     """``python -m jaxconv.bench --quick --section family`` and ``... --section opset`` (in
-    one process: see :data:`_MODULE_TWICE`), each checked on its own output and JSON."""
-    family_out, opset_out, family_rows, opset_rows = _family_and_opset_runs(tmp_path)
-    _check_family(family_out, family_rows)
-    _check_opset(opset_out, opset_rows)
-
-
-def _family_and_opset_runs(tmp_path) -> tuple[str, str, list, list]:
-    """(family's printed output, opset's, family rows, opset rows) of the two quick runs."""
-    pytest.importorskip("torch")
-    outs = [tmp_path / "family.json", tmp_path / "opset.json"]
-    cmd = [sys.executable, "-c", _MODULE_TWICE, *map(str, outs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "=== end of opset" in proc.stdout
-    family_out, opset_out = proc.stdout.split("=== end of family")
-    return family_out, opset_out, *(json.loads(o.read_text())["rows"] for o in outs)
+    the child of :data:`_THREE_RUNS`), each checked on its own output and JSON."""
+    family_out, family_result = quick_runs["family"]
+    opset_out, opset_result = quick_runs["opset"]
+    _check_family(family_out, family_result["rows"])
+    _check_opset(opset_out, opset_result["rows"])
 
 
 def _check_family(stdout: str, rows: list) -> None:
@@ -413,21 +413,24 @@ def _opset_values(case, rng):
     return floats, consts, jc
 
 
-def _outputs_and_grads(fns: dict, n_floats: int):
-    """``(floats, consts, target) -> {name: (output, input gradients)}`` for every contender
-    in ``fns``, jitted as one program: the gradients are the benchmark's (``grad_fn`` of
-    ``0.5 * |y - target|^2`` w.r.t. the ``n_floats`` floating inputs)."""
+def _outputs_and_grads(cases: list[tuple[dict, int]]):
+    """``[(floats, consts, target)] -> [{name: (output, input gradients)}]``, one entry per
+    ``(fns, n_floats)`` of ``cases``, for every contender in its ``fns``, all jitted as one
+    program: the gradients are the benchmark's (``grad_fn`` of ``0.5 * |y - target|^2``
+    w.r.t. the ``n_floats`` floating inputs)."""
     import jax
 
     from jaxconv.bench.contenders import grad_fn
 
-    argnums = tuple(range(n_floats))
-
-    def run(floats, consts, target):
+    def one(fns, n_floats, floats, consts, target):
+        argnums = tuple(range(n_floats))
         return {
             name: (f(*floats, *consts), grad_fn(f, argnums)(*floats, *consts, target))
             for name, f in fns.items()
         }
+
+    def run(values):
+        return [one(*case, *v) for case, v in zip(cases, values, strict=True)]
 
     return jax.jit(run)
 
@@ -436,22 +439,28 @@ def test_opset_contenders_compute_torchs_function(torch):
     """Every opset case at the quick sizes and a second seeded draw: jaxconv's call and plain
     JAX's twin (jitted, and eager on every ``EAGER_EVERY``-th case) equal PyTorch's output,
     and their input gradients of the benchmark's loss equal PyTorch's autograd. The jitted
-    outputs and gradients of a case's contenders come from one compiled program."""
+    outputs and gradients of every case's contenders come from one compiled program."""
     rng = np.random.default_rng(11)
-    for i, case in enumerate(opset.opset_cases(quick=True)):
+    cases = opset.opset_cases(quick=True)
+    wanted, contenders, values = [], [], []
+    for case in cases:
         floats, consts, jc = _opset_values(case, rng)
         tf = [torch.from_numpy(a).requires_grad_(True) for a in floats]
         y = opset.torch_fn(torch, case)(*tf, *(torch.from_numpy(a) for a in consts))
         target = rng.standard_normal(tuple(y.shape)).astype(np.float32)
         y.backward(y.detach() - torch.from_numpy(target))
-        want, want_grads = y.detach().numpy(), [t.grad.numpy() for t in tf]
+        wanted.append((y.detach().numpy(), [t.grad.numpy() for t in tf]))
         fns = {"jaxconv": opset.jaxconv_fn(case)}
         if (plain := opset.plain_fn(case)) is not None:
             fns[plain[0]] = plain[1]
-        jitted = _outputs_and_grads(fns, len(floats))(floats, jc, target)
+        contenders.append((fns, len(floats)))
+        values.append((floats, jc, target))
+    jitted = _outputs_and_grads(contenders)(values)
+    for i, case in enumerate(cases):
+        (want, want_grads), (fns, _), (floats, jc, _) = wanted[i], contenders[i], values[i]
         for name, f in fns.items():
             msg = f"{case.label()}: {name}"
-            out, grads = jitted[name]
+            out, grads = jitted[i][name]
             eager = [f(*floats, *jc)] if i % EAGER_EVERY == 0 else []
             for got in [out, *eager]:
                 np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5, err_msg=msg)
