@@ -19,6 +19,7 @@ with no target to say where.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -44,7 +45,9 @@ PARAMS_RTOL = 1e-3
 # --------------------------------------------------------------------------- the child jobs
 
 
+@functools.cache
 def _dataset():
+    """The runs' examples, read once per process (the devices job trains nine times)."""
     from jaxconv import data
 
     return data.subset(data.load_fashion_mnist(), N_TRAIN, N_TEST)
