@@ -68,35 +68,39 @@ _THREE_RUNS = (
     "    print(f'=== end of {name}', flush=True)\n"
 )
 
-#: The tests that read :func:`quick_runs`: under ``pytest -n N --dist loadgroup`` one worker
-#: runs them, so that the child runs once.
-quick_group = pytest.mark.xdist_group("test_benchmark_quick_runs")
 
-
-@pytest.fixture(scope="module")
-def quick_runs(tmp_path_factory) -> dict[str, tuple[str, dict]]:
+def _quick_runs(tmp_path) -> dict[str, tuple[str, dict]]:
     """``{"quick" | "family" | "opset": (its printed output, its JSON)}`` of the child
     :data:`_THREE_RUNS`."""
     pytest.importorskip("torch")
-    out = tmp_path_factory.mktemp("bench_quick")
-    cmd = [sys.executable, "-c", _THREE_RUNS, str(out), str(SCRIPT)]
+    cmd = [sys.executable, "-c", _THREE_RUNS, str(tmp_path), str(SCRIPT)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs, rest = {}, proc.stdout
     for name in ("quick", "family", "opset"):
         printed, marker, rest = rest.partition(f"=== end of {name}\n")
         assert marker, f"no end of {name}: {proc.stdout[-2000:]}"
-        runs[name] = printed, json.loads((out / f"{name}.json").read_text())
+        runs[name] = printed, json.loads((tmp_path / f"{name}.json").read_text())
     return runs
 
 
-@quick_group
-def test_quick_run_prints_every_table_last_with_finite_numbers(quick_runs):
-    """``experiments/benchmark.py --quick``: every table, in order, after the log; finite
-    numbers in every row."""
-    stdout, result = quick_runs["quick"]
+# The child is started by the one test that makes all the checks on its output (under
+# pytest-xdist a module-scoped fixture would run once per worker that needs it).
+
+
+def test_quick_runs_of_the_script_and_of_the_module_entry_point(tmp_path):
+    """The child :data:`_THREE_RUNS`: ``experiments/benchmark.py --quick`` prints every table,
+    in order, after the log, with finite numbers in every row; ``python -m jaxconv.bench
+    --quick --section family`` and ``... --section opset``, each checked on its own output
+    and JSON."""
+    runs = _quick_runs(tmp_path)
+    stdout, result = runs["quick"]
     _check_tables_last(stdout, result)
     _check_numbers_finite(result)
+    family_out, family_result = runs["family"]
+    opset_out, opset_result = runs["opset"]
+    _check_family(family_out, family_result["rows"])
+    _check_opset(opset_out, opset_result["rows"])
 
 
 def _check_tables_last(stdout: str, result: dict) -> None:
@@ -132,16 +136,6 @@ def _check_numbers_finite(result: dict) -> None:
             r["baseline"] == "torch" for r in rows if r["table"] == "ops" and r["case"] == case
         )
     assert any(r["note"] == "auto" for r in rows if r["table"] == "ops")
-
-
-@quick_group
-def test_family_and_opset_sections_through_the_module_entry_point(quick_runs):
-    """``python -m jaxconv.bench --quick --section family`` and ``... --section opset`` (in
-    the child of :data:`_THREE_RUNS`), each checked on its own output and JSON."""
-    family_out, family_result = quick_runs["family"]
-    opset_out, opset_result = quick_runs["opset"]
-    _check_family(family_out, family_result["rows"])
-    _check_opset(opset_out, opset_result["rows"])
 
 
 def _check_family(stdout: str, rows: list) -> None:
