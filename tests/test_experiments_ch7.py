@@ -1,18 +1,15 @@
 """experiments/09_alexnet.py ... 15_densenet.py (chapter 7) in quick mode.
 
 Each script's ``main(Config(quick=True, out_dir=tmp))`` runs once, in one test per script (one
-test, so that pytest-xdist never runs a script in two workers), with Fashion-MNIST read from
-its files once per process (a script's reads all ask for the same whole data set); it checks
-the shapes the script printed against the torch reference network walked layer by layer as
-the book does (on torch's meta device: nothing computed), its parameter count against
-torch's, that its short training ran, that the figures are PNGs, and what its section's
-figure measures.
+test, so that pytest-xdist never runs a script in two workers); it checks the shapes the script
+printed against the torch reference network walked layer by layer as the book does (on torch's
+meta device: nothing computed), its parameter count against torch's, that its short training
+ran, that the figures are PNGs, and what its section's figure measures.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import math
 from pathlib import Path
@@ -23,8 +20,6 @@ from _book_reference import book_models
 from _runs import check_one_epoch_checkpoint
 from conftest import load_script
 from test_experiments import png_size
-
-from jaxconv import data
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -54,21 +49,9 @@ TRAINS = {
 QUICK_TEST, QUICK_STEPS = 4, 8 // 4
 
 
-@functools.cache
-def _read_once(*args, **kwargs) -> data.FashionMNIST:
-    """``jaxconv.data.load_fashion_mnist`` as first imported, one read per set of arguments
-    (decompressing and checking the digests of the files takes a noticeable part of a quick
-    run, and the scripts read the whole set up to three times)."""
-    return _LOAD_FASHION_MNIST(*args, **kwargs)
-
-
-_LOAD_FASHION_MNIST = data.load_fashion_mnist
-
-
-def run(name: str, out_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, str]:
+def run(name: str, out_dir: Path) -> tuple[dict, str]:
     """The script's ``main`` in quick mode: what it returns and what it printed."""
     module = load_script(EXPERIMENTS / f"{name}.py", f"experiment_{name}")
-    monkeypatch.setattr(data, "load_fashion_mnist", _read_once)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         result = module.main(module.Config(out_dir=out_dir, quick=True))
@@ -189,8 +172,8 @@ SECTION_CHECKS = {
 
 
 @pytest.mark.parametrize("name", list(SCRIPTS))
-def test_quick_run(name, tmp_path, monkeypatch):
-    result, out = run(name, tmp_path, monkeypatch)
+def test_quick_run(name, tmp_path):
+    result, out = run(name, tmp_path)
     check_shapes_and_parameters_are_the_books(name, result, out)
     check_quick_training_ran_and_the_figures_are_pngs(result, out)
     check_the_quick_run_saved_and_evaluates(name, result, tmp_path)
