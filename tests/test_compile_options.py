@@ -51,8 +51,8 @@ def test_an_option_this_jaxlib_refuses_is_dropped(monkeypatch):
 def test_jit_runs_convolutions_without_ynnpack_and_callers_options_win():
     x, w = jnp.ones((2, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
 
-    def f(x, w):
-        return jaxconv.conv2d(x, w, padding=1, layout="NHWC")
+    def f(x, w):  # the NHWC rule: XLA's convolution (auto would take Winograd's products here)
+        return jaxconv.conv2d(x, w, padding=1, layout="NHWC", impl="vjp")
 
     if ynn_fusions(jax.jit(f), x, w) == 0:
         pytest.skip("this jaxlib does not run the convolution through YNNPACK")
