@@ -60,18 +60,18 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   1.06x forward+backward), and transposing to NLC and back cost as much again. Strided
   1-D convs (every position computed, half kept: 1.5x slower), NLC (XLA's NLC conv is as
   fast) and float64 (not measured) stay on lax.
-- On CPU, float32 2-D convs with a 3x3 kernel, stride 1, dilation 1, groups 1, at least 64
+- On CPU, float32 2-D convs with a 3x3 kernel, stride 1, dilation 1, groups 1, at least 32
   input and output channels and outputs of at least 6x6, NCHW or NHWC, run ``"winograd"``
   (:mod:`~jaxconv.kernels.winograd`: F(3x3, 3x3), 25 products for 9 outputs instead of 81,
-  as batched matrix products over chunks of the batch; the input gradient by Winograd too,
-  the weight gradient XLA's canonical convolution). On the book's ResNet-18 layers (batch
-  64, one core) the forward took 0.45-0.62x the NHWC rule's time and forward+backward
-  0.65-0.85x (three steps inside ``lax.scan`` 0.67x); at 32 channels about even, at 16
-  channels and on 3x3 outputs slower, so those keep the rules above. Its float32 error is a
-  few times a direct convolution's (still ~1e-5 of the outputs), and its transforms mix
-  neighbouring inputs (a non-finite value makes every output of its tiles non-finite, where
-  a direct convolution keeps it to the outputs whose window holds it); float64 keeps the
-  direct paths.
+  as batched matrix products over chunks of the batch, and both gradients the same way).
+  On the book's ResNet-18 layers (batch 64, 24x24 to 6x6, one core) the forward took
+  0.43-0.55x the NHWC rule's time and forward+backward 0.45-0.85x; the book's ResNet-18
+  training step 0.89x PyTorch's on one core (1.15x before), 1.07x on 2 threads (1.20x).
+  At 16 channels and on 3x3 outputs the measurements went both ways, so those keep the
+  rules above. Its float32 error is a few times a direct convolution's (still ~1e-5 of
+  the outputs), and its transforms mix neighbouring inputs (a non-finite value makes every
+  output of its tiles non-finite, where a direct convolution keeps it to the outputs whose
+  window holds it); float64 keeps the direct paths.
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU

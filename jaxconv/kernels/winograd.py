@@ -244,9 +244,10 @@ def winograd_applies(geom: ConvGeometry) -> bool:
 
 
 #: Channels (in and out) from which the dispatch takes this path, and the smallest output
-#: side: forward and forward+backward measured faster than the NHWC rule from 32 channels on
-#: 6x6 to 24x24 outputs; at 16 channels the forward was slower, on 3x3 outputs both
-#: (docs/BENCHMARKS.md).
+#: side. One core, batch 64 unless said, against the NHWC rule (docs/BENCHMARKS.md): from 32
+#: channels on 6x6 to 24x24 outputs faster forward and forward+backward (32x24x24, 32
+#: channels: 0.71x / 0.86x); at 16 channels the forward was slower in NCHW (1.09x); on 3x3
+#: outputs (512 channels) NCHW forward+backward was slower (1.12x), NHWC faster.
 MIN_CHANNELS = 32
 MIN_SIDE = 6
 
