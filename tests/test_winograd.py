@@ -185,34 +185,26 @@ def test_derivatives_equal_lax(layout):
         np.testing.assert_allclose(second("winograd"), second("lax"), rtol=1e-10, atol=1e-10)
 
 
-def test_input_gradient_by_winograd_is_the_vjp():
-    r = np.random.default_rng(14)
-    x, w = r.standard_normal((2, 6, 5, 3)), r.standard_normal((3, 3, 3, 4))
-    pads = ((2, 0), (1, 1))
-    with jax.enable_x64(True):
-        y, vjp = jax.vjp(lambda x: _oracle_jax(x, w, pads), x)
-        dy = r.standard_normal(y.shape)
-        np.testing.assert_allclose(
-            winograd.input_gradient_nhwc(dy, w, pads, None), vjp(dy)[0], rtol=1e-10, atol=1e-10
-        )
-
-
-def test_weight_gradient_by_winograd_is_the_vjp(monkeypatch):
-    """Over one chunk and over several (the scan's carry sums them)."""
-    r = np.random.default_rng(17)
+@pytest.mark.parametrize("argnum", [0, 1], ids=["input", "weight"])
+def test_gradients_by_winograd_are_the_vjp(monkeypatch, argnum):
+    """input_gradient_nhwc and weight_gradient_nhwc against jax.vjp of lax's conv, over one
+    chunk of the batch and over several (the weight gradient's scan carry sums them)."""
+    r = np.random.default_rng(14 + argnum)
     x, w = r.standard_normal((4, 7, 8, 3)), r.standard_normal((3, 3, 3, 5))
-    pads = ((0, 2), (1, 1))
+    pads = ((2, 0), (1, 1)) if argnum == 0 else ((0, 2), (1, 1))
+
+    def by_winograd(dy):
+        if argnum == 0:
+            return winograd.input_gradient_nhwc(dy, w, pads, None)
+        return winograd.weight_gradient_nhwc(x, dy, pads, None)
+
     with jax.enable_x64(True):
-        y, vjp = jax.vjp(lambda w: _oracle_jax(x, w, pads), w)
+        y, vjp = jax.vjp(lambda *xw: _oracle_jax(*xw, pads), x, w)
         dy = r.standard_normal(y.shape)
-        want = vjp(dy)[0]
-        np.testing.assert_allclose(
-            winograd.weight_gradient_nhwc(x, dy, pads, None), want, rtol=1e-10, atol=1e-10
-        )
+        want = vjp(dy)[argnum]
+        np.testing.assert_allclose(by_winograd(dy), want, rtol=1e-10, atol=1e-10)
         monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
-        np.testing.assert_allclose(
-            winograd.weight_gradient_nhwc(x, dy, pads, None), want, rtol=1e-10, atol=1e-10
-        )
+        np.testing.assert_allclose(by_winograd(dy), want, rtol=1e-10, atol=1e-10)
 
 
 def _oracle_jax(x, w, pads):

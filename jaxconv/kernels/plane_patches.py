@@ -48,7 +48,7 @@ from jax import lax
 
 from jaxconv.geometry import ConvGeometry
 from jaxconv.kernels.borrowed import ConvImpl
-from jaxconv.kernels.windows import strided_taps
+from jaxconv.kernels.windows import largest_divisor, strided_taps
 from jaxconv.kernels.xla import conv_lax
 
 Array = jax.Array
@@ -102,11 +102,6 @@ def beats_planes(geom: ConvGeometry) -> bool:
     return geom.stride[1:] != (1, 1) and oh * ow >= MIN_STRIDED_PLANE
 
 
-def _largest_divisor(n: int, at_most: int) -> int:
-    """The largest divisor of ``n`` that is at most ``max(at_most, 1)``."""
-    return max(d for d in range(1, min(n, max(at_most, 1)) + 1) if n % d == 0)
-
-
 def chunk_rows(row_bytes: int) -> int:
     """Output positions a chunk aims at: ``CHUNK_BYTES / row_bytes``, at least
     :data:`MIN_ROWS` (``row_bytes``: the bytes of one patch-matrix row)."""
@@ -119,9 +114,9 @@ def chunk_shape(batch: int, out_size: tuple[int, ...], rows: int) -> tuple[int, 
     output row, ow positions, at least). Rows are filled first, then planes, then batch
     items: a chunk's input slab is then one contiguous run of the input wherever it can be."""
     od, oh, ow = out_size
-    rh = _largest_divisor(oh, rows // ow)
-    g = _largest_divisor(od, rows // (ow * oh)) if rh == oh else 1
-    nb = _largest_divisor(batch, rows // (ow * oh * od)) if g == od else 1
+    rh = largest_divisor(oh, rows // ow)
+    g = largest_divisor(od, rows // (ow * oh)) if rh == oh else 1
+    nb = largest_divisor(batch, rows // (ow * oh * od)) if g == od else 1
     return nb, g, rh
 
 

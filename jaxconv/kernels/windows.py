@@ -139,6 +139,12 @@ def spatial_constant(geom: WindowGeometry, values: np.ndarray, ndim: int, dtype:
     return jnp.asarray(values.reshape(shape), dtype=dtype)
 
 
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is at most ``max(at_most, 1)`` (a chunk size that
+    splits an axis of ``n`` evenly)."""
+    return max(d for d in range(1, min(n, max(at_most, 1)) + 1) if n % d == 0)
+
+
 def unit_out_size(x_shape: Sequence[int], kernel: Ints, pads: Pads) -> Pair:
     """Stride-1, dilation-1 output (oh, ow) of an NHWC or CHWN input (H, W on axes 1, 2)."""
     return (

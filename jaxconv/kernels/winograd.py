@@ -49,6 +49,7 @@ from jax import lax
 
 from jaxconv._args import Padding
 from jaxconv.geometry import ConvGeometry
+from jaxconv.kernels.windows import largest_divisor
 from jaxconv.kernels.xla import conv_lax
 
 Array = jax.Array
@@ -215,11 +216,6 @@ def conv_winograd_nhwc(x: Array, w: Array, pads: Padding, precision: Any, m: int
     return output_transform(mm, m, n, tiles)[:, :oh, :ow]
 
 
-def _largest_divisor(n: int, at_most: int) -> int:
-    """The largest divisor of ``n`` that is at most ``max(at_most, 1)``."""
-    return max(d for d in range(1, min(n, max(at_most, 1)) + 1) if n % d == 0)
-
-
 def batch_chunk(x_shape: tuple[int, ...], pads: Padding, m: int) -> int:
     """Images per chunk: the largest divisor of the batch whose transformed tiles take at most
     :data:`CHUNK_BYTES` (float32; at least one image). ``x_shape``: (N, H, W, C)."""
@@ -227,7 +223,7 @@ def batch_chunk(x_shape: tuple[int, ...], pads: Padding, m: int) -> int:
     (top, bottom), (left, right) = pads
     tiles = tile_count(h + top + bottom - 2, m) * tile_count(w + left + right - 2, m)
     per_image = (m + 2) ** 2 * tiles * c * 4
-    return _largest_divisor(n, CHUNK_BYTES // per_image)
+    return largest_divisor(n, CHUNK_BYTES // per_image)
 
 
 def winograd_applies(geom: ConvGeometry) -> bool:
