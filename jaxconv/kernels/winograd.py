@@ -53,6 +53,7 @@ from jaxconv.kernels.windows import largest_divisor
 from jaxconv.kernels.xla import conv_lax
 
 Array = jax.Array
+Pair = tuple[int, int]
 
 #: Interpolation points of F(m, 3) (the point at infinity is added): small integers keep the
 #: transforms' coefficients small, which keeps their rounding small.
@@ -134,21 +135,36 @@ def _combine(coefficients: np.ndarray, arrays: list[Array]) -> Array:
     return total
 
 
-def tile_count(size: int, m: int) -> int:
-    """Output tiles of size m along an axis of ``size`` outputs (the last one may overhang)."""
-    return -(-size // m)
+def tile_grid(x_shape: tuple[int, ...], pads: Padding, m: int) -> tuple[Pair, Pair]:
+    """The stride-1 3x3 conv's output size (oh, ow) for an NHWC ``x_shape`` and per-side
+    ``pads``, and the m x m tiles (th, tw) that cover it (the last ones may overhang)."""
+    (top, bottom), (left, right) = pads
+    out = (x_shape[1] + top + bottom - 2, x_shape[2] + left + right - 2)
+    return out, (-(-out[0] // m), -(-out[1] // m))
 
 
-def input_transform(xp: Array, m: int, tiles: tuple[int, int]) -> Array:
-    """``B^T d B`` of every (m + 2)-square input tile, m apart: xp (N, Hp, Wp, C), padded so
-    that every tile is inside -> (t*t, N*th*tw, C), row-major over the (t, t) tile points."""
-    bt = winograd_matrices(m)[0]
-    t, (th, tw) = m + 2, tiles
+def pad_to_tiles(x: Array, pads: Padding, out: Pair, tiles: Pair, m: int) -> Array:
+    """x (N, H, W, C) with the user's ``pads`` and zeros after them, so that the tiles of
+    :func:`tile_grid` read inside: the last tile's overhang ``tiles * m - out`` rows/columns."""
+    (top, bottom), (left, right) = pads
+    extra = (tiles[0] * m - out[0], tiles[1] * m - out[1])
+    return jnp.pad(x, ((0, 0), (top, bottom + extra[0]), (left, right + extra[1]), (0, 0)))
+
+
+def tile_transform(xp: Array, matrix: np.ndarray, m: int, tiles: Pair) -> Array:
+    """``M d M^T`` of every k x k tile d, m apart over xp (N, Hp, Wp, C), for a constant
+    ``matrix`` M (t, k): -> (t*t, N*th*tw, C), row-major over the (t, t) tile points. Rows
+    first, then columns: k strided slices and t sums each way, which XLA fuses.
+
+    With ``B^T`` (k = t) these are the input tiles' ``B^T d B``; with ``A`` (k = m) the
+    output-gradient tiles' ``A dY A^T`` (the transpose of :func:`output_transform`'s map)."""
+    t, k = matrix.shape
+    th, tw = tiles
     n, c = xp.shape[0], xp.shape[3]
-    rows = [xp[:, a : a + m * (th - 1) + 1 : m] for a in range(t)]  # (N, th, Wp, C) each
-    r = jnp.stack([_combine(bt[i], rows) for i in range(t)])  # (t, N, th, Wp, C)
-    cols = [r[:, :, :, b : b + m * (tw - 1) + 1 : m] for b in range(t)]  # (t, N, th, tw, C)
-    v = jnp.stack([_combine(bt[j], cols) for j in range(t)], axis=1)  # (t, t, N, th, tw, C)
+    rows = [xp[:, a : a + m * (th - 1) + 1 : m] for a in range(k)]  # (N, th, Wp, C) each
+    r = jnp.stack([_combine(matrix[i], rows) for i in range(t)])  # (t, N, th, Wp, C)
+    cols = [r[:, :, :, b : b + m * (tw - 1) + 1 : m] for b in range(k)]  # (t, N, th, tw, C)
+    v = jnp.stack([_combine(matrix[j], cols) for j in range(t)], axis=1)  # (t, t, N, th, tw, C)
     return v.reshape(t * t, n * th * tw, c)
 
 
@@ -162,7 +178,7 @@ def kernel_transform(w: Array, m: int) -> Array:
     return u.reshape(-1, ci, co)
 
 
-def output_transform(mm: Array, m: int, batch: int, tiles: tuple[int, int]) -> Array:
+def output_transform(mm: Array, m: int, batch: int, tiles: Pair) -> Array:
     """``A^T M A`` of every tile, the tiles laid side by side: mm (t*t, N*th*tw, Cout) ->
     (N, th*m, tw*m, Cout)."""
     at = winograd_matrices(m)[2]
@@ -176,19 +192,6 @@ def output_transform(mm: Array, m: int, batch: int, tiles: tuple[int, int]) -> A
     return y.reshape(batch, th * m, tw * m, co)
 
 
-def gradient_transform(dyp: Array, m: int, tiles: tuple[int, int]) -> Array:
-    """``A dY A^T`` of every m x m output-gradient tile (the transpose of
-    :func:`output_transform`'s per-tile map): dyp (N, th*m, tw*m, C) -> (t*t, N*th*tw, C)."""
-    at = winograd_matrices(m)[2]
-    t, (th, tw) = m + 2, tiles
-    n, c = dyp.shape[0], dyp.shape[3]
-    rows = [dyp[:, r::m] for r in range(m)]  # (N, th, tw*m, C) each
-    r = jnp.stack([_combine(at[:, i], rows) for i in range(t)])  # (t, N, th, tw*m, C)
-    cols = [r[:, :, :, s::m] for s in range(m)]  # (t, N, th, tw, C) each
-    v = jnp.stack([_combine(at[:, j], cols) for j in range(t)], axis=1)  # (t, t, N, th, tw, C)
-    return v.reshape(t * t, n * th * tw, c)
-
-
 def kernel_gradient_transform(du: Array, m: int) -> Array:
     """``G^T dU G`` (the transpose of :func:`kernel_transform`): (t*t, Cin, Cout) ->
     (3, 3, Cin, Cout), one product by ``kron(G, G)^T``."""
@@ -198,32 +201,30 @@ def kernel_gradient_transform(du: Array, m: int) -> Array:
     return dw.reshape(3, 3, ci, co)
 
 
+def _tile_products(x: Array, u: Array, pads: Padding, precision: Any, m: int) -> Array:
+    """x (N, H, W, Cin) and the transformed kernel ``u`` (t*t, Cin, Cout) -> (N, oh, ow,
+    Cout): the input tiles' transform, the t*t channel products, the output transform."""
+    out, tiles = tile_grid(x.shape, pads, m)
+    v = tile_transform(pad_to_tiles(x, pads, out, tiles, m), winograd_matrices(m)[0], m, tiles)
+    mm = lax.dot_general(v, u.astype(v.dtype), (((2,), (1,)), ((0,), (0,))), precision=precision)
+    return output_transform(mm, m, x.shape[0], tiles)[:, : out[0], : out[1]]
+
+
 def conv_winograd_nhwc(x: Array, w: Array, pads: Padding, precision: Any, m: int) -> Array:
     """Stride 1, dilation 1, groups 1, 3x3: x (N, H, W, Cin), w (3, 3, Cin, Cout), per-side
-    ``pads`` ((top, bottom), (left, right)) -> (N, oh, ow, Cout), by F(m x m, 3 x 3)."""
+    ``pads`` ((top, bottom), (left, right)) -> (N, oh, ow, Cout), by F(m x m, 3 x 3), the
+    whole batch at once."""
     if w.shape[:2] != (3, 3):
         raise ValueError(f"the Winograd path takes 3x3 kernels, got {w.shape[:2]}")
-    n = x.shape[0]
-    (top, bottom), (left, right) = pads
-    oh, ow = x.shape[1] + top + bottom - 2, x.shape[2] + left + right - 2
-    tiles = (tile_count(oh, m), tile_count(ow, m))
-    # Zeros after the user's padding so that the last tile's overhang reads inside.
-    extra = (tiles[0] * m - oh, tiles[1] * m - ow)
-    xp = jnp.pad(x, ((0, 0), (top, bottom + extra[0]), (left, right + extra[1]), (0, 0)))
-    v = input_transform(xp, m, tiles)
-    u = kernel_transform(w, m).astype(v.dtype)
-    mm = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=precision)
-    return output_transform(mm, m, n, tiles)[:, :oh, :ow]
+    return _tile_products(x, kernel_transform(w, m), pads, precision, m)
 
 
 def batch_chunk(x_shape: tuple[int, ...], pads: Padding, m: int) -> int:
     """Images per chunk: the largest divisor of the batch whose transformed tiles take at most
     :data:`CHUNK_BYTES` (float32; at least one image). ``x_shape``: (N, H, W, C)."""
-    n, h, w, c = x_shape
-    (top, bottom), (left, right) = pads
-    tiles = tile_count(h + top + bottom - 2, m) * tile_count(w + left + right - 2, m)
-    per_image = (m + 2) ** 2 * tiles * c * 4
-    return largest_divisor(n, CHUNK_BYTES // per_image)
+    _, (th, tw) = tile_grid(x_shape, pads, m)
+    per_image = (m + 2) ** 2 * th * tw * x_shape[3] * 4
+    return largest_divisor(x_shape[0], CHUNK_BYTES // per_image)
 
 
 def winograd_applies(geom: ConvGeometry) -> bool:
@@ -263,9 +264,10 @@ def winograd_nhwc(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
     """Conv values by F(:data:`TILE`, 3) over chunks of the batch (:func:`batch_chunk`):
     x (N, H, W, Cin), w (3, 3, Cin, Cout) -> (N, oh, ow, Cout)."""
     n, b = x.shape[0], batch_chunk(x.shape, pads, TILE)
+    u = kernel_transform(w, TILE)  # once, outside the chunk loop
 
     def chunk(xc: Array) -> Array:
-        return conv_winograd_nhwc(xc, w, pads, precision, TILE)
+        return _tile_products(xc, u, pads, precision, TILE)
 
     y = lax.map(chunk, x.reshape(n // b, b, *x.shape[1:]))
     return y.reshape(n, *y.shape[2:])
@@ -285,18 +287,15 @@ def weight_gradient_nhwc(x: Array, dy: Array, pads: Padding, precision: Any) -> 
     ow, Cout) -> (3, 3, Cin, Cout), by Winograd: per chunk of the batch, the input tiles'
     ``B^T d B`` and the output-gradient tiles' ``A dY A^T``, their (t*t) channel products
     summed over the tiles into a (t*t, Cin, Cout) carry; ``G^T . G`` of the sum at the end."""
-    (top, bottom), (left, right) = pads
-    n, (oh, ow) = x.shape[0], dy.shape[1:3]
-    tiles = (tile_count(oh, TILE), tile_count(ow, TILE))
-    extra = (tiles[0] * TILE - oh, tiles[1] * TILE - ow)
-    b = batch_chunk(x.shape, pads, TILE)
+    n, b = x.shape[0], batch_chunk(x.shape, pads, TILE)
+    out, tiles = tile_grid(x.shape, pads, TILE)
+    bt, _, at = winograd_matrices(TILE)
 
     def chunk(total: Array, pair: tuple[Array, Array]) -> tuple[Array, None]:
         xc, dc = pair
-        xp = jnp.pad(xc, ((0, 0), (top, bottom + extra[0]), (left, right + extra[1]), (0, 0)))
-        dp = jnp.pad(dc, ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0)))
-        v = input_transform(xp, TILE, tiles)
-        dm = gradient_transform(dp, TILE, tiles)
+        v = tile_transform(pad_to_tiles(xc, pads, out, tiles, TILE), bt, TILE, tiles)
+        no_pads = ((0, 0), (0, 0))  # dy is the output: only the last tiles' overhang
+        dm = tile_transform(pad_to_tiles(dc, no_pads, out, tiles, TILE), at.T, TILE, tiles)
         dims = (((1,), (1,)), ((0,), (0,)))  # per tile point: V^T (Cin, P) @ dM (P, Cout)
         return total + lax.dot_general(v, dm, dims, precision=precision), None
 
