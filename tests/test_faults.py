@@ -46,6 +46,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 from _fault_helpers import (
@@ -87,19 +88,24 @@ EPOCHS = 3
 METRICS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def run_in_process(run: Run) -> Run:
-    """``jaxconv.cli.main(run.args)`` here, for command lines that stop before training:
-    its exit status in ``run.returncode``, what it printed in ``run.log`` (an uncaught
-    exception as its traceback, as a child process would print it)."""
+def cli_into(out: TextIO, args: list[str]) -> int:
+    """``jaxconv.cli.main(args)`` here, printing into ``out``: its exit status, 1 for an
+    uncaught exception, printed as its traceback (as the CLI's own process would)."""
     from jaxconv.cli import main
 
-    out = io.StringIO()
     with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
         try:
-            run.returncode = main(run.args)
-        except Exception:  # noqa: BLE001 - reported as the child's traceback would be
+            return main(args)
+        except Exception:  # noqa: BLE001 - reported as the CLI's own process would
             traceback.print_exc()
-            run.returncode = 1
+            return 1
+
+
+def run_in_process(run: Run) -> Run:
+    """``jaxconv.cli.main(run.args)`` here, for command lines that stop before training:
+    its exit status in ``run.returncode``, what it printed in ``run.log``."""
+    out = io.StringIO()
+    run.returncode = cli_into(out, run.args)
     run.log.parent.mkdir(parents=True, exist_ok=True)
     run.log.write_text(out.getvalue())
     return run
@@ -107,22 +113,12 @@ def run_in_process(run: Run) -> Run:
 
 def resume_in_turn(plan: Path) -> None:
     """The child process's job: each ``(log, args)`` of ``plan`` through ``jaxconv.cli.main``,
-    one after another, its output into its log (an uncaught exception as its traceback); the
-    exit statuses into ``<plan>.codes.json``."""
-    from jaxconv.cli import main
-
+    one after another, its output streamed into its log (:func:`cli_into`); the exit
+    statuses into ``<plan>.codes.json``."""
     codes = []
     for log, args in json.loads(plan.read_text()):
-        with (
-            open(log, "w") as out,
-            contextlib.redirect_stderr(out),
-            contextlib.redirect_stdout(out),
-        ):
-            try:
-                codes.append(main(args))
-            except Exception:  # noqa: BLE001 - reported as the CLI's own process would
-                traceback.print_exc()
-                codes.append(1)
+        with open(log, "w") as out:
+            codes.append(cli_into(out, args))
     plan.with_suffix(".codes.json").write_text(json.dumps(codes))
 
 
@@ -202,8 +198,8 @@ def phase1(work):
     root, mounts = work
     cache = compile_cache(work)
 
-    def new_run(name: str, out_dir: Path, log_name: str | None = None) -> Run:
-        return Run(name, out_dir, train_args(out_dir, "--quiet"), root / f"{log_name or name}.log",
+    def new_run(name: str, out_dir: Path) -> Run:
+        return Run(name, out_dir, train_args(out_dir, "--quiet"), root / f"{name}.log",
                    compile_cache=None if name.startswith("kill_epoch") else cache)  # fmt: skip
 
     runs = {name: new_run(name, root / name) for name in ("whole", "kill_epoch", "kill_save")}
