@@ -14,7 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+import jaxconv
 from jaxconv import reference
 
 #: Spatial rank -> the channels-last layout name.
@@ -260,3 +262,42 @@ def jitted_values_and_grad(f: Callable) -> Callable:
         return y, pullback(ct)[0]
 
     return run
+
+
+def assert_conv2d_opinfo(impl: str, taken: Callable[[tuple, dict], bool]) -> int:
+    """Every float64 sample of torch's conv2d OpInfo through ``conv2d(impl=impl)``, jitted:
+    the values and the input and weight gradients (for a random output gradient) equal
+    torch's; every error input raises ValueError or TypeError. Returns how many samples
+    ``taken(weight_shape, kwargs)`` says the path computes itself (the rest fall back), for
+    the caller to check that the samples still reach it."""
+    pytest.importorskip("expecttest")
+    torch = pytest.importorskip("torch")
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    info = next(i for i in op_db if i.name == "nn.functional.conv2d" and not i.variant_test_name)
+    torch.manual_seed(0)
+    count = 0
+    for s in info.sample_inputs_func(info, "cpu", torch.float64, True):
+        w, rest = s.args[0], s.args[1:]
+        x_t, w_t = s.input.clone().requires_grad_(), w.clone().requires_grad_()
+        y_t = torch.nn.functional.conv2d(x_t, w_t, *rest, **s.kwargs)
+        g = torch.randn(y_t.shape, dtype=torch.float64)
+        gx_t, gw_t = torch.autograd.grad(y_t, (x_t, w_t), g)
+        args = [a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in rest]
+
+        def values_and_grads(x, w, g, args=args, kwargs=s.kwargs):
+            conv = lambda x, w: jaxconv.conv2d(x, w, *args, impl=impl, **kwargs)  # noqa: E731
+            y, pull = jax.vjp(conv, x, w)
+            return (y, *pull(g))
+
+        with jax.enable_x64(True):
+            got = jax.jit(values_and_grads)(s.input.detach().numpy(), w.detach().numpy(), g.numpy())
+        for a, b in zip(got, (y_t, gx_t, gw_t), strict=True):
+            np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-10)
+        count += taken(tuple(w.shape), s.kwargs)
+    for err in info.error_inputs_func(info, "cpu"):
+        s = err.sample_input
+        args = [a.numpy() if isinstance(a, torch.Tensor) else a for a in s.args]
+        with pytest.raises((ValueError, TypeError)):
+            jaxconv.conv2d(s.input.numpy(), *args, impl=impl, **s.kwargs)
+    return count

@@ -41,8 +41,9 @@ def _env(reference: Path | None) -> dict[str, str]:
 
 def test_quick_resnet_section_with_its_profile(tmp_path):
     """``--quick --section resnet --profile``: a row per contender with a finite time (the
-    torch row the baseline where the reference is found, else a row saying it was not), and
-    profile rows whose shares add up to the busy time."""
+    torch row the baseline where the reference is found, else a row saying it was not), the
+    scanned steps' table (jaxconv, and torch where found), and profile rows whose shares add
+    up to the busy time."""
     pytest.importorskip("torch")
     reference = _reference_dir()
     out = tmp_path / "rows.json"
@@ -68,6 +69,12 @@ def test_quick_resnet_section_with_its_profile(tmp_path):
         assert torch_row["ratio"] == 1.0 and math.isfinite(torch_row["seconds"])
         for key in ("jaxconv", "flax"):
             assert step[resnet.ROWS[key]]["ratio"] > 0
+    scan = {r["contender"]: r for r in rows if r["table"] == "resnet_scan"}
+    (jaxconv_scan,) = (r for name, r in scan.items() if "inside lax.scan" in name)
+    assert jaxconv_scan["note"] == "auto" and math.isfinite(jaxconv_scan["seconds"]), scan
+    assert len(scan) == (1 if reference is None else 2), scan
+    if reference is not None:
+        assert jaxconv_scan["ratio"] > 0
     prof = [r for r in rows if r["table"] == "profile" and r["case"].startswith("jaxconv")]
     wall, busy, *kinds = prof
     assert wall["contender"].startswith("wall time per step") and wall["seconds"] > 0

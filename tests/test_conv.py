@@ -841,9 +841,16 @@ def test_auto_selection_rules():
     assert conv.select_impl(g, jnp.bfloat16, "cpu") == "lax"
     assert conv.select_impl(g, jnp.float32, "gpu") == "vjp"
     assert conv.select_impl(g, jnp.float32, "tpu") == "lax"
-    for kw in (dict(stride=2), dict(dilation=2), dict(padding=5)):
+    for kw in (dict(dilation=2), dict(padding=5), dict(stride=2, dilation=2)):
         g = conv.conv_geometry((8, 28, 28, 1), (5, 5, 1, 6), layout="NHWC", **kw)
         assert conv.select_impl(g, jnp.float32, "cpu") == "lax", kw
+    for layout, shape in (("NHWC", (8, 28, 28, 1)), ("NCHW", (8, 1, 28, 28))):
+        w_shape = (5, 5, 1, 6) if layout == "NHWC" else (6, 1, 5, 5)
+        g = conv.conv_geometry(shape, w_shape, stride=(2, 1), padding=5, layout=layout)
+        assert conv.select_impl(g, jnp.float32, "cpu") == "phases", layout
+        assert conv.select_impl(g, jnp.float64, "cpu") == "phases", layout
+        assert conv.select_impl(g, jnp.bfloat16, "cpu") == "lax", layout
+        assert conv.select_impl(g, jnp.float32, "gpu") == "lax", layout
     g = conv.conv_geometry((8, 4, 9, 9), (6, 2, 3, 3), groups=2)
     assert conv.select_impl(g, jnp.float32, "cpu") == "lax"
     # the default is "auto", which runs the selected path

@@ -11,6 +11,8 @@ is checked by structure.
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +39,57 @@ CASES = {
     "resnet18": ({}, 4, 64, True),  # 32 px leaves batch norm 4 values per channel: ill-conditioned
     "densenet": ({}, 4, 32, True),
 }
+
+#: The seed of each case's images where it is not 2: with 2 these had a max-pool window whose
+#: two largest inputs differ by under :data:`POOL_MARGIN` (see :func:`max_pool_gaps`).
+INPUT_SEEDS = {"vgg11": 5, "nin": 3, "resnet18": 6}
+
+#: Smallest gap allowed between the two largest inputs of a max-pool window (relative to the
+#: pool's largest input). Max pooling's gradient jumps where they tie: within float32
+#: rounding of a tie, two correct implementations of the layers before the pool may route
+#: the gradient to different elements.
+POOL_MARGIN = 1e-6
+
+
+@contextlib.contextmanager
+def max_pool_gaps(torch, net):
+    """Collects, for every ``nn.MaxPool2d`` of ``net`` run inside the block, the smallest gap
+    between the largest and the second largest input of a window whose maximum is positive
+    (windows of ReLU zeros pass no gradient), relative to the pool's largest |input|. Exact
+    ties are left out: with stride-1 pools over pooled maps they are copies of one value,
+    whose gradient reaches the same element either way."""
+    gaps: list[float] = []
+
+    def hook(module, inputs, out):
+        assert module.dilation in (1, (1, 1)), module  # the windows below are undilated
+        a = inputs[0].detach().double()
+        k, s, p = (
+            torch.nn.modules.utils._pair(v)
+            for v in (module.kernel_size, module.stride, module.padding)
+        )
+        (oh, ow), size = out.shape[-2:], a.shape[-2:]
+        ends = [
+            max(0, (o - 1) * st + kk - n - pp)
+            for o, st, kk, n, pp in zip((oh, ow), s, k, size, p, strict=True)
+        ]
+        a_pad = torch.nn.functional.pad(a, (p[1], ends[1], p[0], ends[0]), value=-float("inf"))
+        taps = torch.stack([
+            a_pad[..., i : i + (oh - 1) * s[0] + 1 : s[0], j : j + (ow - 1) * s[1] + 1 : s[1]]
+            for i in range(k[0]) for j in range(k[1])
+        ])  # fmt: skip
+        top = taps.topk(2, dim=0).values
+        gap = (top[0] - top[1]) / a.abs().max()
+        kept = gap[(top[0] > 0) & (gap > 0)]
+        gaps.append(float(kept.min()) if kept.numel() else float("inf"))
+
+    handles = [
+        m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)
+    ]
+    try:
+        yield gaps
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _rel(ours, theirs) -> float:
@@ -76,7 +129,7 @@ def test_equal_to_torch(torch, name):
     net = reference_net(name, seed=1, **kwargs)
     model = networks.MODELS[name][0](**kwargs)
     variables = from_torch(model, net.state_dict())
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(INPUT_SEEDS.get(name, 2))
     x = rng.standard_normal((batch, 1, size, size)).astype(np.float32)
     labels = rng.integers(0, 10, batch)
 
@@ -89,7 +142,9 @@ def test_equal_to_torch(torch, name):
     assert _rel(eval_logits, t_eval) <= RTOL, _rel(eval_logits, t_eval)
 
     net.train(train)
-    t_logits = net(tx)
+    with max_pool_gaps(torch, net) as gaps:
+        t_logits = net(tx)
+    assert min(gaps, default=np.inf) > POOL_MARGIN, f"images near a max-pool tie: {gaps}"
     t_loss = torch.nn.functional.cross_entropy(t_logits, torch.tensor(labels))
     t_loss.backward()
     assert _rel(logits, t_logits.detach().numpy()) <= RTOL

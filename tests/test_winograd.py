@@ -18,7 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _conv_helpers import assert_forward_mode_like_lax, assert_gradients_like_lax
+from _conv_helpers import (
+    assert_conv2d_opinfo,
+    assert_forward_mode_like_lax,
+    assert_gradients_like_lax,
+)
 from conftest import FULL
 
 import jaxconv
@@ -284,47 +288,15 @@ def test_a_non_finite_input_reaches_the_outputs_of_its_tiles():
     )
 
 
-def _conv2d_opinfo():
-    pytest.importorskip("expecttest")
-    torch = pytest.importorskip("torch")
-    from torch.testing._internal.common_methods_invocations import op_db
-
-    info = next(i for i in op_db if i.name == "nn.functional.conv2d" and not i.variant_test_name)
-    return torch, info
-
-
 @pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # torch's, on its copy
 def test_torchs_opinfo_samples_and_error_inputs():
     """Every float64 sample of torch's conv2d OpInfo through ``impl="winograd"`` (the 3x3
     stride-1 ones by Winograd, the rest by the fallback), jitted: values and the input and
     weight gradients equal torch's; every error input raises ValueError or TypeError."""
-    torch, info = _conv2d_opinfo()
-    torch.manual_seed(0)
-    samples = list(info.sample_inputs_func(info, "cpu", torch.float64, True))
-    taken = 0
-    for s in samples:
-        w, rest = s.args[0], s.args[1:]
-        x_t, w_t = s.input.clone().requires_grad_(), w.clone().requires_grad_()
-        y_t = torch.nn.functional.conv2d(x_t, w_t, *rest, **s.kwargs)
-        g = torch.randn(y_t.shape, dtype=torch.float64)
-        gx_t, gw_t = torch.autograd.grad(y_t, (x_t, w_t), g)
-        args = [a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in rest]
 
-        def values_and_grads(x, w, g, args=args, kwargs=s.kwargs):
-            conv = lambda x, w: jaxconv.conv2d(x, w, *args, impl="winograd", **kwargs)  # noqa: E731
-            y, pull = jax.vjp(conv, x, w)
-            return (y, *pull(g))
+    def plain_3x3(w_shape, kwargs):
+        stride, dilation = kwargs.get("stride", 1), kwargs.get("dilation", 1)
+        plain = kwargs.get("groups", 1) == 1 and stride in (1, (1, 1)) and dilation in (1, (1, 1))
+        return plain and tuple(w_shape[-2:]) == (3, 3)
 
-        with jax.enable_x64(True):
-            got = jax.jit(values_and_grads)(s.input.detach().numpy(), w.detach().numpy(), g.numpy())
-        for a, b in zip(got, (y_t, gx_t, gw_t), strict=True):
-            np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-10)
-        stride, dilation = s.kwargs.get("stride", 1), s.kwargs.get("dilation", 1)
-        plain = s.kwargs.get("groups", 1) == 1 and stride in (1, (1, 1)) and dilation in (1, (1, 1))
-        taken += plain and tuple(w.shape[-2:]) == (3, 3)
-    assert taken >= 2  # the samples still hold geometries this path computes itself
-    for err in info.error_inputs_func(info, "cpu"):
-        s = err.sample_input
-        args = [a.numpy() if isinstance(a, torch.Tensor) else a for a in s.args]
-        with pytest.raises((ValueError, TypeError)):
-            jaxconv.conv2d(s.input.numpy(), *args, impl="winograd", **s.kwargs)
+    assert assert_conv2d_opinfo("winograd", plain_3x3) >= 2  # geometries this path computes

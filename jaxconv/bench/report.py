@@ -61,6 +61,11 @@ TABLES: dict[str, tuple[str, str]] = {
         "The book's ResNet-18 train step (forward, backward, Adam); ratio to PyTorch eager",
         "speed",
     ),
+    "resnet_scan": (
+        "The same step inside lax.scan, as `jaxconv train` runs an epoch: time per step; "
+        "ratio to PyTorch eager's step",
+        "speed",
+    ),
     "epoch": (
         "LeNet epoch (seconds per epoch, compile apart); ratio to PyTorch's book loop",
         "speed",

@@ -72,6 +72,14 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   the outputs), and its transforms mix neighbouring inputs (a non-finite value makes every
   output of its tiles non-finite, where a direct convolution keeps it to the outputs whose
   window holds it); float64 keeps the direct paths.
+- On CPU, float32/float64 strided 2-D convs (a stride > 1, dilation 1, groups 1, any
+  layout) run ``"phases"`` (:mod:`~jaxconv.kernels.strided`: the sum over the input's stride
+  phases of unpadded stride-1 convs, each through this dispatch, so the rules above give
+  their derivatives). Inside ``lax.scan`` XLA:CPU ran lax's gradients of the book's
+  ResNet-18 strided layers at 19-59x their plain-jit time (a 3x3 stride-2 layer 2.3-3.4 s a
+  step); as phases they stay near their plain-jit time. In a plain jit the measurements
+  went both ways (see docs/BENCHMARKS.md), and a call cannot know whether it runs in a loop
+  (as for ``"vjp"``). float16/bfloat16, GPU and TPU: lax (not measured).
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU
@@ -101,6 +109,7 @@ from jaxconv.kernels.patches import conv_patches
 from jaxconv.kernels.phases import conv_transpose_phases
 from jaxconv.kernels.plane_patches import beats_planes, conv_plane_patches
 from jaxconv.kernels.planes import conv_planes, planes_apply
+from jaxconv.kernels.strided import conv_phases, phases_apply
 from jaxconv.kernels.tap_outputs import conv_tap_outputs, tap_outputs_wins
 from jaxconv.kernels.transpose_planes import PLANE_LAYOUTS, conv_transpose_planes
 from jaxconv.kernels.winograd import conv_winograd, winograd_wins
@@ -153,6 +162,8 @@ def select_impl(geom: ConvGeometry, dtype: Any, backend: str | None = None) -> s
         return "tap_outputs"
     if cpu and f32 and winograd_wins(geom):
         return "winograd"
+    if cpu and full and phases_apply(geom):
+        return "phases"
     if current_backend(backend) not in VJP_BACKENDS or not vjp_applies(geom):
         return "lax"
     if not full:
@@ -182,6 +193,7 @@ IMPLEMENTATIONS: dict[str, ConvImpl] = {
     "planes": functools.partial(conv_planes, conv2d=conv_auto),
     "tap_outputs": conv_tap_outputs,
     "winograd": conv_winograd,
+    "phases": functools.partial(conv_phases, conv2d=conv_auto),
     "auto": conv_auto,
 }
 IMPLEMENTATIONS["plane_patches"] = functools.partial(

@@ -74,34 +74,22 @@ def strided_taps(
     return taps
 
 
-def phase_taps(
-    x: Array,
-    axes: Ints,
-    kernel: Ints,
-    pads: Pads,
-    out_size: Ints,
-    stride: Ints,
-    dilation: Ints | None = None,
-) -> list[Array]:
-    """The same ``prod(kernel)`` zero-padded taps as :func:`strided_taps`, each a contiguous
-    slice of one stride phase of the padded input.
+def stride_phases(x: Array, axes: Ints, pads: Pads, stride: Ints) -> list[Array]:
+    """The ``prod(stride)`` stride phases of ``x`` zero-padded by ``pads`` along ``axes``:
+    phase ``r`` (row-major over the residues) holds the padded elements ``i * s + r`` along
+    each spatial axis, ``i < q = ceil((size + lo + hi) / s)``; the padding is extended with
+    zeros to ``q * s``. Each phase has ``x``'s shape with the spatial sizes ``q``.
 
-    Each spatial axis is zero-padded to ``q * s`` and viewed as (q, s); the phase axes move
-    in front and ``lax.split`` cuts the ``prod(s)`` phases apart. Tap ``t`` along an axis is
-    element ``i * s + t * d = (i + t*d // s) * s + t*d % s``: phase ``t*d % s``, rows from
-    ``t*d // s``.
-
-    Why: linear code written this way transposes (reverse mode) into plain pads of each
-    phase's cotangent and ONE concatenate of the phases (``split``'s transpose), each phase
-    summing only its own taps at a quarter of the size (stride 2 in 2-D). The transpose of
-    :func:`strided_taps` is a pad with interior padding per tap, which XLA:CPU evaluates,
-    with its bounds and parity tests, for every tap at every input element.
+    Each spatial axis is viewed as (q, s); the phase axes move in front and ``lax.split``
+    cuts the phases apart. Why: this transposes (reverse mode) into ONE concatenate of the
+    phases' cotangents (``split``'s transpose) and a pad, where strided slices of the padded
+    input transpose into pads with interior padding, which XLA:CPU evaluates, with its bounds
+    and parity tests, at every input element.
     """
-    dilation = dilation or (1,) * len(axes)
     config = [(0, 0, 0)] * x.ndim
     rows = []
     for axis, (lo, hi), s in zip(axes, pads, stride, strict=True):
-        q = -(-(x.shape[axis] + lo + hi) // s)  # covers every tap: (o-1)*s + t*d < q*s
+        q = -(-(x.shape[axis] + lo + hi) // s)
         rows.append(q)
         config[axis] = (lo, q * s - x.shape[axis] - lo, 0)
     padded = lax.pad(x, np.array(0, dtype=x.dtype), config)
@@ -118,13 +106,35 @@ def phase_taps(
     rest = tuple(shape[a] for a in other_axes)  # x's axes, spatial sizes q
     count = math.prod(stride)
     phased = padded.reshape(shape).transpose(phase_axes + other_axes).reshape(count, *rest)
-    phases = [p.reshape(rest) for p in lax.split(phased, (1,) * count, 0)]
+    return [p.reshape(rest) for p in lax.split(phased, (1,) * count, 0)]
+
+
+def phase_taps(
+    x: Array,
+    axes: Ints,
+    kernel: Ints,
+    pads: Pads,
+    out_size: Ints,
+    stride: Ints,
+    dilation: Ints | None = None,
+) -> list[Array]:
+    """The same ``prod(kernel)`` zero-padded taps as :func:`strided_taps`, each a contiguous
+    slice of one stride phase of the padded input (:func:`stride_phases`). Tap ``t`` along an
+    axis is element ``i * s + t * d = (i + t*d // s) * s + t*d % s``: phase ``t*d % s``, rows
+    from ``t*d // s``.
+
+    Why: linear code written this way transposes (reverse mode) into plain pads of each
+    phase's cotangent and ONE concatenate of the phases, each phase summing only its own taps
+    at a quarter of the size (stride 2 in 2-D).
+    """
+    dilation = dilation or (1,) * len(axes)
+    phases = stride_phases(x, axes, pads, stride)
     taps = []
     for tap in itertools.product(*(range(k) for k in kernel)):
         offsets = [t * d for t, d in zip(tap, dilation, strict=True)]
         residues = [o % s for o, s in zip(offsets, stride, strict=True)]
         phase = int(np.ravel_multi_index(residues, stride))
-        start, limit = [0] * x.ndim, list(rest)
+        start, limit = [0] * x.ndim, list(phases[phase].shape)
         for axis, o, s, n in zip(axes, offsets, stride, out_size, strict=True):
             start[axis], limit[axis] = o // s, o // s + n
         taps.append(lax.slice(phases[phase], start, limit))

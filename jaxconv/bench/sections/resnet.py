@@ -16,6 +16,13 @@ Contenders, timed in one run in a rotating order, ratios to PyTorch:
 - plain Flax: the same architecture in ``flax.linen`` (Conv, BatchNorm, max_pool; NHWC), what a
   Flax user writes without jaxconv, with the same optax step.
 
+A second table times the steps as training runs them: :data:`SCAN_STEPS` steps of jaxconv's
+network (training's layout) inside one ``lax.scan`` (as :func:`jaxconv.steps.train_epoch`
+runs an epoch), per step, against as many PyTorch steps. XLA:CPU compiles some convolution
+gradients into slower forms inside loops than in a plain jit, so the jitted step alone does
+not show an epoch's speed. Plain Flax is left out of it: its convolutions are all XLA's, the
+slow forms in loops, which would make one timed call take tens of seconds.
+
 The profile (``--profile`` with this section) runs jaxconv's step under ``jax.profiler`` and
 sums XLA:CPU's thunks (or a GPU's kernels) by kind of work: convolutions forward and backward by
 shape, batch norm, max pooling, elementwise, the optimizer.
@@ -50,6 +57,8 @@ ROWS = {
 #: (batch, image side) of the book's setting, and of ``--quick``.
 FULL, QUICK = (64, 96), (4, 32)
 LEARNING_RATE = 1e-3
+#: Steps per timed call in the scanned table (a scan of one step is no loop once compiled).
+SCAN_STEPS = 2
 #: Where the torch reference is looked for, relative to the repository root (as the tests).
 REFERENCE_DIRS = ("../shared/reference_torch", "shared/reference_torch")
 TOP_KINDS = 16
@@ -128,6 +137,22 @@ def jax_step(apply: Callable[..., Any], tx: Any) -> Callable[..., Any]:
     return step
 
 
+def scanned(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` over the leading axis of stacked batches ``x`` and ``y`` inside one
+    ``lax.scan``, carrying parameters, batch statistics and optimizer state: an epoch's form."""
+    import jax
+
+    def steps(params: Any, batch_stats: Any, opt_state: Any, xs: Any, ys: Any) -> Any:
+        def body(carry: Any, xy: Any) -> Any:
+            *carry, loss = step(*carry, *xy)
+            return tuple(carry), loss
+
+        carry, losses = jax.lax.scan(body, (params, batch_stats, opt_state), (xs, ys))
+        return *carry, losses
+
+    return steps
+
+
 def step_runner(
     step: Callable[..., Any],
     variables: dict[str, Any],
@@ -135,13 +160,18 @@ def step_runner(
     x: Any,
     y: Any,
     options: dict[str, Any] | None = None,
+    steps: int = 0,
 ) -> tuple[Callable[[], None], float, Callable[[], str]]:
     """A warmed-up runner of the compiled ``step`` (XLA compile ``options``) that carries its
-    state from call to call, its compile seconds, and the compiled program's HLO text."""
+    state from call to call, its compile seconds, and the compiled program's HLO text. With
+    ``steps``, each call runs that many steps on the batch inside one ``lax.scan``."""
     import jax
+    import jax.numpy as jnp
 
     params = variables["params"]
     carry = [params, variables.get("batch_stats", {}), tx.init(params)]
+    if steps:
+        step, x, y = scanned(step), jnp.stack([x] * steps), jnp.stack([y] * steps)
     exe, seconds = compiled(step, *carry, x, y, options=options)
 
     def run() -> None:
@@ -158,10 +188,11 @@ def as_layout(x: Any, layout: str) -> Any:
 
 
 def jaxconv_runner(
-    x: Any, y: Any, layout: str | None = None
+    x: Any, y: Any, layout: str | None = None, steps: int = 0
 ) -> tuple[Callable[[], None], float, Callable[[], str]]:
     """jaxconv's ResNet-18 step on the NCHW batch ``x`` (the book's), in ``layout`` (None:
-    :func:`~jaxconv.kernels.dispatch.default_network_layout`, what training takes)."""
+    :func:`~jaxconv.kernels.dispatch.default_network_layout`, what training takes); with
+    ``steps``, that many steps inside one ``lax.scan`` per call."""
     import optax
 
     from jaxconv.kernels.dispatch import compiler_options, default_network_layout
@@ -177,7 +208,7 @@ def jaxconv_runner(
         return model.apply(v, xb, train=True, mutable=["batch_stats"])
 
     # compiled as jaxconv.jit compiles it (what `jaxconv train` does for its epoch)
-    return step_runner(jax_step(apply, tx), variables, tx, x, y, compiler_options())
+    return step_runner(jax_step(apply, tx), variables, tx, x, y, compiler_options(), steps)
 
 
 #: jaxconv's compiled step per (device, batch, side, layout): the table and the profile of one
@@ -287,7 +318,29 @@ def bench_resnet(setup: Setup) -> list[Row]:
     reps = 1 if setup.args.quick else 2
     auto = LAYOUT_ROWS[training_layout(setup.dev)]
     rows += time_rows(setup, "resnet", case, "step", runners, compile_s, base, reps=reps, auto=auto)
-    return rows
+    return rows + bench_resnet_scan(setup, runners.get(ROWS["torch"]), x, y, reps)
+
+
+def bench_resnet_scan(
+    setup: Setup, torch_step: Callable[[], None] | None, x: Any, y: Any, reps: int
+) -> list[Row]:
+    """The scanned table: :data:`SCAN_STEPS` steps per call, jaxconv's inside one
+    ``lax.scan`` in training's layout, PyTorch's one after another; times per step."""
+    batch = x.shape[0]
+    case = f"ResNet-18, {SCAN_STEPS} train steps in one call, batch {batch}, per step"
+    layout = training_layout(setup.dev)
+    name = f"jaxconv.models.resnet18(layout='{layout}') + optax.adam, steps inside lax.scan"
+    log(f"  compiling jaxconv {layout}, {SCAN_STEPS} steps in lax.scan")
+    runner, seconds, _ = jaxconv_runner(x, y, layout, SCAN_STEPS)
+    runners, compile_s = {name: runner}, {name: seconds}
+    base = None
+    if torch_step is not None:
+        base = f"{ROWS['torch']}, {SCAN_STEPS} steps"
+        runners[base] = lambda: [torch_step() for _ in range(SCAN_STEPS)]
+    return time_rows(
+        setup, "resnet_scan", case, "step", runners, compile_s, base, reps=reps,
+        scale=1 / SCAN_STEPS, auto=name,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the profile

@@ -1,0 +1,93 @@
+"""A strided 2-D convolution as a sum of stride-1 convolutions over the input's stride phases:
+``conv2d(impl="phases")``.
+
+Why: inside ``lax.scan`` / while loops (a training epoch in one jit) XLA:CPU runs the
+gradients of a strided convolution (the input gradient a convolution of the output gradient
+dilated by the stride, the weight gradient one with a dilated kernel) in slow loop forms:
+the book's ResNet-18 layers at stride 2 took 19-59x their plain-jit time there
+(docs/BENCHMARKS.md). Stride-1 convolutions have jaxconv's own rules, fast in loops.
+
+How, per spatial axis with stride ``s`` (dilation 1): output ``i`` reads the padded input at
+``i * s + t`` for the taps ``t < k``. Write ``t = j * s + r`` with phase ``r = t mod s``: the
+input element is ``(i + j) * s + r``, element ``i + j`` of phase ``r`` (every ``s``-th element
+of the padded input from ``r``). So the convolution is the sum, over the phases ``r`` with a
+tap (``r < k``), of an unpadded stride-1 convolution of phase ``r`` with the taps
+``w[r::s]``. In 2-D that is up to ``sh * sw`` stride-1 convolutions with every tap used once:
+no product with a zero tap is added (a single convolution over the phases stacked on the
+channel axis would pad the kernel to a multiple of the stride, 16/9 of the products for 3x3
+at stride 2). The phases come from :func:`~jaxconv.kernels.windows.stride_phases`, whose
+transpose is one concatenate; each stride-1 convolution runs through the 2-D dispatch it is
+given, so its derivatives are those of jaxconv's stride-1 paths. Forward and reverse mode
+work wherever theirs do. The phase convolutions run unpadded: padded by one and cropped (as
+:func:`~jaxconv.kernels.planes.pads_and_crops` does for the planes), a 2x2 phase's weight
+gradient took XLA:CPU's slow form (9-27x the time of the whole layer's forward+backward).
+
+Layouts: the phase convolutions run in NHWC (the layout of jaxconv's stride-1 rules); NCHW
+and CHWN are transposed there and back. Every product is one a direct convolution makes (the
+explicit zero padding included), so NaN and inf reach the outputs they reach through lax,
+except where a phase convolution takes Winograd (3x3 taps of a 5x5 or 6x6 kernel at stride
+2 in a wide float32 layer, see :mod:`~jaxconv.kernels.dispatch`), with its tile footprint.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from jaxconv.geometry import ConvGeometry, conv_geometry
+from jaxconv.kernels.windows import stride_phases
+from jaxconv.kernels.xla import conv_lax
+
+Array = jax.Array
+
+Conv2d = Callable[[Array, Array, ConvGeometry, Any], Array]
+
+
+def phases_apply(geom: ConvGeometry) -> bool:
+    """Whether ``impl="phases"`` has its own path: 2-D, strided (some stride > 1),
+    dilation 1, groups 1."""
+    return (
+        len(geom.kernel) == 2
+        and max(geom.stride) > 1
+        and geom.dilation == (1, 1)
+        and geom.groups == 1
+    )
+
+
+def _to_nhwc(x: Array, w: Array, layout: str) -> tuple[Array, Array]:
+    """Batched ``x`` in ``layout`` and its kernel as NHWC and HWIO."""
+    if layout == "NCHW":
+        return x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
+    if layout == "CHWN":
+        return x.transpose(3, 1, 2, 0), w
+    return x, w
+
+
+def _from_nhwc(y: Array, layout: str) -> Array:
+    if layout == "NCHW":
+        return y.transpose(0, 3, 1, 2)
+    if layout == "CHWN":
+        return y.transpose(3, 1, 2, 0)
+    return y
+
+
+def conv_phases(x: Array, w: Array, geom: ConvGeometry, precision: Any, conv2d: Conv2d) -> Array:
+    """Batched strided 2-D conv (NCHW, NHWC or CHWN) as the sum over the input's stride
+    phases of stride-1 convs run by ``conv2d`` (an entry of the 2-D registry); lax for
+    geometries :func:`phases_apply` refuses. Returns the output in ``geom.layout``."""
+    if not phases_apply(geom):
+        return conv_lax(x, w, geom, precision)
+    x, w = _to_nhwc(x, w, geom.layout)
+    (sh, sw), (kh, kw), (oh, ow) = geom.stride, geom.kernel, geom.out_size
+    phases = stride_phases(x, (1, 2), geom.padding, geom.stride)
+    y = None
+    for rh, rw in itertools.product(range(min(sh, kh)), range(min(sw, kw))):
+        taps = w[rh::sh, rw::sw]  # (ceil((kh - rh) / sh), ceil((kw - rw) / sw), C, O)
+        ph, pw = oh + taps.shape[0] - 1, ow + taps.shape[1] - 1
+        phase = phases[rh * sw + rw][:, :ph, :pw]
+        term = conv2d(phase, taps, conv_geometry(phase.shape, taps.shape, layout="NHWC"), precision)
+        y = term if y is None else y + term
+    return _from_nhwc(y, geom.layout)
