@@ -504,7 +504,7 @@ conv2d.__doc__ = (
             "        loops; stride 1, dilation 1, groups 1, lax otherwise),\n"
             '        ``"winograd"`` (3x3 kernels, stride 1, dilation 1, groups 1, NCHW or NHWC:\n'
             "        Winograd's F(3x3, 3x3), a few times a direct conv's float32 rounding; lax\n"
-            "        otherwise), ``\"phases\"`` (strided, dilation 1, groups 1: a sum of stride-1\n"
+            '        otherwise), ``"phases"`` (strided, dilation 1, groups 1: a sum of stride-1\n'
             "        convs over the input's stride phases, :mod:`~jaxconv.kernels.strided`; lax\n"
             "        otherwise), " + _DEPTHWISE + ",\n"
             '        or ``"planes"``, ``"plane_patches"`` (conv3d\'s) and ``"tap_outputs"``\n'

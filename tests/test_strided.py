@@ -1,10 +1,11 @@
 """conv2d(impl="phases") (jaxconv/kernels/strided.py): strided 2-D convs as sums of stride-1
 convs over the input's stride phases. Values against the float64 NumPy reference over a seeded
 sweep of strides, kernels (smaller and larger than the stride), per-side paddings (also past
-the kernel) and the three layouts; float32 ResNet-like layers against PyTorch; reverse,
-forward and second-order derivatives against lax's; inside lax.scan; the compiled gradient
-holding stride-1 convolutions only; NaN and inf where lax puts them; torch's conv2d OpInfo
-samples and error inputs; and which layers the CPU dispatch sends here.
+the kernel) and the three layouts, per phase and stacked; float32 ResNet-like layers against
+PyTorch; reverse, forward and second-order derivatives against lax's; inside lax.scan; the
+compiled gradient holding stride-1 convolutions only; NaN and inf where lax puts them (per
+phase) and the wider footprint of the stacked form; torch's conv2d OpInfo samples and error
+inputs; and which layers the CPU dispatch sends here.
 
 (test_conv.py runs its whole sweep, values and gradients, through ``impl="phases"`` too.)"""
 
@@ -26,6 +27,7 @@ from _conv_helpers import (
 import jaxconv
 from jaxconv import reference
 from jaxconv.geometry import conv_geometry
+from jaxconv.kernels import strided
 from jaxconv.kernels.dispatch import select_impl
 
 ON_CPU = jax.default_backend() == "cpu"
@@ -70,7 +72,17 @@ def _to_nchw(layout: str, y) -> np.ndarray:
     return {"NHWC": y.transpose(0, 3, 1, 2), "CHWN": y.transpose(3, 0, 1, 2)}.get(layout, y)
 
 
-def test_sweep_equals_the_reference_in_float64():
+@pytest.fixture(params=["per-phase", "stacked"])
+def phase_form(request, monkeypatch):
+    """Each phase's conv on its own, or all phases stacked on the channel axis as one conv
+    (:func:`~jaxconv.kernels.strided.stacks_phases` picks by the channel count otherwise)."""
+    monkeypatch.setattr(strided, "STACK_CHANNELS", 0 if request.param == "per-phase" else 10**9)
+    jax.clear_caches()  # conv2d's jitted inner function would keep the other form's trace
+    yield request.param
+    jax.clear_caches()
+
+
+def test_sweep_equals_the_reference_in_float64(phase_form):
     """Every case of the sweep in one jitted function (one compile), float64."""
     inputs = [_in_layout(c["layout"], *_arrays(c)) for c in CASES]
 
@@ -125,7 +137,7 @@ def _apply(layout: str, stride, padding, impl: str, x, w, b):
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_derivatives_equal_lax(layout):
+def test_derivatives_equal_lax(layout, phase_form):
     """Reverse mode (x, w, b together, jitted, and x alone, un-jitted around the jitted
     conv), forward mode (both, each alone) and a second derivative in float64, against
     impl="lax", for a 3x3 stride-(2, 3) conv with uneven padding."""
@@ -188,20 +200,44 @@ def test_the_scanned_gradient_holds_stride_1_convolutions_only():
     assert any(re.search(r"stride|lhs_dilate|rhs_dilate", win) for win in lax_)
 
 
-def test_non_finite_values_reach_the_outputs_they_reach_through_lax():
-    """A NaN and an inf in the input, and a NaN weight, with padding, at strides 2 and 3."""
-    x = np.ones((1, 11, 10, 2))
+def _non_finite_case(c: int):
+    """All-ones NHWC input with a NaN and an inf, a 3x3 kernel of ones, ``c`` channels."""
+    x = np.ones((1, 11, 10, c))
     x[0, 4, 3, 0], x[0, 7, 8, 1] = np.nan, np.inf
-    w = np.ones((3, 3, 2, 2))
+    return x, np.ones((3, 3, c, 2))
+
+
+def test_non_finite_values_where_lax_puts_them_and_nan_weights_on_padding_too():
+    """Per phase, at strides 2, 3 and (2, 1) with padding: a NaN and an inf in the input
+    reach exactly lax's outputs; a NaN weight also reaches the outputs where its tap lands
+    on zero padding (the phases' padding is explicit; XLA's convolution skipped it here)."""
+    x, w = _non_finite_case(8)
+    assert not strided.stacks_phases(conv_geometry(x.shape, w.shape, stride=2, layout="NHWC"))
     w_nan = w.copy()
     w_nan[0, 2, 1, 0] = np.nan
     for stride in (2, 3, (2, 1)):
-        for xx, ww in ((x, w), (np.ones_like(x), w_nan)):
-            got = _apply("NHWC", stride, 1, "phases", xx, ww, None)
-            want = _apply("NHWC", stride, 1, "lax", xx, ww, None)
-            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
-            assert np.isfinite(want).any() and not np.isfinite(want).all()
+        got = _apply("NHWC", stride, 1, "phases", x, w, None)
+        want = _apply("NHWC", stride, 1, "lax", x, w, None)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        assert np.isfinite(want).any() and not np.isfinite(want).all()
+        got = np.isnan(_apply("NHWC", stride, 1, "phases", np.ones_like(x), w_nan, None))
+        want = np.isnan(_apply("NHWC", stride, 1, "lax", np.ones_like(x), w_nan, None))
+        assert got[..., 0].all() and not got[..., 1].any() and want[..., 0].any()
+
+
+def test_stacked_phases_spread_a_non_finite_input_to_the_window_rounded_up_to_the_stride():
+    """As documented: stacked, the zero taps that pad a 3x3 kernel to 4x4 multiply the input,
+    so a NaN (or inf) input reaches every output lax's does, and more, but only outputs whose
+    4x4 window holds it."""
+    x, w = _non_finite_case(2)
+    assert strided.stacks_phases(conv_geometry(x.shape, w.shape, stride=2, layout="NHWC"))
+    got = ~np.isfinite(np.asarray(_apply("NHWC", 2, 1, "phases", x, w, None)))[0, :, :, 0]
+    want = ~np.isfinite(np.asarray(_apply("NHWC", 2, 1, "lax", x, w, None)))[0, :, :, 0]
+    w4 = np.ones((4, 4, 2, 2))  # the padded kernel, run as a direct conv
+    wider = ~np.isfinite(np.asarray(_apply("NHWC", 2, ((1, 2), (1, 2)), "lax", x, w4, None)))
+    assert (got >= want).all() and got.sum() > want.sum()
+    np.testing.assert_array_equal(got, wider[0, : got.shape[0], : got.shape[1], 0])
 
 
 def _strided_plain(w_shape: tuple, kwargs: dict) -> bool:
