@@ -211,11 +211,12 @@ def test_non_finite_values_where_lax_puts_them_and_nan_weights_on_padding_too():
     """Per phase, at strides 2, 3 and (2, 1) with padding: a NaN and an inf in the input
     reach exactly lax's outputs; a NaN weight also reaches the outputs where its tap lands
     on zero padding (the phases' padding is explicit; XLA's convolution skipped it here)."""
-    x, w = _non_finite_case(8)
-    assert not strided.stacks_phases(conv_geometry(x.shape, w.shape, stride=2, layout="NHWC"))
+    x, w = _non_finite_case(9)
     w_nan = w.copy()
     w_nan[0, 2, 1, 0] = np.nan
     for stride in (2, 3, (2, 1)):
+        geom = conv_geometry(x.shape, w.shape, stride=stride, layout="NHWC")
+        assert not strided.stacks_phases(geom)
         got = _apply("NHWC", stride, 1, "phases", x, w, None)
         want = _apply("NHWC", stride, 1, "lax", x, w, None)
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
