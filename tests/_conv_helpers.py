@@ -301,3 +301,21 @@ def assert_conv2d_opinfo(impl: str, taken: Callable[[tuple, dict], bool]) -> int
         with pytest.raises((ValueError, TypeError)):
             jaxconv.conv2d(s.input.numpy(), *args, impl=impl, **s.kwargs)
     return count
+
+
+def assert_derivatives_like_lax(apply: Callable, impl: str, arrays: tuple) -> None:
+    """Every derivative of ``apply(impl, x, w, b)`` in float64 equals ``impl="lax"``'s:
+    reverse mode (x, w, b together under jit, and x alone un-jitted around ``apply``), forward
+    mode (both, and each alone) and a second derivative, d/dx <grad_x |conv|^2, x>."""
+    x, w, b = arrays
+    assert_gradients_like_lax(apply, impl, arrays, jax.jit, (0, 1, 2), seed=1)
+    assert_gradients_like_lax(apply, impl, arrays, lambda f: f, (0,), seed=2)
+    for alone in (0, 1):
+        assert_forward_mode_like_lax(apply, impl, arrays, seed=3, alone=alone)
+
+    def second(impl: str) -> Any:
+        inner = jax.grad(lambda x: jnp.sum(apply(impl, x, w, b) ** 2))
+        return jax.jit(jax.grad(lambda x: jnp.vdot(inner(x), x)))(x)
+
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(second(impl), second("lax"), rtol=1e-10, atol=1e-10)
