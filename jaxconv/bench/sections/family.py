@@ -87,7 +87,8 @@ class FamilyCase:
 def family_cases(quick: bool) -> list[FamilyCase]:
     """The family's rows (a UNet's transposed conv, MobileNet's depthwise 3x3, ResNet-18's
     64 -> 64 at 96 px, an audio conv1d, a video/medical conv3d, then other strides, kernels
-    and ranks of the same families); tiny ones under ``quick``."""
+    and ranks of the same families, and ResNet-18's strided 3x3); tiny ones under
+    ``quick``."""
     if quick:
         return [
             FamilyCase("transposed", "conv_transpose2d", (2, 4, 8, 8), (4, 3, 3, 3), 2, 1, 1),
@@ -112,6 +113,8 @@ def family_cases(quick: bool) -> list[FamilyCase]:
         FamilyCase("depthwise stride 2", "conv2d", (32, 96, 56, 56), (96, 1, 3, 3), 2, 1,
                    groups=96),
         FamilyCase("conv3d k3 stride 2", "conv3d", (4, 16, 32, 32, 32), (32, 16, 3, 3, 3), 2, 1),
+        FamilyCase("3x3 stride 2 64 -> 128 (ResNet-18)", "conv2d", (32, 64, 24, 24),
+                   (128, 64, 3, 3), 2, 1),
     ]  # fmt: skip
 
 
