@@ -109,7 +109,7 @@ import jax.numpy as jnp
 from jaxconv.geometry import ConvGeometry, ConvTransposeGeometry, WindowGeometry
 from jaxconv.kernels.batch_last import chwn_uses_patches, conv_chwn
 from jaxconv.kernels.depthwise import conv_depthwise, is_depthwise
-from jaxconv.kernels.nhwc import conv_nhwc
+from jaxconv.kernels.nhwc import conv_nhwc, from_nhwc, to_nhwc
 from jaxconv.kernels.patches import conv_patches
 from jaxconv.kernels.phases import conv_transpose_phases
 from jaxconv.kernels.plane_patches import beats_planes, conv_plane_patches
@@ -142,15 +142,10 @@ def conv_vjp(x: Array, w: Array, geom: ConvGeometry, precision: Any) -> Array:
     rule; lax for geometries they do not cover."""
     if not vjp_applies(geom):
         return conv_lax(x, w, geom, precision)
-    if geom.layout == "NHWC":
-        return conv_nhwc(x, w, geom.padding, precision)
-    if geom.layout == "CHWN":
-        if chwn_uses_patches(x, geom):
-            return conv_chwn(x, w, geom.padding, precision)
-        y = conv_nhwc(x.transpose(3, 1, 2, 0), w, geom.padding, precision)
-        return y.transpose(3, 1, 2, 0)
-    y = conv_nhwc(x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), geom.padding, precision)
-    return y.transpose(0, 3, 1, 2)
+    if geom.layout == "CHWN" and chwn_uses_patches(x, geom):
+        return conv_chwn(x, w, geom.padding, precision)
+    x, w = to_nhwc(x, w, geom.layout)
+    return from_nhwc(conv_nhwc(x, w, geom.padding, precision), geom.layout)
 
 
 def select_impl(geom: ConvGeometry, dtype: Any, backend: str | None = None) -> str:

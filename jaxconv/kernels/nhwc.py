@@ -38,6 +38,25 @@ NHWC_PATCH_BYTES = 64 * 2**20
 FEW_CHANNEL_PAIRS = 256
 
 
+def to_nhwc(x: Array, w: Array, layout: str) -> tuple[Array, Array]:
+    """A batched 2-D input in ``layout`` (NCHW, NHWC or CHWN) and its kernel (OIHW, or HWIO)
+    as NHWC and HWIO: the layout the 2-D rules compute in."""
+    if layout == "NCHW":
+        return x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
+    if layout == "CHWN":
+        return x.transpose(3, 1, 2, 0), w
+    return x, w
+
+
+def from_nhwc(y: Array, layout: str) -> Array:
+    """An NHWC output in ``layout`` (NCHW, NHWC or CHWN): the inverse of :func:`to_nhwc`."""
+    if layout == "NCHW":
+        return y.transpose(0, 3, 1, 2)
+    if layout == "CHWN":
+        return y.transpose(3, 1, 2, 0)
+    return y
+
+
 def tap_sum(taps: list[Array], w: Array, channel_axis: int) -> Array:
     """One input channel: the sum over taps of each (single-channel) tap times the tap's
     (Cout,) weights, laid along ``channel_axis`` (3 for NHWC, 0 for CHWN)."""

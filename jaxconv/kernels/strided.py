@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.geometry import ConvGeometry, conv_geometry
+from jaxconv.kernels.nhwc import from_nhwc, to_nhwc
 from jaxconv.kernels.windows import stride_phases
 from jaxconv.kernels.xla import conv_lax
 
@@ -58,23 +59,6 @@ def phases_apply(geom: ConvGeometry) -> bool:
         and geom.dilation == (1, 1)
         and geom.groups == 1
     )
-
-
-def _to_nhwc(x: Array, w: Array, layout: str) -> tuple[Array, Array]:
-    """Batched ``x`` in ``layout`` and its kernel as NHWC and HWIO."""
-    if layout == "NCHW":
-        return x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
-    if layout == "CHWN":
-        return x.transpose(3, 1, 2, 0), w
-    return x, w
-
-
-def _from_nhwc(y: Array, layout: str) -> Array:
-    if layout == "NCHW":
-        return y.transpose(0, 3, 1, 2)
-    if layout == "CHWN":
-        return y.transpose(3, 1, 2, 0)
-    return y
 
 
 #: Inputs with at most this many channels times stride phases (a one- to four-channel image
@@ -117,9 +101,9 @@ def conv_phases(x: Array, w: Array, geom: ConvGeometry, precision: Any, conv2d: 
     geometries :func:`phases_apply` refuses. Returns the output in ``geom.layout``."""
     if not phases_apply(geom):
         return conv_lax(x, w, geom, precision)
-    x, w = _to_nhwc(x, w, geom.layout)
+    x, w = to_nhwc(x, w, geom.layout)
     if stacks_phases(geom):
-        return _from_nhwc(stacked_phases(x, w, geom, precision, conv2d), geom.layout)
+        return from_nhwc(stacked_phases(x, w, geom, precision, conv2d), geom.layout)
     (sh, sw), (kh, kw), (oh, ow) = geom.stride, geom.kernel, geom.out_size
     phases = stride_phases(x, (1, 2), geom.padding, geom.stride)
     y = None
@@ -129,4 +113,4 @@ def conv_phases(x: Array, w: Array, geom: ConvGeometry, precision: Any, conv2d: 
         phase = phases[rh * sw + rw][:, :ph, :pw]
         term = conv2d(phase, taps, conv_geometry(phase.shape, taps.shape, layout="NHWC"), precision)
         y = term if y is None else y + term
-    return _from_nhwc(y, geom.layout)
+    return from_nhwc(y, geom.layout)

@@ -49,6 +49,7 @@ from jax import lax
 
 from jaxconv._args import Padding
 from jaxconv.geometry import ConvGeometry
+from jaxconv.kernels.nhwc import from_nhwc, to_nhwc
 from jaxconv.kernels.windows import largest_divisor
 from jaxconv.kernels.xla import conv_lax
 
@@ -344,9 +345,5 @@ def conv_winograd(x: Array, w: Array, geom: ConvGeometry, precision: Any) -> Arr
     :func:`winograd_applies` refuses."""
     if not winograd_applies(geom):
         return conv_lax(x, w, geom, precision)
-    if geom.layout == "NHWC":
-        return winograd_conv_nhwc(x, w, geom.padding, precision)
-    y = winograd_conv_nhwc(
-        x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), geom.padding, precision
-    )
-    return y.transpose(0, 3, 1, 2)
+    x, w = to_nhwc(x, w, geom.layout)
+    return from_nhwc(winograd_conv_nhwc(x, w, geom.padding, precision), geom.layout)
