@@ -71,24 +71,24 @@ def _to_nchw(layout: str, y) -> np.ndarray:
     return {"NHWC": y.transpose(0, 3, 1, 2), "CHWN": y.transpose(3, 0, 1, 2)}.get(layout, y)
 
 
-def use_form(monkeypatch, form: str) -> None:
-    """Make every strided conv run ``form``: each phase's conv on its own ("per-phase") or
-    all phases stacked on the channel axis as one conv ("stacked");
+@pytest.fixture
+def use_form(monkeypatch):
+    """``use_form(form)`` makes every strided conv run ``form``: each phase's conv on its own
+    ("per-phase") or all phases stacked on the channel axis as one conv ("stacked");
     :func:`~jaxconv.kernels.strided.stacks_phases` picks by the channel count otherwise."""
-    monkeypatch.setattr(strided, "STACK_CHANNELS", 0 if form == "per-phase" else 10**9)
-    jax.clear_caches()  # conv2d's jitted inner function would keep the other form's trace
 
+    def use(form: str) -> None:
+        monkeypatch.setattr(strided, "STACK_CHANNELS", 0 if form == "per-phase" else 10**9)
+        jax.clear_caches()  # conv2d's jitted inner function would keep the other form's trace
 
-@pytest.fixture(autouse=True)
-def _fresh_traces():
-    yield
-    jax.clear_caches()  # no trace of a form set by use_form outlives its test
+    yield use
+    jax.clear_caches()  # no trace of the form set here outlives the test
 
 
 @pytest.mark.parametrize("form", ["per-phase", "stacked"])
-def test_sweep_equals_the_reference_in_float64(form, monkeypatch):
+def test_sweep_equals_the_reference_in_float64(form, use_form):
     """Every case of the sweep in one jitted function (one compile), float64."""
-    use_form(monkeypatch, form)
+    use_form(form)
     inputs = [_in_layout(c["layout"], *_arrays(c)) for c in CASES]
 
     def every_case(inputs):
@@ -142,11 +142,11 @@ def _apply(layout: str, stride, padding, impl: str, x, w, b):
 
 
 @pytest.mark.parametrize(("layout", "form"), [("NCHW", "per-phase"), ("NHWC", "stacked")])
-def test_derivatives_equal_lax(layout, form, monkeypatch):
+def test_derivatives_equal_lax(layout, form, use_form):
     """Reverse mode (x, w, b together, jitted, and x alone, un-jitted around the jitted
     conv), forward mode (both, each alone) and a second derivative in float64, against
     impl="lax", for a 3x3 stride-(2, 3) conv with uneven padding."""
-    use_form(monkeypatch, form)
+    use_form(form)
     r = np.random.default_rng(13)
     x, w, b = (
         r.standard_normal((2, 4, 9, 10)),
