@@ -80,9 +80,10 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   gradients of the book's ResNet-18 strided layers at 19-59x their plain-jit time; with
   phases the NHWC ResNet-18 step inside ``lax.scan`` took 1.30 s on one core (0.88x
   PyTorch's), and ``jaxconv train --model resnet18`` an epoch of 1,024 images 14.0 s
-  instead of 226.5 s. Jitted alone the NHWC step was as fast as with lax (1.37 s both); the
-  NCHW step slower (1.54 -> 2.15 s: its stem's batch-norm sums read the transposed phase
-  conv output), but inside ``lax.scan`` 2.08 s a step against lax's 17.07 s. A call cannot
+  instead of 226.5 s. Jitted alone the NHWC step was as fast as with lax (1.37 s against
+  1.36 s); the NCHW step slower (1.64 -> 2.15 s in one A/B: its stem's batch-norm sums read
+  the transposed phase conv output), but inside ``lax.scan`` 2.08 s a step against lax's
+  17.07 s. A call cannot
   know whether it runs in a loop (as for ``"vjp"``), and training runs in one.
   float16/bfloat16, GPU and TPU: lax (not measured).
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
