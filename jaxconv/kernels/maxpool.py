@@ -44,13 +44,22 @@ def _window_max(x: Array, window: Any, strides: Any, padding: Any, dilation: Any
     """``reduce_window`` max from -inf, with NaN propagated: a window holding a NaN is NaN.
 
     Why the second pass: XLA:CPU runs larger max windows through a kernel that drops NaN;
-    PyTorch returns NaN.
+    PyTorch returns NaN. It runs only when ``x`` holds a NaN (``lax.cond``; under ``vmap``
+    both run and a select picks): without NaN the first pass is exact, and the second cost
+    three times the first (ResNet's 3x3 stride-2 pool, docs/BENCHMARKS.md).
     """
     kw = dict(window_dilation=dilation)
-    y = lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides, padding, **kw)
-    nan = jnp.isnan(x).astype(x.dtype)  # 1 where NaN: a window's max is 1 iff it holds one
-    nan = lax.reduce_window(nan, np.array(0, x.dtype), lax.max, window, strides, padding, **kw)
-    return jnp.where(nan > 0, np.array(np.nan, x.dtype), y)
+    init = np.array(-np.inf, x.dtype)
+
+    def window_max(x: Array) -> Array:
+        return lax.reduce_window(x, init, lax.max, window, strides, padding, **kw)
+
+    def with_nan(x: Array) -> Array:
+        nan = jnp.isnan(x).astype(x.dtype)  # 1 where NaN: a window's max is 1 iff it holds one
+        nan = lax.reduce_window(nan, np.array(0, x.dtype), lax.max, window, strides, padding, **kw)
+        return jnp.where(nan > 0, np.array(np.nan, x.dtype), window_max(x))
+
+    return lax.cond(jnp.isnan(x).any(), with_nan, window_max, x)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
