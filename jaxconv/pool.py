@@ -39,8 +39,8 @@ from jaxconv._args import (
     positive_pair,
 )
 from jaxconv.geometry import WindowGeometry, pool_geometry
-from jaxconv.kernels import maxpool
-from jaxconv.kernels.windows import pool_windows, spatial_constant
+from jaxconv.kernels import dispatch, maxpool
+from jaxconv.kernels.windows import phase_taps, pool_windows, spatial_constant, strided_taps
 
 __all__ = [
     "max_pool1d",
@@ -235,6 +235,23 @@ def _avg_pool_nd(
 def _avg_pool(
     x: jax.Array, geom: WindowGeometry, count_include_pad: bool, divisor_override: int | None
 ) -> jax.Array:
+    return _avg_pool_rule(x, geom, count_include_pad, divisor_override)
+
+
+def _window_means(
+    sums: jax.Array, geom: WindowGeometry, count_include_pad: bool, divisor_override: int | None
+) -> jax.Array:
+    """The window sums (in the accumulation dtype) divided by PyTorch's divisors."""
+    if divisor_override is not None:
+        return sums / np.array(divisor_override, dtype=sums.dtype)
+    divisor = _avg_divisor(geom, count_include_pad)
+    return sums / spatial_constant(geom, divisor, sums.ndim, sums.dtype)
+
+
+def _avg_values(
+    x: jax.Array, geom: WindowGeometry, count_include_pad: bool, divisor_override: int | None
+) -> jax.Array:
+    """One ``reduce_window`` sum (in float32 at least) and the divisors."""
     ndim = x.ndim
     acc = jnp.promote_types(x.dtype, jnp.float32)  # low-precision inputs sum in float32
     sums = lax.reduce_window(
@@ -245,11 +262,46 @@ def _avg_pool(
         geom.expand(ndim, geom.stride, 1),
         geom.full_padding(ndim),
     )
-    if divisor_override is not None:
-        out = sums / np.array(divisor_override, dtype=acc)
-    else:
-        out = sums / spatial_constant(geom, _avg_divisor(geom, count_include_pad), ndim, acc)
-    return out.astype(x.dtype)
+    return _window_means(sums, geom, count_include_pad, divisor_override).astype(x.dtype)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _avg_pool_rule(
+    x: jax.Array, geom: WindowGeometry, count_include_pad: bool, divisor_override: int | None
+) -> jax.Array:
+    """:func:`_avg_values`, differentiated by ``_avg_pool_jvp``."""
+    return _avg_values(x, geom, count_include_pad, divisor_override)
+
+
+@_avg_pool_rule.defjvp
+def _avg_pool_jvp(
+    geom: WindowGeometry,
+    count_include_pad: bool,
+    divisor_override: int | None,
+    primals: tuple[jax.Array],
+    tangents: tuple[jax.Array],
+) -> tuple[jax.Array, jax.Array]:
+    """Where :func:`~jaxconv.kernels.dispatch.avg_pool_tangent_by_taps` says so (XLA:CPU,
+    windows that do not tile the input, at most 64 taps), the tangent's window sums are the
+    sum of its taps, contiguous slices of its stride phases
+    (:func:`~jaxconv.kernels.windows.phase_taps`; strided slices at stride 1). Reverse mode
+    transposes them into plain pads of each phase and one concatenate. Why: JAX's rule
+    transposes ``reduce_window``'s sum into a pad with interior padding and another
+    ``reduce_window``, and XLA:CPU ran that forward+backward 4x (2-D) to 8x (3-D) slower
+    (docs/BENCHMARKS.md). Elsewhere, JAX's rule.
+    """
+    (x,), (t,) = primals, tangents
+    y = _avg_pool_rule(x, geom, count_include_pad, divisor_override)
+    if not dispatch.avg_pool_tangent_by_taps(geom):
+        _, t_y = jax.jvp(lambda a: _avg_values(a, geom, count_include_pad, divisor_override),
+                         (x,), (t,))  # fmt: skip
+        return y, t_y
+    acc = jnp.promote_types(t.dtype, jnp.float32)
+    taps_of = phase_taps if any(s > 1 for s in geom.stride) else strided_taps
+    taps = taps_of(t.astype(acc), geom.axes, geom.kernel, geom.window_padding, geom.out_size,
+                   geom.stride)  # fmt: skip
+    sums = reduce(jnp.add, taps)
+    return y, _window_means(sums, geom, count_include_pad, divisor_override).astype(t.dtype)
 
 
 _AVG_DOC = """{n}-D average pooling, as ``torch.nn.functional.avg_pool{n}d``.

@@ -174,25 +174,40 @@ def test_check_grads_both_modes(seed):
     check_grads(f, (x,), order=2, modes=("fwd", "rev"), eps=1e-2)
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.bool_])
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.bool_, np.float32, jnp.bfloat16])
 def test_stored_is_the_identity(dtype):
     rng = np.random.default_rng(5)
     x = rng.integers(-100, 100, (3, 4, 5)).astype(dtype)
+    floating = jnp.issubdtype(dtype, jnp.floating)
+    if floating:
+        x.flat[:5] = [np.nan, np.inf, -np.inf, -0.0, 0.0]
     for f in (stored, jax.jit(stored)):
-        got = f(x)
+        got = np.asarray(f(x))
         assert got.dtype == x.dtype and got.shape == x.shape
-        np.testing.assert_array_equal(np.asarray(got), x)
+        if floating:  # compared as float32: NumPy sees no NaN in bfloat16
+            got, want = got.astype(np.float32), x.astype(np.float32)
+            signs = np.signbit(got.flat[1:]), np.signbit(want.flat[1:])  # -0.0 kept
+            np.testing.assert_array_equal(*signs)
+        np.testing.assert_array_equal(got, x if not floating else want)  # NaN where NaN
+
+
+def test_stored_floats_differentiate_as_the_identity():
+    x = jnp.asarray(np.random.default_rng(6).standard_normal((3, 4)), jnp.float32)
+    f = lambda a: jnp.sin(stored(a * 3.0))  # noqa: E731
+    check_grads(f, (x,), order=2, modes=("fwd", "rev"))
+    np.testing.assert_array_equal(jax.grad(lambda a: f(a).sum())(x), 3.0 * jnp.cos(3.0 * x))
 
 
 def test_stored_survives_compilation():
     """The reduction is what keeps the value stored: XLA must not simplify it away."""
-    text = jax.jit(lambda a: stored(a) * 2).lower(jnp.zeros((4, 5), jnp.int32)).compile()
-    assert "reduce(" in text.as_text()
+    for dtype in (jnp.int32, jnp.float32):
+        text = jax.jit(lambda a: stored(a) * 2).lower(jnp.zeros((4, 5), dtype)).compile()
+        assert "reduce(" in text.as_text()
 
 
-def test_stored_refuses_floats():
-    with pytest.raises(TypeError, match="x must be an integer or boolean"):
-        stored(jnp.zeros(3))
+def test_stored_refuses_other_dtypes():
+    with pytest.raises(TypeError, match="x must be an integer, boolean or floating"):
+        stored(jnp.zeros(3, jnp.complex64))
 
 
 # --- ResNet's stem pool (3x3, stride 2, padding 1) in every 2-D layout -------------------------

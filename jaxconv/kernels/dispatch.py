@@ -89,7 +89,11 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
 - 2-D max pooling on CPU takes the tiled derivative for windows that tile the input
   (:mod:`~jaxconv.kernels.maxpool`); the general derivative (overlapping windows, e.g.
   ResNet's 3x3 stride 2) stores each window's selected tap on CPU
-  (:mod:`~jaxconv.kernels.stored`).
+  (:mod:`~jaxconv.kernels.stored`), for 2-D and 3-D windows the pooled values too
+  (:func:`stores_max_pool_values`), and in channels-first layouts takes the tangent's taps
+  from the stride phases (:func:`max_pool_tangent_by_phases`).
+- Average pooling on CPU sums the tangent's taps (stride phases where strided) for windows
+  that do not tile the input (:func:`avg_pool_tangent_by_taps`); elsewhere JAX's rule.
 - Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`), and the
   chapter-7 networks channels last (NHWC) on CPU, NCHW elsewhere
   (:func:`default_network_layout`).
@@ -101,6 +105,7 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -242,6 +247,54 @@ def stores_max_pool_selection() -> bool:
     (:func:`~jaxconv.kernels.stored.stored`) rather than leave XLA to recompute it in the
     gradient loop: on XLA:CPU, where that loop otherwise repeats the selection per tap."""
     return current_backend() == "cpu"
+
+
+def stores_max_pool_values(geom: WindowGeometry) -> bool:
+    """Whether that derivative also stores the pooled values: 2-D and 3-D windows on XLA:CPU.
+
+    Why: XLA:CPU fuses the running ``where`` that computes them into elementwise consumers
+    (e.g. a loss's gradient ``y - target``) and so into the gradient loop, once per tap: a
+    3x3 stride-2 pool's forward+backward under such a loss took 3.5x (2-D) to 4.3x (3-D) as
+    long (docs/BENCHMARKS.md). 1-D windows (3 taps) recompute cheaply, and storing them was
+    slower there (1.4x).
+    """
+    return len(geom.kernel) >= 2 and stores_max_pool_selection()
+
+
+#: The most kernel taps for which average pooling's tangent sums its taps (each one slice of
+#: the tangent in the program); larger windows keep JAX's rule.
+AVG_POOL_MAX_TAPS = 64
+
+
+def avg_pool_tangent_by_taps(geom: WindowGeometry) -> bool:
+    """Whether average pooling's derivative sums the tangent's taps (see ``jaxconv.pool``'s
+    ``_avg_pool_jvp``) instead of JAX's rule for ``reduce_window``: on XLA:CPU, for windows
+    that do not tile the input (LeNet's 2x2 pools keep the rule its epoch was measured with)
+    and have at most :data:`AVG_POOL_MAX_TAPS` taps."""
+    return (
+        current_backend() == "cpu"
+        and not tiles(geom)
+        and math.prod(geom.kernel) <= AVG_POOL_MAX_TAPS
+    )
+
+
+def max_pool_tangent_by_phases(geom: WindowGeometry, ndim: int) -> bool:
+    """Whether that derivative takes the tangent's taps from the input's stride phases
+    (:func:`~jaxconv.kernels.windows.phase_taps`) rather than strided slices: strided 2-D and
+    3-D windows on XLA:CPU in a channels-first layout (the last axis pooled).
+
+    Why: the transpose of a strided slice is a pad with interior padding, which XLA:CPU
+    evaluates with bounds and parity tests at every input element; along the contiguous last
+    axis that cost the backward 1.4x (2-D) to 3.2x (3-D) the phases' plain pads and one
+    concatenate. With the channels last, whole channel vectors move and the phases were
+    slower (1.1-1.2x, NHWC and CHWN); 1-D: no gain.
+    """
+    return (
+        stores_max_pool_selection()
+        and len(geom.axes) >= 2
+        and geom.axes[-1] == ndim - 1
+        and any(s > 1 for s in geom.stride)
+    )
 
 
 def default_layout(backend: str | None = None) -> str:

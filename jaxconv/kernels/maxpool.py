@@ -11,7 +11,10 @@ PyTorch's index-based backward, in forward and reverse mode, in any number of sp
 kernel, no dilation: LeNet's 2x2 pools) pick the same element with reduce_windows instead,
 which stays fast inside a training loop (``_max_pool_tiled_jvp``). Other windows on XLA:CPU
 (overlapping ones: ResNet's 3x3 stride 2) store each window's selected tap number once
-(:mod:`~jaxconv.kernels.stored`) and let the tangent pick that tap; the same selection.
+(:mod:`~jaxconv.kernels.stored`) and let the tangent pick that tap; the same selection. There
+2-D and 3-D windows store the pooled values too, and channels-first layouts take the
+tangent's taps from the stride phases (:func:`~jaxconv.kernels.dispatch.stores_max_pool_values`,
+:func:`~jaxconv.kernels.dispatch.max_pool_tangent_by_phases`).
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ import numpy as np
 from jax import lax
 
 from jaxconv.geometry import WindowGeometry
-from jaxconv.kernels.dispatch import stores_max_pool_selection, use_tiled_max_pool
+from jaxconv.kernels.dispatch import (
+    max_pool_tangent_by_phases,
+    stores_max_pool_selection,
+    stores_max_pool_values,
+    use_tiled_max_pool,
+)
 from jaxconv.kernels.stored import stored
-from jaxconv.kernels.windows import spatial_constant, strided_taps
+from jaxconv.kernels.windows import phase_taps, spatial_constant, strided_taps
 
 Array = jax.Array
 
@@ -166,7 +174,13 @@ def _max_pool_jvp(
                    for i in range(count)]  # fmt: skip
     best, (chosen,) = _select(geom, _taps(x, geom, -np.inf), [tap_numbers], x.ndim)
     chosen = stored(jnp.broadcast_to(chosen, best.shape))
-    t_taps = _taps(t, geom, 0)
+    if stores_max_pool_values(geom):
+        best = stored(best)
+    if max_pool_tangent_by_phases(geom, x.ndim):
+        t_taps = phase_taps(t, geom.axes, geom.kernel, geom.window_padding, geom.out_size,
+                            geom.stride, geom.dilation)  # fmt: skip
+    else:
+        t_taps = _taps(t, geom, 0)
     t_best = t_taps[0]
     for i in range(1, count):
         t_best = jnp.where(chosen == i, t_taps[i], t_best)

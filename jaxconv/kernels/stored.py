@@ -11,6 +11,8 @@ reduction does: XLA:CPU does not fuse one into a consumer, so its result is writ
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,16 +25,42 @@ def _larger(a: tuple[Array, Array], b: tuple[Array, Array]) -> tuple[Array, Arra
     return jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])
 
 
+def _sum(a: tuple[Array, Array], b: tuple[Array, Array]) -> tuple[Array, Array]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _reduced_pair(x: Array, other: np.ndarray, reducer: Any) -> Array:
+    """``x``, reduced by the two-operand ``reducer`` over a new axis of length 2 holding ``x``
+    and ``other``, with ``other`` as the initial value too (``reducer``'s identity on x)."""
+    pair = jnp.stack([x, jnp.full_like(x, other)])  # (2, *x.shape)
+    out, _ = lax.reduce((pair, pair), (other, other), reducer, (0,))
+    return out
+
+
+@jax.custom_jvp
+def _stored_float(x: Array) -> Array:
+    # x + (-0.0) is x for every x, -0.0 and NaN included; XLA:CPU's maximum in a reduction
+    # can drop NaN, so the floats are not stored by the maximum with -inf
+    return _reduced_pair(x, np.array(-0.0, x.dtype), _sum)
+
+
+@_stored_float.defjvp
+def _stored_float_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    """The identity's derivative (the tangent is not stored: it is a different value)."""
+    return _stored_float(primals[0]), tangents[0]
+
+
 def stored(x: Array) -> Array:
-    """``x`` itself (an integer or boolean array of any shape), as the result of a two-operand
-    reduction over a new axis of length 2 (``x`` and the dtype's minimum, so the maximum is
-    ``x``): the same values, computed once and written out by XLA:CPU."""
+    """``x`` itself (an integer, boolean or floating array of any shape), as the result of a
+    two-operand reduction over a new axis of length 2: the maximum of ``x`` and the dtype's
+    minimum for integers, the sum of ``x`` and -0.0 for floats (NaN, -0.0 and inf kept):
+    the same values, computed once and written out by XLA:CPU. Differentiable (floats): the
+    identity's derivative."""
     dtype = x.dtype
     if dtype == jnp.bool_:
         return stored(x.astype(jnp.int8)).astype(jnp.bool_)
+    if jnp.issubdtype(dtype, jnp.floating):
+        return _stored_float(x)
     if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"stored: x must be an integer or boolean array, got {dtype}")
-    low = np.array(jnp.iinfo(dtype).min, dtype)
-    pair = jnp.stack([x, jnp.full_like(x, low)])  # (2, *x.shape)
-    out, _ = lax.reduce((pair, pair), (low, low), _larger, (0,))
-    return out
+        raise TypeError(f"stored: x must be an integer, boolean or floating array, got {dtype}")
+    return _reduced_pair(x, np.array(jnp.iinfo(dtype).min, dtype), _larger)
