@@ -41,6 +41,8 @@ from jaxconv._args import (
     check_floating,
     check_layout,
 )
+from jaxconv.kernels.dispatch import stores_max_pool_selection
+from jaxconv.kernels.stored import stored
 
 __all__ = [
     "adaptive_avg_pool1d",
@@ -246,6 +248,11 @@ def _max(x: Array, out: tuple[int, ...]) -> tuple[Array, Array]:
     if 0 in out:
         return jnp.zeros(shape, x.dtype), jnp.zeros(shape, jnp.int32)
     index = _max_index(jax.lax.stop_gradient(x), out)
+    if stores_max_pool_selection():
+        # XLA:CPU otherwise fuses the index's scan into every gather that reads it (the
+        # value's, and the backward's scatter): the 1-D forward+backward under a loss on the
+        # output took 11x as long (docs/BENCHMARKS.md)
+        index = stored(index)
     # Read the value back through the index: its gradient goes to that element only, as
     # torch's index-based backward, and the scatter-add of the backward is one per output.
     planes = x.reshape(x.shape[:2] + (int(np.prod(x.shape[2:])),))  # (N, C, prod(spatial))

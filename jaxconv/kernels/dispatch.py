@@ -92,6 +92,7 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   (:mod:`~jaxconv.kernels.stored`), for 2-D and 3-D windows the pooled values too
   (:func:`stores_max_pool_values`), and in channels-first layouts takes the tangent's taps
   from the stride phases (:func:`max_pool_tangent_by_phases`).
+- Adaptive max pooling stores its indices on CPU (:func:`stores_max_pool_selection`).
 - Average pooling on CPU sums the tangent's taps (stride phases where strided) for windows
   that do not tile the input (:func:`avg_pool_tangent_by_taps`); elsewhere JAX's rule.
 - Training runs LeNet in CHWN on CPU and NHWC elsewhere (:func:`default_layout`), and the
@@ -245,7 +246,8 @@ def use_tiled_max_pool(geom: WindowGeometry) -> bool:
 def stores_max_pool_selection() -> bool:
     """Whether max pooling's general derivative stores the tap each window selects
     (:func:`~jaxconv.kernels.stored.stored`) rather than leave XLA to recompute it in the
-    gradient loop: on XLA:CPU, where that loop otherwise repeats the selection per tap."""
+    gradient loop: on XLA:CPU, where that loop otherwise repeats the selection per tap.
+    Adaptive max pooling stores its indices there too (``jaxconv.adaptive``)."""
     return current_backend() == "cpu"
 
 
