@@ -7,9 +7,10 @@ the chapter's pool2d (6.5).
 (:func:`jaxconv.geometry.pool_geometry`: output size, ceil-mode overhang) from static ints
 before tracing, so a bad argument raises a ValueError/TypeError naming it, and hands over to
 one N-D implementation: average pooling is one ``lax.reduce_window`` sum and a constant divisor
-(computed here with NumPy); max pooling, whose derivative and indices follow PyTorch's choice
-of element, is :mod:`jaxconv.kernels.maxpool`; power-average pooling is average pooling of
-``x ** p``, rescaled as PyTorch does. ``pool2d`` is the chapter's manual version, one window
+(computed here with NumPy; on CPU its derivative sums the tangent's taps, ``_avg_pool_jvp``);
+max pooling, whose derivative and indices follow PyTorch's choice of element, is
+:mod:`jaxconv.kernels.maxpool`; power-average pooling is average pooling of ``x ** p``,
+rescaled as PyTorch does. ``pool2d`` is the chapter's manual version, one window
 per output position.
 """
 
