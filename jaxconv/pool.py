@@ -288,8 +288,9 @@ def _avg_pool_jvp(
     (:func:`~jaxconv.kernels.windows.phase_taps`; strided slices at stride 1). Reverse mode
     transposes them into plain pads of each phase and one concatenate. Why: JAX's rule
     transposes ``reduce_window``'s sum into a pad with interior padding and another
-    ``reduce_window``, and XLA:CPU ran that forward+backward 4x (2-D) to 8x (3-D) slower
-    (docs/BENCHMARKS.md). Elsewhere, JAX's rule.
+    ``reduce_window``, and XLA:CPU ran that forward+backward 4.4-4.9x (2-D, 8x32x32x32) and
+    8.6x (3-D) slower, 1.4x on ResNet's 64x64x48x48 (docs/BENCHMARKS.md). Elsewhere, JAX's
+    rule.
     """
     (x,), (t,) = primals, tangents
     y = _avg_pool_rule(x, geom, count_include_pad, divisor_override)

@@ -256,9 +256,9 @@ def stores_max_pool_values(geom: WindowGeometry) -> bool:
 
     Why: XLA:CPU fuses the running ``where`` that computes them into elementwise consumers
     (e.g. a loss's gradient ``y - target``) and so into the gradient loop, once per tap: a
-    3x3 stride-2 pool's forward+backward under such a loss took 3.5x (2-D) to 4.3x (3-D) as
-    long (docs/BENCHMARKS.md). 1-D windows (3 taps) recompute cheaply, and storing them was
-    slower there (1.4x).
+    3x3 stride-2 pool's forward+backward under such a loss took 3.6x (2-D) to 4.3x (3-D) as
+    long (docs/BENCHMARKS.md). 1-D windows (3 taps) recompute cheaply: storing them took 1.4x
+    as long on a 32x64x8192 input (0.9x on 8x32x1024).
     """
     return len(geom.kernel) >= 2 and stores_max_pool_selection()
 
@@ -287,9 +287,9 @@ def max_pool_tangent_by_phases(geom: WindowGeometry, ndim: int) -> bool:
 
     Why: the transpose of a strided slice is a pad with interior padding, which XLA:CPU
     evaluates with bounds and parity tests at every input element; along the contiguous last
-    axis that cost the backward 1.4x (2-D) to 3.2x (3-D) the phases' plain pads and one
+    axis that cost the backward 1.4-1.7x (2-D) to 3.2x (3-D) the phases' plain pads and one
     concatenate. With the channels last, whole channel vectors move and the phases were
-    slower (1.1-1.2x, NHWC and CHWN); 1-D: no gain.
+    slower (1.04-1.23x, NHWC and CHWN); 1-D: no gain.
     """
     return (
         stores_max_pool_selection()
