@@ -41,7 +41,7 @@ from jaxconv._args import (
 )
 from jaxconv.geometry import WindowGeometry, pool_geometry
 from jaxconv.kernels import dispatch, maxpool
-from jaxconv.kernels.windows import phase_taps, pool_windows, spatial_constant, strided_taps
+from jaxconv.kernels.windows import pool_windows, spatial_constant, window_taps
 
 __all__ = [
     "max_pool1d",
@@ -299,9 +299,7 @@ def _avg_pool_jvp(
                          (x,), (t,))  # fmt: skip
         return y, t_y
     acc = jnp.promote_types(t.dtype, jnp.float32)
-    taps_of = phase_taps if any(s > 1 for s in geom.stride) else strided_taps
-    taps = taps_of(t.astype(acc), geom.axes, geom.kernel, geom.window_padding, geom.out_size,
-                   geom.stride)  # fmt: skip
+    taps = window_taps(t.astype(acc), geom, phases=any(s > 1 for s in geom.stride))
     sums = reduce(jnp.add, taps)
     return y, _window_means(sums, geom, count_include_pad, divisor_override).astype(t.dtype)
 

@@ -36,16 +36,9 @@ from jaxconv.kernels.dispatch import (
     use_tiled_max_pool,
 )
 from jaxconv.kernels.stored import stored
-from jaxconv.kernels.windows import phase_taps, spatial_constant, strided_taps
+from jaxconv.kernels.windows import spatial_constant, window_taps
 
 Array = jax.Array
-
-
-def _taps(arr: Array, geom: WindowGeometry, fill: Any) -> list[Array]:
-    """The taps of every window of ``arr`` padded with ``fill`` (user padding plus ceil-mode
-    overhang)."""
-    return strided_taps(arr, geom.axes, geom.kernel, geom.window_padding, geom.out_size,
-                        geom.stride, geom.dilation, fill)  # fmt: skip
 
 
 def _window_max(x: Array, window: Any, strides: Any, padding: Any, dilation: Any) -> Array:
@@ -165,22 +158,19 @@ def _max_pool_jvp(
         return _max_pool_tiled_jvp(geom, primals, tangents)
     (x,), (t,) = primals, tangents
     if not stores_max_pool_selection():
-        best, (t_best,) = _select(geom, _taps(x, geom, -np.inf), [_taps(t, geom, 0)], x.ndim)
+        x_taps, t_taps = window_taps(x, geom, -np.inf), window_taps(t, geom, 0)
+        best, (t_best,) = _select(geom, x_taps, [t_taps], x.ndim)
         return best, t_best
     # The same selection, as each window's tap number (stored once: see kernels.stored); the
     # tangent picks that tap, a where chain on fixed masks whose transpose is cheap.
     count = int(np.prod(geom.kernel))
     tap_numbers = [spatial_constant(geom, np.full(geom.out_size, i), x.ndim, jnp.int32)
                    for i in range(count)]  # fmt: skip
-    best, (chosen,) = _select(geom, _taps(x, geom, -np.inf), [tap_numbers], x.ndim)
+    best, (chosen,) = _select(geom, window_taps(x, geom, -np.inf), [tap_numbers], x.ndim)
     chosen = stored(jnp.broadcast_to(chosen, best.shape))
     if stores_max_pool_values(geom):
         best = stored(best)
-    if max_pool_tangent_by_phases(geom, x.ndim):
-        t_taps = phase_taps(t, geom.axes, geom.kernel, geom.window_padding, geom.out_size,
-                            geom.stride, geom.dilation)  # fmt: skip
-    else:
-        t_taps = _taps(t, geom, 0)
+    t_taps = window_taps(t, geom, 0, phases=max_pool_tangent_by_phases(geom, x.ndim))
     t_best = t_taps[0]
     for i in range(1, count):
         t_best = jnp.where(chosen == i, t_taps[i], t_best)
@@ -260,5 +250,5 @@ def max_pool_with_indices(x: Array, geom: WindowGeometry) -> tuple[Array, Array]
     start = np.where(inside0, flat0, _first_index(geom))
     index_taps = [spatial_constant(geom, start, ndim, jnp.int32)]
     index_taps += [spatial_constant(geom, flat, ndim, jnp.int32) for _, flat in positions[1:]]
-    best, (index,) = _select(geom, _taps(x, geom, -np.inf), [index_taps], ndim)
+    best, (index,) = _select(geom, window_taps(x, geom, -np.inf), [index_taps], ndim)
     return best, jnp.broadcast_to(index, best.shape)

@@ -74,11 +74,11 @@ def strided_taps(
     return taps
 
 
-def stride_phases(x: Array, axes: Ints, pads: Pads, stride: Ints) -> list[Array]:
-    """The ``prod(stride)`` stride phases of ``x`` zero-padded by ``pads`` along ``axes``:
-    phase ``r`` (row-major over the residues) holds the padded elements ``i * s + r`` along
-    each spatial axis, ``i < q = ceil((size + lo + hi) / s)``; the padding is extended with
-    zeros to ``q * s``. Each phase has ``x``'s shape with the spatial sizes ``q``.
+def stride_phases(x: Array, axes: Ints, pads: Pads, stride: Ints, fill: Any = 0) -> list[Array]:
+    """The ``prod(stride)`` stride phases of ``x`` padded with ``fill`` by ``pads`` along
+    ``axes``: phase ``r`` (row-major over the residues) holds the padded elements ``i * s + r``
+    along each spatial axis, ``i < q = ceil((size + lo + hi) / s)``; the padding is extended
+    with ``fill`` to ``q * s``. Each phase has ``x``'s shape with the spatial sizes ``q``.
 
     Each spatial axis is viewed as (q, s); the phase axes move in front and ``lax.split``
     cuts the phases apart. Why: this transposes (reverse mode) into ONE concatenate of the
@@ -92,7 +92,7 @@ def stride_phases(x: Array, axes: Ints, pads: Pads, stride: Ints) -> list[Array]
         q = -(-(x.shape[axis] + lo + hi) // s)
         rows.append(q)
         config[axis] = (lo, q * s - x.shape[axis] - lo, 0)
-    padded = lax.pad(x, np.array(0, dtype=x.dtype), config)
+    padded = lax.pad(x, np.array(fill, dtype=x.dtype), config)
     shape, phase_axes, other_axes = [], [], []
     for axis, size in enumerate(x.shape):
         if axis in axes:
@@ -117,8 +117,9 @@ def phase_taps(
     out_size: Ints,
     stride: Ints,
     dilation: Ints | None = None,
+    fill: Any = 0,
 ) -> list[Array]:
-    """The same ``prod(kernel)`` zero-padded taps as :func:`strided_taps`, each a contiguous
+    """The same ``prod(kernel)`` taps as :func:`strided_taps`, each a contiguous
     slice of one stride phase of the padded input (:func:`stride_phases`). Tap ``t`` along an
     axis is element ``i * s + t * d = (i + t*d // s) * s + t*d % s``: phase ``t*d % s``, rows
     from ``t*d // s``.
@@ -128,7 +129,7 @@ def phase_taps(
     at a quarter of the size (stride 2 in 2-D).
     """
     dilation = dilation or (1,) * len(axes)
-    phases = stride_phases(x, axes, pads, stride)
+    phases = stride_phases(x, axes, pads, stride, fill)
     taps = []
     for tap in itertools.product(*(range(k) for k in kernel)):
         offsets = [t * d for t, d in zip(tap, dilation, strict=True)]
@@ -139,6 +140,16 @@ def phase_taps(
             start[axis], limit[axis] = o // s, o // s + n
         taps.append(lax.slice(phases[phase], start, limit))
     return taps
+
+
+def window_taps(x: Array, geom: WindowGeometry, fill: Any = 0, phases: bool = False) -> list[Array]:
+    """The taps of every pooling window of ``geom`` over ``x`` padded with ``fill`` (the
+    user's padding plus the ceil-mode overhang, ``geom.window_padding``): strided slices
+    (:func:`strided_taps`), or with ``phases`` contiguous slices of the stride phases
+    (:func:`phase_taps`), for linear code whose transpose should be plain pads per phase."""
+    taps_of = phase_taps if phases else strided_taps
+    return taps_of(x, geom.axes, geom.kernel, geom.window_padding, geom.out_size, geom.stride,
+                   geom.dilation, fill)  # fmt: skip
 
 
 def spatial_constant(geom: WindowGeometry, values: np.ndarray, ndim: int, dtype: Any) -> Array:
