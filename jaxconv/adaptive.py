@@ -179,6 +179,13 @@ def _avg_axis(x: Array, out: int) -> Array:
     running sum after as many taps as it is wide, divided by that width. The backward is the
     slices' pads and the reads' scatter-add of ``out`` rows: no gather of windows."""
     length = x.shape[2]
+    if _divides(length, out):
+        # Tiled bins are disjoint: a reduction over each bin keeps NaN and infinities inside
+        # it, and its derivative is a broadcast. One tap per element of a bin would transpose
+        # into one pad per tap (global pooling: one per input element).
+        k = length // out
+        tiles = x.reshape(x.shape[:2] + (out, k) + x.shape[3:])
+        return jnp.moveaxis(jnp.sum(tiles, axis=3) / k, 2, -1)
     widths = _bin_widths(length, out)
     k = int(widths.max())
     sums, states = None, {}
@@ -186,7 +193,7 @@ def _avg_axis(x: Array, out: int) -> Array:
         sums = tap if sums is None else sums + tap
         if t + 1 in widths:
             states[t + 1] = sums / (t + 1)
-    mean = states[k] if _divides(length, out) else _read_bins(states, 2, length, out)
+    mean = _read_bins(states, 2, length, out)
     return jnp.moveaxis(mean, 2, -1)
 
 
