@@ -200,18 +200,20 @@ def test_large_uneven_bins(torch, nd, shape, output_size, ties):
         np.testing.assert_allclose(grad, t_grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bins", ["uneven", "tiled"])
 @pytest.mark.parametrize("nd", NDS)
-def test_nonfinite_average_as_torch(torch, nd):
-    """NaN and both infinities scattered in uneven bins: the average's values are torch's
-    (a bin with NaN or both infinities NaN, one infinity that infinity, the rest finite) and
-    its gradient is still torch's ``g / count`` per bin element."""
+def test_nonfinite_average_as_torch(torch, nd, bins):
+    """NaN and both infinities scattered in uneven bins, and in tiled ones (a reduction per
+    bin; the first axis pooled globally): the average's values are torch's (a bin with NaN or
+    both infinities NaN, one infinity that infinity, the rest finite) and its gradient is
+    still torch's ``g / count`` per bin element."""
     rng = np.random.default_rng(nd + 40)
     shape = (2, 3) + (11, 9, 7)[:nd]
     x = rng.standard_normal(shape).astype(np.float32)
     flat = x.reshape(-1)
     spots = rng.choice(flat.size, size=3 * 4, replace=False)
     flat[spots[:4]], flat[spots[4:8]], flat[spots[8:]] = np.nan, np.inf, -np.inf
-    out = (4, 5, 3)[:nd]
+    out = ((4, 5, 3) if bins == "uneven" else (1, 3, 7))[:nd]
     f = getattr(adaptive, _name("avg", nd))
     t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     t_y = getattr(torch.nn.functional, _name("avg", nd))(t, out)
