@@ -11,10 +11,11 @@ separable and run one spatial axis at a time, with no gather of windows (a gathe
 is a scatter-add, slow on CPU). Per axis, the taps of a window are static slices (a tiled axis,
 ``out`` dividing ``L``, is split by a reshape instead), scanned in order for every window start;
 a bin reads the scan at its start after as many taps as it is wide (widths take at most two
-values per axis). The average sums the taps, as torch's loop does, so NaN and infinities stay
-inside their bins, and divides by the width. Max pooling picks its element as PyTorch's CPU
-kernel does (scanning the window in row-major order, it takes a value greater than the best so
-far or a NaN: so the first maximum, or the last NaN); scanning the last axis first and each
+values per axis). The average sums the taps, as torch's loop does (a tiled axis: one
+reduction per bin), so NaN and infinities stay inside their bins, and divides by the width.
+Max pooling picks its element as PyTorch's CPU kernel does (scanning the window in row-major
+order, it takes a value greater than the best so far or a NaN: so the first maximum, or the
+last NaN); scanning the last axis first and each
 earlier axis after gives that element's flat index. The value is read back through the index
 with one gather per output, so the gradient reaches exactly that element, in reverse and
 forward mode, as PyTorch's index-based backward does.
@@ -174,10 +175,12 @@ def _read_bins(states: dict[int, Array], axis: int, length: int, out: int) -> Ar
 def _avg_axis(x: Array, out: int) -> Array:
     """Average the bins of axis 2 of ``x`` and move the result last.
 
-    The taps of every window are summed in order (static slices; a tiled axis by a reshape),
-    as torch's loop sums a bin, so NaN and infinities stay inside their bins; a bin reads the
-    running sum after as many taps as it is wide, divided by that width. The backward is the
-    slices' pads and the reads' scatter-add of ``out`` rows: no gather of windows."""
+    A tiled axis (``out`` dividing its length) is split by a reshape and each bin summed by
+    one reduction. Otherwise the taps of every window are summed in order (static slices), as
+    torch's loop sums a bin; a bin reads the running sum after as many taps as it is wide,
+    divided by that width. Either way NaN and infinities stay inside their bins. The backward
+    is a broadcast (tiled), or the slices' pads and the reads' scatter-add of ``out`` rows: no
+    gather of windows."""
     length = x.shape[2]
     if _divides(length, out):
         # Tiled bins are disjoint: a reduction over each bin keeps NaN and infinities inside
