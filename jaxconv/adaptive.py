@@ -7,18 +7,24 @@ spatial axis of input length ``L`` and output length ``out``: output ``i`` pools
 
 Everything geometric (the bins, their starts and widths) is NumPy on static ints, computed
 before tracing. The bins are a Cartesian product of per-axis bins, so both poolings are
-separable and run one spatial axis at a time, with no gather of windows (a gather's backward
-is a scatter-add, slow on CPU). Per axis, the taps of a window are static slices (a tiled axis,
-``out`` dividing ``L``, is split by a reshape instead), scanned in order for every window start;
-a bin reads the scan at its start after as many taps as it is wide (widths take at most two
-values per axis). The average sums the taps, as torch's loop does (a tiled axis: one
-reduction per bin), so NaN and infinities stay inside their bins, and divides by the width.
-Max pooling picks its element as PyTorch's CPU kernel does (scanning the window in row-major
-order, it takes a value greater than the best so far or a NaN: so the first maximum, or the
-last NaN); scanning the last axis first and each
-earlier axis after gives that element's flat index. The value is read back through the index
-with one gather per output, so the gradient reaches exactly that element, in reverse and
-forward mode, as PyTorch's index-based backward does.
+separable and run one spatial axis at a time.
+
+The average sums each bin and divides by its width, so NaN and infinities stay inside their
+bins. A tiled axis (``out`` dividing ``L``) is split by a reshape, one reduction per bin.
+Otherwise narrow bins sum the taps of a window (static slices) in order for every window
+start, as torch's loop sums a bin, and a bin reads the running sum at its start after as many
+taps as it is wide (widths take at most two values per axis). Wider bins gather their
+elements, tap by tap or all at once; their derivative is written as each element added to its
+bins, so the backward is a gather of each element's (at most two, unless ``out > L``) bins,
+not the scatter-add that is a gather's own transpose (slow on CPU), nor the slices' one pad
+per tap (``jaxconv.kernels.dispatch`` has the widths and measurements).
+
+Max pooling scans the taps (static slices) the same way. It picks its element as
+PyTorch's CPU kernel does (scanning the window in row-major order, it takes a value greater
+than the best so far or a NaN: so the first maximum, or the last NaN); scanning the last axis
+first and each earlier axis after gives that element's flat index. The value is read back
+through the index with one gather per output, so the gradient reaches exactly that element,
+in reverse and forward mode, as PyTorch's index-based backward does.
 
 Inputs are channels-first by default, ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``;
 ``layout="NLC"``, ``"NHWC"`` or ``"NDHWC"`` takes and returns channels last.
@@ -42,7 +48,7 @@ from jaxconv._args import (
     check_floating,
     check_layout,
 )
-from jaxconv.kernels.dispatch import stores_max_pool_selection
+from jaxconv.kernels.dispatch import adaptive_avg_path, stores_max_pool_selection
 from jaxconv.kernels.stored import stored
 
 __all__ = [
@@ -172,15 +178,111 @@ def _read_bins(states: dict[int, Array], axis: int, length: int, out: int) -> Ar
     return result
 
 
+def _bin_index(length: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(out, k) int ``index`` of the elements of each bin (``k`` the widest bin; a narrower
+    bin's row is completed by in-range repeats) and the (out, k) bool ``mask`` of its real
+    elements."""
+    start, end = adaptive_bins(length, out)
+    k = int((end - start).max())
+    taps = np.arange(k)
+    index = np.minimum(start[:, None] + taps, length - 1)
+    return index, taps < (end - start)[:, None]
+
+
+def _element_bins(length: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(length, m) int ``bins`` holding each element (``m`` the most bins any element is in:
+    2 when ``out <= length``; a row completed by in-range repeats) and the (length, m) bool
+    ``mask`` of the real ones. Bin starts and ends never decrease, so an element's bins are a
+    run: from the first that ends after it to the last that starts at or before it."""
+    start, end = adaptive_bins(length, out)
+    element = np.arange(length)
+    first = np.searchsorted(end, element, side="right")
+    stop = np.searchsorted(start, element, side="right")
+    bins = first[:, None] + np.arange(int((stop - first).max()))
+    return np.minimum(bins, out - 1), bins < stop[:, None]
+
+
+def _trailing(a: np.ndarray, ndim: int) -> Array:
+    """``a`` (its axes standing for axes 2, 3, ... of an array of rank ``ndim``) with the
+    singleton axes appended that make it broadcast against that array."""
+    return jnp.asarray(a).reshape(a.shape + (1,) * (ndim - 2 - a.ndim))
+
+
+def _tap_sums(x: Array, out: int) -> Array:
+    """(N, C, L, ...) -> (N, C, out, ...) bin sums, tap by tap: tap ``t`` reads element ``t``
+    of every bin (one gather of ``out`` rows), masked where a bin is narrower; the taps are
+    added in order, as torch's loop sums a bin."""
+    index, mask = _bin_index(x.shape[2], out)
+    total = None
+    for t in range(index.shape[1]):
+        tap = jnp.take(x, jnp.asarray(index[:, t]), axis=2, mode="clip")  # in range
+        tap = jnp.where(_trailing(mask[:, t], x.ndim), tap, 0)
+        total = tap if total is None else total + tap
+    return total
+
+
+def _window_sums(x: Array, out: int) -> Array:
+    """The bin sums of :func:`_tap_sums` as one gather of every bin's elements, masked, and
+    one reduction over them."""
+    index, mask = _bin_index(x.shape[2], out)
+    windows = jnp.take(x, jnp.asarray(index.ravel()), axis=2, mode="clip")  # in range
+    windows = windows.reshape(x.shape[:2] + index.shape + x.shape[3:])
+    return jnp.sum(jnp.where(_trailing(mask, x.ndim + 1), windows, 0), axis=3)
+
+
+def _sums_to_bins(t: Array, out: int) -> Array:
+    """The bin sums of a tangent written as what they are linear in: each element added to
+    the bins that hold it (a scatter-add). Its transpose, the backward, is then a gather:
+    each element reads the cotangents of its at most ``m`` bins."""
+    bins, mask = _element_bins(t.shape[2], out)
+    values = jnp.where(_trailing(mask, t.ndim + 1), jnp.expand_dims(t, 3), 0)
+    return jnp.zeros(t.shape[:2] + (out,) + t.shape[3:], t.dtype).at[:, :, bins].add(values)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _gathered_sums(x: Array, out: int) -> Array:
+    """(N, C, L, ...) -> (N, C, out, ...): the sum of each bin of axis 2, by gathers
+    (:func:`_tap_sums`, or :func:`_window_sums` for bins wider than
+    :data:`~jaxconv.kernels.dispatch.ADAPTIVE_AVG_MAX_TAP_GATHERS`), in reverse and forward
+    mode. The derivative is :func:`_sums_to_bins`, so the backward gathers each element's
+    bins; JAX's own transpose of the forward's gathers is a scatter-add of strided rows, which
+    XLA:CPU runs slowly."""
+    if adaptive_avg_path(int(_bin_widths(x.shape[2], out).max())) == "tap_gathers":
+        return _tap_sums(x, out)
+    return _window_sums(x, out)
+
+
+@_gathered_sums.defjvp
+def _gathered_sums_jvp(out: int, primals: tuple[Array], tangents: tuple[Array]):
+    (x,), (t,) = primals, tangents
+    # Under differentiation the sums end in a reduction: XLA:CPU fuses the taps' chain of
+    # adds into the backward's gather that reads them (through the loss's elementwise
+    # gradient), recomputing every bin once per element that reads it.
+    return _window_sums(x, out), _sums_to_bins(t, out)
+
+
+def _sliced_means(x: Array, out: int) -> Array:
+    """(N, C, L, ...) -> (N, C, out, ...): the mean of each bin of axis 2 from static slices.
+    The taps of every window are summed in order, as torch's loop sums a bin; a bin reads the
+    running sum after as many taps as it is wide, divided by that width. Its backward (JAX's)
+    is a pad per tap and the reads' scatter-add of ``out`` rows: cheap for narrow bins."""
+    length = x.shape[2]
+    widths = _bin_widths(length, out)
+    sums, states = None, {}
+    for t, tap in enumerate(_taps(x, 2, out, int(widths.max()), 0.0)):
+        sums = tap if sums is None else sums + tap
+        if t + 1 in widths:
+            states[t + 1] = sums / (t + 1)
+    return _read_bins(states, 2, length, out)
+
+
 def _avg_axis(x: Array, out: int) -> Array:
     """Average the bins of axis 2 of ``x`` and move the result last.
 
     A tiled axis (``out`` dividing its length) is split by a reshape and each bin summed by
-    one reduction. Otherwise the taps of every window are summed in order (static slices), as
-    torch's loop sums a bin; a bin reads the running sum after as many taps as it is wide,
-    divided by that width. Either way NaN and infinities stay inside their bins. The backward
-    is a broadcast (tiled), or the slices' pads and the reads' scatter-add of ``out`` rows: no
-    gather of windows."""
+    one reduction. Otherwise, by :func:`~jaxconv.kernels.dispatch.adaptive_avg_path`, narrow
+    bins by :func:`_sliced_means` and wider ones by :func:`_gathered_sums` divided by the
+    widths. Every way keeps NaN and infinities inside their bins."""
     length = x.shape[2]
     if _divides(length, out):
         # Tiled bins are disjoint: a reduction over each bin keeps NaN and infinities inside
@@ -190,14 +292,10 @@ def _avg_axis(x: Array, out: int) -> Array:
         tiles = x.reshape(x.shape[:2] + (out, k) + x.shape[3:])
         return jnp.moveaxis(jnp.sum(tiles, axis=3) / k, 2, -1)
     widths = _bin_widths(length, out)
-    k = int(widths.max())
-    sums, states = None, {}
-    for t, tap in enumerate(_taps(x, 2, out, k, 0.0)):
-        sums = tap if sums is None else sums + tap
-        if t + 1 in widths:
-            states[t + 1] = sums / (t + 1)
-    mean = _read_bins(states, 2, length, out)
-    return jnp.moveaxis(mean, 2, -1)
+    if adaptive_avg_path(int(widths.max())) == "slices":
+        return jnp.moveaxis(_sliced_means(x, out), 2, -1)
+    means = _gathered_sums(x, out) / _trailing(widths.astype(x.dtype), x.ndim)
+    return jnp.moveaxis(means, 2, -1)
 
 
 def _separable_avg(x: Array, out: tuple[int, ...]) -> Array:

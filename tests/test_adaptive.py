@@ -226,6 +226,56 @@ def test_nonfinite_average_as_torch(torch, nd, bins):
 
 
 @pytest.mark.parametrize(
+    "nd, shape, output_size, paths",
+    [
+        (1, (2, 3, 1024), 100, ("tap_gathers",)),
+        (1, (2, 3, 1000), 7, ("window_gather",)),
+        (1, (2, 3, 50), 7, ("slices",)),
+        (2, (2, 3, 33, 200), (8, 3), ("slices", "window_gather")),
+        (2, (1, 2, 100, 45), (7, 3), ("tap_gathers", "tap_gathers")),
+        (3, (1, 2, 16, 30, 20), (5, 2, 7), ("slices", "tap_gathers", "slices")),
+    ],
+)
+def test_average_forward_paths(torch, nd, shape, output_size, paths):
+    """Bins that do not tile their axis are summed from static slices, or when wider by
+    gathers, tap by tap or (wider still) all at once; under differentiation the gathers
+    always all at once. Every way of calling the op gives torch's and the oracle's values,
+    NaN and infinities in their bins: plain (jitted and eager), under ``jax.vjp`` and
+    ``jax.jvp``. (Gradients on these paths: the tests above.)"""
+    from jaxconv.kernels.dispatch import adaptive_avg_path
+
+    sizes = (output_size,) if nd == 1 else output_size
+    widest = [
+        int(adaptive._bin_widths(n, o).max()) for n, o in zip(shape[-nd:], sizes, strict=True)
+    ]
+    assert tuple(adaptive_avg_path(w) for w in widest) == paths
+    rng = np.random.default_rng([nd, shape[-1]])
+    x = rng.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    spots = rng.choice(flat.size, size=6, replace=False)
+    flat[spots[:2]], flat[spots[2:4]], flat[spots[4:]] = np.nan, np.inf, -np.inf
+    f = functools.partial(getattr(adaptive, _name("avg", nd)), output_size=output_size)
+    want = getattr(torch.nn.functional, _name("avg", nd))(torch.tensor(x), output_size).numpy()
+    with np.errstate(invalid="ignore"):  # inf - inf in the oracle's bins: NaN, as torch's
+        oracle = getattr(ref, _name("avg", nd))(x, output_size)
+    tangent = rng.standard_normal(shape).astype(np.float32)
+    y_jvp, t_jvp = jax.jit(lambda a, t: jax.jvp(f, (a,), (t,)))(x, tangent)
+    results = {
+        "jit": jax.jit(f)(x),
+        "eager": f(x),
+        "vjp": jax.jit(lambda a: jax.vjp(f, a)[0])(x),
+        "jvp": y_jvp,
+    }
+    assert np.isnan(want).any() and np.isinf(want).any()
+    for how, y in results.items():
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6, err_msg=how)
+        np.testing.assert_allclose(y, oracle, rtol=1e-6, atol=1e-6, err_msg=how)
+    # The op is linear: its tangent is the average of the tangent (finite, unlike x).
+    t_want = getattr(torch.nn.functional, _name("avg", nd))(torch.tensor(tangent), output_size)
+    np.testing.assert_allclose(t_jvp, t_want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
     "nd, shape, output_size",
     [
         (1, (2, 3, 12), 4),
