@@ -183,10 +183,10 @@ def _bin_index(length: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     bin's row is completed by in-range repeats) and the (out, k) bool ``mask`` of its real
     elements."""
     start, end = adaptive_bins(length, out)
-    k = int((end - start).max())
-    taps = np.arange(k)
+    widths = end - start
+    taps = np.arange(int(widths.max()))
     index = np.minimum(start[:, None] + taps, length - 1)
-    return index, taps < (end - start)[:, None]
+    return index, taps < widths[:, None]
 
 
 def _element_bins(length: int, out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -239,21 +239,18 @@ def _sums_to_bins(t: Array, out: int) -> Array:
     return jnp.zeros(t.shape[:2] + (out,) + t.shape[3:], t.dtype).at[:, :, bins].add(values)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _gathered_sums(x: Array, out: int) -> Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _gathered_sums(x: Array, out: int, path: str) -> Array:
     """(N, C, L, ...) -> (N, C, out, ...): the sum of each bin of axis 2, by gathers
-    (:func:`_tap_sums`, or :func:`_window_sums` for bins wider than
-    :data:`~jaxconv.kernels.dispatch.ADAPTIVE_AVG_MAX_TAP_GATHERS`), in reverse and forward
-    mode. The derivative is :func:`_sums_to_bins`, so the backward gathers each element's
-    bins; JAX's own transpose of the forward's gathers is a scatter-add of strided rows, which
-    XLA:CPU runs slowly."""
-    if adaptive_avg_path(int(_bin_widths(x.shape[2], out).max())) == "tap_gathers":
-        return _tap_sums(x, out)
-    return _window_sums(x, out)
+    (``path`` "tap_gathers": :func:`_tap_sums`; "window_gather": :func:`_window_sums`), in
+    reverse and forward mode. The derivative is :func:`_sums_to_bins`, so the backward
+    gathers each element's bins; JAX's own transpose of the forward's gathers is a
+    scatter-add of strided rows, which XLA:CPU runs slowly."""
+    return _tap_sums(x, out) if path == "tap_gathers" else _window_sums(x, out)
 
 
 @_gathered_sums.defjvp
-def _gathered_sums_jvp(out: int, primals: tuple[Array], tangents: tuple[Array]):
+def _gathered_sums_jvp(out: int, path: str, primals: tuple[Array], tangents: tuple[Array]):
     (x,), (t,) = primals, tangents
     # Under differentiation the sums end in a reduction: XLA:CPU fuses the taps' chain of
     # adds into the backward's gather that reads them (through the loss's elementwise
@@ -292,9 +289,10 @@ def _avg_axis(x: Array, out: int) -> Array:
         tiles = x.reshape(x.shape[:2] + (out, k) + x.shape[3:])
         return jnp.moveaxis(jnp.sum(tiles, axis=3) / k, 2, -1)
     widths = _bin_widths(length, out)
-    if adaptive_avg_path(int(widths.max())) == "slices":
+    path = adaptive_avg_path(int(widths.max()))
+    if path == "slices":
         return jnp.moveaxis(_sliced_means(x, out), 2, -1)
-    means = _gathered_sums(x, out) / _trailing(widths.astype(x.dtype), x.ndim)
+    means = _gathered_sums(x, out, path) / _trailing(widths.astype(x.dtype), x.ndim)
     return jnp.moveaxis(means, 2, -1)
 
 
