@@ -1,12 +1,12 @@
 """The depthwise rule's derivatives (jaxconv/kernels/depthwise.py): the input tangent's taps cut
 from stride phases (``windows.phase_taps``) and both tangents in one chunk loop.
 
-``phase_taps`` against ``strided_taps`` (values and their transposes) over seeded N-D
-geometries with the spatial axes anywhere; then depthwise gradients (input, weight, both;
-the batch chunked one image at a time, the path large batches take) against PyTorch's float64
-autograd, and forward mode against the float64 NumPy reference, over seeded geometries:
-ranks 1-3, channels first and last (and CHWN), strides 1-3, dilation, padding, channel
-multipliers, odd sizes; eager and jitted."""
+``phase_taps`` (and ``inside_taps``, 1-D max pooling's) against ``strided_taps`` (values and
+their transposes) over seeded N-D geometries with the spatial axes anywhere; then depthwise
+gradients (input, weight, both; the batch chunked one image at a time, the path large batches
+take) against PyTorch's float64 autograd, and forward mode against the float64 NumPy
+reference, over seeded geometries: ranks 1-3, channels first and last (and CHWN), strides
+1-3, dilation, padding, channel multipliers, odd sizes; eager and jitted."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from conftest import with_variants
 import jaxconv
 from jaxconv import reference
 from jaxconv.kernels import depthwise
-from jaxconv.kernels.windows import phase_taps, strided_taps
+from jaxconv.kernels.windows import inside_taps, phase_taps, strided_taps
 
 CONVS = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}
 REFS = {1: reference.conv1d, 2: reference.conv2d, 3: reference.conv3d}
@@ -48,10 +48,13 @@ def _taps_case(i: int) -> dict:
     return dict(x=x, axes=axes, kernel=k, stride=s, dilation=d, pads=pads, out=out, r=r)
 
 
+@pytest.mark.parametrize("form", [phase_taps, inside_taps], ids=["phase", "inside"])
 @pytest.mark.parametrize("i", range(16))
-def test_phase_taps_equal_strided_taps_and_their_transposes(i):
+def test_taps_equal_strided_taps_and_their_transposes(form, i):
+    """The same taps, the padding filled with a non-zero value (taps lying wholly in the
+    padding included: pads here may exceed half the window), and the same transposes."""
     c = _taps_case(i)
-    args = (c["axes"], c["kernel"], c["pads"], c["out"], c["stride"], c["dilation"])
+    args = (c["axes"], c["kernel"], c["pads"], c["out"], c["stride"], c["dilation"], 0.5)
     weights = c["r"].standard_normal(int(np.prod(c["kernel"])))
 
     def weighted(taps_fn):
@@ -65,8 +68,8 @@ def test_phase_taps_equal_strided_taps_and_their_transposes(i):
         @jax.jit
         def run(x, ct):
             """Both taps and both transposes (for cotangent ct): one program."""
-            taps = (phase_taps(x, *args), strided_taps(x, *args))
-            grads = (jax.vjp(weighted(fn), x)[1](ct)[0] for fn in (phase_taps, strided_taps))
+            taps = (form(x, *args), strided_taps(x, *args))
+            grads = (jax.vjp(weighted(fn), x)[1](ct)[0] for fn in (form, strided_taps))
             return taps, tuple(grads)
 
         (got, want), (gx, hx) = run(x, ct)

@@ -307,14 +307,16 @@ def test_max_pool_nan_inf_as_torch(n, shape, kw, torch):
 
     @jax.jit
     def run(x, g):
-        """Values and indices, and the gradient for cotangent g: one program."""
-        return *op(x, return_indices=True, **kw), jax.vjp(values, x)[1](g)[0]
+        """Values alone, values and indices, and the gradient for cotangent g: one program
+        (values alone take their own path: no selection, no index)."""
+        return values(x), *op(x, return_indices=True, **kw), jax.vjp(values, x)[1](g)[0]
 
     for xs in (x, np.full(shape, -np.inf)):
         g = rng.standard_normal(jax.eval_shape(values, xs).shape)
         want_y, want_idx, want_grad = _torch(torch, f"max_pool{n}d", xs, g, layout, batched,
                                              return_indices=True, **kw)  # fmt: skip
-        y, idx, grad = run(xs, g)
+        y_alone, y, idx, grad = run(xs, g)
+        np.testing.assert_array_equal(y_alone, want_y)
         np.testing.assert_array_equal(y, want_y)
         np.testing.assert_array_equal(idx, want_idx)
         np.testing.assert_array_equal(grad, want_grad)

@@ -92,6 +92,8 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   (:mod:`~jaxconv.kernels.stored`), for 2-D and 3-D windows the pooled values too
   (:func:`stores_max_pool_values`), and in channels-first layouts takes the tangent's taps
   from the stride phases (:func:`max_pool_tangent_by_phases`).
+- 1-D max pooling's values on CPU are the maximum of the window's taps sliced from the
+  unpadded input (:func:`max_pool_values_by_taps`); elsewhere ``reduce_window``.
 - Adaptive max pooling stores its indices on CPU (:func:`stores_max_pool_selection`).
 - Adaptive average pooling over bins that do not tile their axis (:func:`adaptive_avg_path`):
   bins up to :data:`ADAPTIVE_AVG_MAX_SLICES` wide sum static slices (JAX's derivative: one
@@ -271,6 +273,21 @@ def stores_max_pool_values(geom: WindowGeometry) -> bool:
     as long on a 32x64x8192 input (0.9x on 8x32x1024).
     """
     return len(geom.kernel) >= 2 and stores_max_pool_selection()
+
+
+def max_pool_values_by_taps(geom: WindowGeometry) -> bool:
+    """Whether max pooling's values (where no derivative is taken) are the maximum of the
+    window's taps, each sliced from the unpadded input
+    (:func:`~jaxconv.kernels.windows.inside_taps`), rather than ``reduce_window``: 1-D
+    windows on XLA:CPU.
+
+    Why: XLA:CPU's ``reduce_window`` over a 1-D axis, with the NaN check before it, took
+    1.6-5.3x the taps' time on the measured inputs (k3 s2 p1 from 8x32x1024 to 32x64x8192,
+    channels first and last; k2 s2, k5 s1, a dilated ceil-mode window; one core); with it
+    the op was up to 2.5x slower than PyTorch's, with the taps 0.23-0.92x. 2-D and 3-D
+    windows keep ``reduce_window``: there it is several times faster than PyTorch's.
+    """
+    return len(geom.kernel) == 1 and current_backend() == "cpu"
 
 
 #: The most kernel taps for which average pooling's tangent sums its taps (each one slice of

@@ -1,9 +1,10 @@
 """Max pooling's values, derivative and indices, with PyTorch's semantics.
 
-Values come from ``lax.reduce_window``; the derivative is our own (``custom_jvp``): JAX's rule
-for ``reduce_window`` max cannot take window dilation (``select_and_gather_add`` raises
-NotImplementedError) and its select_and_scatter backward is slow on XLA:CPU. The rule is a
-running ``where`` over the strided taps of the padded input
+Values come from ``lax.reduce_window`` (on XLA:CPU in 1-D: the maximum of the window's
+taps, :func:`~jaxconv.kernels.windows.inside_taps`); the derivative is our own
+(``custom_jvp``): JAX's rule for ``reduce_window`` max cannot take window dilation
+(``select_and_gather_add`` raises NotImplementedError) and its select_and_scatter backward is
+slow on XLA:CPU. The rule is a running ``where`` over the strided taps of the padded input
 (:func:`~jaxconv.kernels.windows.strided_taps`), which selects PyTorch's element (the first
 maximum in scan order among the taps inside the input, ties included), so gradients match
 PyTorch's index-based backward, in forward and reverse mode, in any number of spatial axes.
@@ -20,7 +21,7 @@ tangent's taps from the stride phases (:func:`~jaxconv.kernels.dispatch.stores_m
 from __future__ import annotations
 
 import itertools
-from functools import partial
+from functools import partial, reduce
 from typing import Any
 
 import jax
@@ -31,12 +32,13 @@ from jax import lax
 from jaxconv.geometry import WindowGeometry
 from jaxconv.kernels.dispatch import (
     max_pool_tangent_by_phases,
+    max_pool_values_by_taps,
     stores_max_pool_selection,
     stores_max_pool_values,
     use_tiled_max_pool,
 )
 from jaxconv.kernels.stored import stored
-from jaxconv.kernels.windows import spatial_constant, window_taps
+from jaxconv.kernels.windows import inside_taps, spatial_constant, window_taps
 
 Array = jax.Array
 
@@ -65,8 +67,10 @@ def _window_max(x: Array, window: Any, strides: Any, padding: Any, dilation: Any
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _max_pool(x: Array, geom: WindowGeometry) -> Array:
-    """Values from reduce_window (any dilation, NaN propagated); derivatives from
-    ``_max_pool_jvp``."""
+    """Values from reduce_window (any dilation, NaN propagated), or on XLA:CPU in 1-D the
+    maximum of the window's taps (:func:`_taps_max`); derivatives from ``_max_pool_jvp``."""
+    if max_pool_values_by_taps(geom):
+        return _taps_max(x, geom)
     return _window_max(
         x,
         geom.expand(x.ndim, geom.kernel, 1),
@@ -74,6 +78,15 @@ def _max_pool(x: Array, geom: WindowGeometry) -> Array:
         geom.full_padding(x.ndim),
         geom.expand(x.ndim, geom.dilation, 1),
     )
+
+
+def _taps_max(x: Array, geom: WindowGeometry) -> Array:
+    """The maximum of each window's taps, -inf in the padding: ``lax.max`` propagates NaN,
+    so a window holding one is NaN, as in PyTorch. A tie of -0.0 and 0.0 may give either
+    (PyTorch keeps the first), as ``reduce_window`` may."""
+    taps = inside_taps(x, geom.axes, geom.kernel, geom.window_padding, geom.out_size,
+                       geom.stride, geom.dilation, -np.inf)  # fmt: skip
+    return reduce(lax.max, taps)
 
 
 def _tap_positions(geom: WindowGeometry) -> list[tuple[np.ndarray, np.ndarray]]:

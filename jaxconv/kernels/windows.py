@@ -74,6 +74,55 @@ def strided_taps(
     return taps
 
 
+def inside_taps(
+    x: Array,
+    axes: Ints,
+    kernel: Ints,
+    pads: Pads,
+    out_size: Ints,
+    stride: Ints | None = None,
+    dilation: Ints | None = None,
+    fill: Any = 0,
+) -> list[Array]:
+    """The same ``prod(kernel)`` taps as :func:`strided_taps` (same arguments), each sliced
+    from ``x`` itself and padded with ``fill`` at the output positions where the tap lies in
+    the padding: the input is never padded as a whole.
+
+    Why: XLA:CPU materializes a padded copy of the input that several strided slices read
+    (:func:`strided_taps`); here each tap's pad is of its own output-sized slice and fuses
+    into the consumer, one pass over the input (1-D max pooling's values:
+    ``jaxconv.kernels.dispatch.max_pool_values_by_taps``).
+    """
+    ones = (1,) * len(axes)
+    stride, dilation = stride or ones, dilation or ones
+    taps = []
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
+        config = [(0, 0, 0)] * x.ndim
+        empty = False
+        geometry = zip(axes, tap, pads, out_size, stride, dilation, strict=True)
+        for axis, t, (lo, _), o, s, d in geometry:
+            # output i reads input i*s + offset: inside for outputs first <= i < last
+            offset = t * d - lo
+            first = max(0, -(offset // s))
+            last = min(o, (x.shape[axis] - 1 - offset) // s + 1)
+            if last <= first:
+                empty = True
+                break
+            start[axis], limit[axis] = offset + first * s, offset + (last - 1) * s + 1
+            strides[axis] = s
+            config[axis] = (first, o - last, 0)
+        if empty:  # the tap lies in the padding for every output
+            shape = list(x.shape)
+            for axis, o in zip(axes, out_size, strict=True):
+                shape[axis] = o
+            taps.append(jnp.full(shape, fill, x.dtype))
+            continue
+        inside = lax.slice(x, start, limit, strides)
+        taps.append(lax.pad(inside, np.array(fill, dtype=x.dtype), config))
+    return taps
+
+
 def stride_phases(x: Array, axes: Ints, pads: Pads, stride: Ints, fill: Any = 0) -> list[Array]:
     """The ``prod(stride)`` stride phases of ``x`` padded with ``fill`` by ``pads`` along
     ``axes``: phase ``r`` (row-major over the residues) holds the padded elements ``i * s + r``
