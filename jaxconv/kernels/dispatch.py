@@ -278,7 +278,8 @@ def stores_max_pool_values(geom: WindowGeometry) -> bool:
 def max_pool_values_by_taps(geom: WindowGeometry) -> bool:
     """Whether max pooling's values (where no derivative is taken) are the maximum of the
     window's taps, each sliced from the unpadded input
-    (:func:`~jaxconv.kernels.windows.inside_taps`), rather than ``reduce_window``: 1-D
+    (:func:`~jaxconv.kernels.windows.strided_taps` with ``pad_input=False``), rather than
+    ``reduce_window``: 1-D
     windows on XLA:CPU.
 
     Why: XLA:CPU's ``reduce_window`` over a 1-D axis, with the NaN check before it, took

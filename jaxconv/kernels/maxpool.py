@@ -1,7 +1,8 @@
 """Max pooling's values, derivative and indices, with PyTorch's semantics.
 
 Values come from ``lax.reduce_window`` (on XLA:CPU in 1-D: the maximum of the window's
-taps, :func:`~jaxconv.kernels.windows.inside_taps`); the derivative is our own
+taps sliced from the unpadded input, :func:`~jaxconv.kernels.windows.strided_taps` with
+``pad_input=False``); the derivative is our own
 (``custom_jvp``): JAX's rule for ``reduce_window`` max cannot take window dilation
 (``select_and_gather_add`` raises NotImplementedError) and its select_and_scatter backward is
 slow on XLA:CPU. The rule is a running ``where`` over the strided taps of the padded input
@@ -38,7 +39,7 @@ from jaxconv.kernels.dispatch import (
     use_tiled_max_pool,
 )
 from jaxconv.kernels.stored import stored
-from jaxconv.kernels.windows import inside_taps, spatial_constant, window_taps
+from jaxconv.kernels.windows import spatial_constant, strided_taps, window_taps
 
 Array = jax.Array
 
@@ -84,8 +85,8 @@ def _taps_max(x: Array, geom: WindowGeometry) -> Array:
     """The maximum of each window's taps, -inf in the padding: ``lax.max`` propagates NaN,
     so a window holding one is NaN, as in PyTorch. A tie of -0.0 and 0.0 may give either
     (PyTorch keeps the first), as ``reduce_window`` may."""
-    taps = inside_taps(x, geom.axes, geom.kernel, geom.window_padding, geom.out_size,
-                       geom.stride, geom.dilation, -np.inf)  # fmt: skip
+    taps = strided_taps(x, geom.axes, geom.kernel, geom.window_padding, geom.out_size,
+                        geom.stride, geom.dilation, -np.inf, pad_input=False)  # fmt: skip
     return reduce(lax.max, taps)
 
 

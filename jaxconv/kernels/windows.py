@@ -49,15 +49,20 @@ def strided_taps(
     stride: Ints | None = None,
     dilation: Ints | None = None,
     fill: Any = 0,
+    pad_input: bool = True,
 ) -> list[Array]:
     """Pad the spatial ``axes`` of ``x`` with ``fill`` and return one strided slice per kernel
     tap: ``prod(kernel)`` arrays shaped like ``x`` with the spatial sizes -> ``out_size``.
 
     ``pads`` must give exactly ``out_size`` windows (see
     :attr:`jaxconv.geometry.WindowGeometry.window_padding`); stride and dilation default to 1.
+    ``pad_input=False``: the same taps, each sliced from ``x`` itself and padded with ``fill``
+    only at the outputs where it lies in the padding (:func:`_inside_taps`).
     """
     ones = (1,) * len(axes)
     stride, dilation = stride or ones, dilation or ones
+    if not pad_input:
+        return _inside_taps(x, axes, kernel, pads, out_size, stride, dilation, fill)
     config = [(0, 0, 0)] * x.ndim
     for axis, (lo, hi) in zip(axes, pads, strict=True):
         config[axis] = (lo, hi, 0)
@@ -74,27 +79,17 @@ def strided_taps(
     return taps
 
 
-def inside_taps(
-    x: Array,
-    axes: Ints,
-    kernel: Ints,
-    pads: Pads,
-    out_size: Ints,
-    stride: Ints | None = None,
-    dilation: Ints | None = None,
-    fill: Any = 0,
-) -> list[Array]:
-    """The same ``prod(kernel)`` taps as :func:`strided_taps` (same arguments), each sliced
-    from ``x`` itself and padded with ``fill`` at the output positions where the tap lies in
-    the padding: the input is never padded as a whole.
+def _inside_taps(
+    x: Array, axes: Ints, kernel: Ints, pads: Pads, out_size: Ints, stride: Ints,
+    dilation: Ints, fill: Any,
+) -> list[Array]:  # fmt: skip
+    """:func:`strided_taps` with ``pad_input=False``: the input is never padded as a whole.
 
-    Why: XLA:CPU materializes a padded copy of the input that several strided slices read
-    (:func:`strided_taps`); here each tap's pad is of its own output-sized slice and fuses
-    into the consumer, one pass over the input (1-D max pooling's values:
+    Why: XLA:CPU writes out a padded copy of the input that the strided slices then read;
+    here each tap's pad is of its own output-sized slice and fuses into the consumer, one
+    pass over the input (1-D max pooling's values:
     ``jaxconv.kernels.dispatch.max_pool_values_by_taps``).
     """
-    ones = (1,) * len(axes)
-    stride, dilation = stride or ones, dilation or ones
     taps = []
     for tap in itertools.product(*(range(k) for k in kernel)):
         start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
