@@ -279,8 +279,7 @@ def max_pool_values_by_taps(geom: WindowGeometry) -> bool:
     """Whether max pooling's values (where no derivative is taken) are the maximum of the
     window's taps, each sliced from the unpadded input
     (:func:`~jaxconv.kernels.windows.strided_taps` with ``pad_input=False``), rather than
-    ``reduce_window``: 1-D
-    windows on XLA:CPU.
+    ``reduce_window``: 1-D windows on XLA:CPU.
 
     Why: XLA:CPU's ``reduce_window`` over a 1-D axis, with the NaN check before it, took
     1.6-5.3x the taps' time on the measured inputs (k3 s2 p1 from 8x32x1024 to 32x64x8192,

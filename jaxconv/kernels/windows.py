@@ -90,31 +90,28 @@ def _inside_taps(
     pass over the input (1-D max pooling's values:
     ``jaxconv.kernels.dispatch.max_pool_values_by_taps``).
     """
+    out_shape = list(x.shape)
+    for axis, o in zip(axes, out_size, strict=True):
+        out_shape[axis] = o
     taps = []
     for tap in itertools.product(*(range(k) for k in kernel)):
         start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
         config = [(0, 0, 0)] * x.ndim
-        empty = False
         geometry = zip(axes, tap, pads, out_size, stride, dilation, strict=True)
         for axis, t, (lo, _), o, s, d in geometry:
             # output i reads input i*s + offset: inside for outputs first <= i < last
             offset = t * d - lo
             first = max(0, -(offset // s))
             last = min(o, (x.shape[axis] - 1 - offset) // s + 1)
-            if last <= first:
-                empty = True
+            if last <= first:  # the tap lies in the padding for every output
+                taps.append(jnp.full(out_shape, fill, x.dtype))
                 break
             start[axis], limit[axis] = offset + first * s, offset + (last - 1) * s + 1
             strides[axis] = s
             config[axis] = (first, o - last, 0)
-        if empty:  # the tap lies in the padding for every output
-            shape = list(x.shape)
-            for axis, o in zip(axes, out_size, strict=True):
-                shape[axis] = o
-            taps.append(jnp.full(shape, fill, x.dtype))
-            continue
-        inside = lax.slice(x, start, limit, strides)
-        taps.append(lax.pad(inside, np.array(fill, dtype=x.dtype), config))
+        else:
+            inside = lax.slice(x, start, limit, strides)
+            taps.append(lax.pad(inside, np.array(fill, dtype=x.dtype), config))
     return taps
 
 
