@@ -17,6 +17,7 @@ import pytest
 from _conv_helpers import (
     assert_forward_mode_like_lax,
     assert_gradients_like_lax,
+    assert_nonfinite_like,
     assert_scan_vmap_like_lax,
     case_arrays,
     case_geometry,
@@ -191,6 +192,37 @@ def test_chunked_weight_gradient_matches_lax(monkeypatch):
             got = jax.grad(f, argnums=(0, 1))(x, w)
             for g, h in zip(got, want, strict=True):
                 np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+@pytest.mark.parametrize("layout", ["first", "last"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_nan_and_inf_reach_the_outputs_they_reach_in_torch(n, layout, chunked, monkeypatch, torch):
+    """NaN and inf in the input, and an inf weight (whose products with the zero padding are
+    NaN), give PyTorch's pattern in the plain values (taps of the unpadded input) and in the
+    values of ``jax.jvp`` in x, in w and in both (the padded input's taps, or the unpadded
+    ones where the tangents run in one chunk loop: ``chunked``), at stride 1 and 2."""
+    if chunked:
+        monkeypatch.setattr(depthwise, "CHUNK_BYTES", 1)
+    r = np.random.default_rng(30 + n)
+    x = r.standard_normal((2, 3) + (7,) * n)
+    x[(0, 0) + (1,) * n], x[(1, 2) + (5,) * n], x[(0, 1) + (0,) * n] = np.nan, np.inf, -np.inf
+    w = r.standard_normal((6, 1) + (3,) * n)
+    w[(1, 0) + (0,) * n] = np.inf
+    conv, tconv = CONVS[n], getattr(torch.nn.functional, f"conv{n}d")
+    c = dict(n=n, layout=layout)
+    xl, wl, name = _in_layout(c, x, w)
+    tx, tw = r.standard_normal(xl.shape), r.standard_normal(wl.shape)
+    with jax.enable_x64(True):
+        for stride in (1, 2):
+            want = _out_to_layout(
+                c, tconv(torch.tensor(x), torch.tensor(w), None, stride, 1, 1, 3).numpy()
+            )
+            f = lambda x, w, s=stride: conv(x, w, None, s, 1, 1, 3, layout=name, impl="depthwise")  # noqa: E731
+            assert_nonfinite_like(jax.jit(f)(xl, wl), want)
+            assert_nonfinite_like(jax.jvp(f, (xl, wl), (tx, tw))[0], want)
+            assert_nonfinite_like(jax.jvp(lambda x, f=f: f(x, wl), (xl,), (tx,))[0], want)
+            assert_nonfinite_like(jax.jvp(lambda w, f=f: f(xl, w), (wl,), (tw,))[0], want)
 
 
 def test_batch_chunk_is_the_largest_divisor_that_fits(monkeypatch):

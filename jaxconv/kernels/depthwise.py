@@ -95,13 +95,25 @@ def _weighted_taps(taps: list[Array], wk: Array, geom: ConvGeometry) -> Array:
     return _merge_multiplier(y, channel_axis)
 
 
-def _tap_sum(x: Array, wk: Array, geom: ConvGeometry) -> Array:
+def _tap_sum(x: Array, wk: Array, geom: ConvGeometry, pad_input: bool = True) -> Array:
     """sum over taps t of tap_t(x) * wk[t]: x batched in ``geom.layout``, wk (K, C, m) ->
-    the batched output in ``geom.layout``, the taps strided slices of the padded input."""
+    the batched output in ``geom.layout``, the taps strided slices of the padded input
+    (``pad_input=False``: of the input, each tap padded, see :func:`_values`)."""
     taps = strided_taps(
-        x, geom.axes, geom.kernel, geom.padding, geom.out_size, geom.stride, geom.dilation
-    )
+        x, geom.axes, geom.kernel, geom.padding, geom.out_size, geom.stride, geom.dilation,
+        pad_input=pad_input,
+    )  # fmt: skip
     return _weighted_taps(taps, wk, geom)
+
+
+def _values(x: Array, wk: Array, geom: ConvGeometry) -> Array:
+    """The conv's values: :func:`_tap_sum` with each tap sliced from the unpadded input and
+    padded at its own size, so that the tap sum is one loop over the output reading the
+    input in place. Why: from a padded input XLA:CPU writes the padded copy first (as large
+    as the input), and a large temporary is fresh memory at every call, page faults and all
+    (docs/BENCHMARKS.md); the tangents keep the padded input, whose transposes were measured
+    as fast."""
+    return _tap_sum(x, wk, geom, pad_input=False)
 
 
 def _input_tangent(tx: Array, wk: Array, geom: ConvGeometry) -> Array:
@@ -160,6 +172,13 @@ def joint_wins(geom: ConvGeometry) -> bool:
     return channels_first or (len(geom.kernel) > 1 and max(geom.stride) > 1)
 
 
+def joint_loop(x: Array, geom: ConvGeometry) -> bool:
+    """Whether :func:`_joint_tangent` runs its one chunk loop: batch-leading layouts whose
+    batch splits into more than one chunk, where :func:`joint_wins`."""
+    nb = batch_chunk(x, geom)
+    return geom.layout[0] == "N" and nb < x.shape[0] and joint_wins(geom)
+
+
 def _joint_tangent(x: Array, tx: Array, wk: Array, twk: Array, geom: ConvGeometry) -> Array:
     """Both tangents' sum, :func:`_input_tangent` + :func:`_tangent_from_weights`, computed in
     ONE loop over chunks of the batch: its transpose takes each chunk of the output gradient
@@ -170,9 +189,9 @@ def _joint_tangent(x: Array, tx: Array, wk: Array, twk: Array, geom: ConvGeometr
     loss, the forward tap sum itself: every tap of the input gradient recomputed the whole
     forward), while the weight gradient's loop reads a stored copy. Inside one loop both
     gradients read the stored chunk."""
-    nb = batch_chunk(x, geom)
-    if geom.layout[0] != "N" or nb == x.shape[0] or not joint_wins(geom):
+    if not joint_loop(x, geom):
         return _input_tangent(tx, wk, geom) + _tangent_from_weights(x, twk, geom)
+    nb = batch_chunk(x, geom)
 
     def both(xc: Array, txc: Array) -> Array:
         return _input_tangent(txc, wk, geom) + _tap_sum(xc, twk, geom)
@@ -185,7 +204,7 @@ def depthwise_taps(x: Array, wk: Array, geom: ConvGeometry) -> Array:
     """Depthwise conv: x batched in ``geom.layout``, wk (K, C, m) from :func:`tap_weights`
     -> the batched output (C*m channels) in ``geom.layout``; derivatives from
     ``_depthwise_jvp``."""
-    return _tap_sum(x, wk, geom)
+    return _values(x, wk, geom)
 
 
 @functools.partial(depthwise_taps.defjvp, symbolic_zeros=True)
@@ -193,10 +212,13 @@ def _depthwise_jvp(
     geom: ConvGeometry, primals: tuple[Array, Array], tangents: tuple[Any, Any]
 ) -> tuple[Array, Array]:
     (x, wk), (tx, twk) = primals, tangents
-    y = _tap_sum(x, wk, geom)
     # a symbolic-zero tangent (e.g. the input images) costs nothing
     x_zero = isinstance(tx, jax.custom_derivatives.SymbolicZero)
     w_zero = isinstance(twk, jax.custom_derivatives.SymbolicZero)
+    # the values' unpadded taps, except where the input tangent's transpose runs outside a
+    # chunk loop: XLA:CPU fused the values into that input gradient and wrote every tap out
+    in_loop = x_zero or (not w_zero and joint_loop(x, geom))
+    y = _values(x, wk, geom) if in_loop else _tap_sum(x, wk, geom)
     if x_zero and w_zero:
         return y, jnp.zeros_like(y)
     if w_zero:
