@@ -19,7 +19,7 @@ from conftest import with_variants
 import jaxconv
 from jaxconv import reference
 from jaxconv.kernels import depthwise
-from jaxconv.kernels.windows import phase_taps, strided_taps
+from jaxconv.kernels.windows import map_boxes, phase_taps, strided_taps
 
 CONVS = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}
 REFS = {1: reference.conv1d, 2: reference.conv2d, 3: reference.conv3d}
@@ -82,6 +82,31 @@ def test_taps_equal_strided_taps_and_their_transposes(form, i):
             assert g.shape == h.shape
             np.testing.assert_array_equal(g, h)
         np.testing.assert_allclose(gx, hx, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("i", range(24))
+def test_map_boxes_equals_the_function_of_the_padded_taps(i):
+    """map_boxes (the output in interior and border boxes, the taps of each box sliced from
+    the input) gives the values and the transpose of the same weighted tap sum over the
+    padded input's taps, the padding filled with a non-zero value; boxes wholly in the
+    padding, strides and dilations included, on any axes (the array's last axis too)."""
+    c = _taps_case(i)
+    args = (c["axes"], c["kernel"], c["pads"], c["out"], c["stride"], c["dilation"])
+    weights = c["r"].standard_normal(int(np.prod(c["kernel"])))
+
+    def f(taps):
+        return sum(t * wt for t, wt in zip(taps, weights, strict=True))
+
+    with jax.enable_x64(True):
+        x = jnp.asarray(c["x"])
+        want_fn = lambda x: f(strided_taps(x, *args, fill=0.5))  # noqa: E731
+        got_fn = lambda x: map_boxes(f, x, *args, fill=0.5)  # noqa: E731
+        want, want_vjp = jax.vjp(want_fn, x)
+        got, got_vjp = jax.jit(lambda x: jax.vjp(got_fn, x))(x)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        ct = jnp.asarray(c["r"].standard_normal(want.shape))
+        np.testing.assert_allclose(got_vjp(ct)[0], want_vjp(ct)[0], rtol=1e-12, atol=1e-12)
 
 
 def _case(i: int) -> dict:

@@ -41,7 +41,7 @@ from jax import lax
 
 from jaxconv._args import LAYOUT_KERNELS
 from jaxconv.geometry import ConvGeometry
-from jaxconv.kernels.windows import phase_taps, strided_taps
+from jaxconv.kernels.windows import map_boxes, phase_taps, strided_taps
 from jaxconv.kernels.xla import conv_lax
 
 Array = jax.Array
@@ -107,7 +107,7 @@ def _weighted_taps(taps: list[Array], wk: Array, geom: ConvGeometry) -> Array:
 def _tap_sum(x: Array, wk: Array, geom: ConvGeometry, pad_input: bool = True) -> Array:
     """sum over taps t of tap_t(x) * wk[t]: x batched in ``geom.layout``, wk (K, C, m) ->
     the batched output in ``geom.layout``, the taps strided slices of the padded input
-    (``pad_input=False``: of the input, each tap padded, see :func:`_values`)."""
+    (``pad_input=False``: of the input, each tap padded)."""
     taps = strided_taps(
         x, geom.axes, geom.kernel, geom.padding, geom.out_size, geom.stride, geom.dilation,
         pad_input=pad_input,
@@ -116,13 +116,19 @@ def _tap_sum(x: Array, wk: Array, geom: ConvGeometry, pad_input: bool = True) ->
 
 
 def _values(x: Array, wk: Array, geom: ConvGeometry) -> Array:
-    """The conv's values: :func:`_tap_sum` with each tap sliced from the unpadded input and
-    padded at its own size, so that the tap sum is one loop over the output reading the
-    input in place. Why: from a padded input XLA:CPU writes the padded copy first (as large
-    as the input), and a large temporary is fresh memory at every call, page faults and all
-    (docs/BENCHMARKS.md); the tangents keep the padded input, whose transposes were measured
-    as fast."""
-    return _tap_sum(x, wk, geom, pad_input=False)
+    """The conv's values without a padded copy of the input: XLA:CPU writes a padded input
+    out before slicing it (as large as the input), and a large temporary is fresh memory at
+    every call, page faults and all (docs/BENCHMARKS.md). The taps are slices of the input
+    itself, over the output's interior and border boxes
+    (:func:`~jaxconv.kernels.windows.map_boxes`), or channels first at a stride, where the
+    boxes measured a little slower, each padded at its own size inside the one fused loop.
+    The tangents keep the padded input, whose transposes were measured as fast."""
+    if geom.layout[1] == "C" and max(geom.stride) > 1:
+        return _tap_sum(x, wk, geom, pad_input=False)
+    return map_boxes(
+        lambda taps: _weighted_taps(taps, wk, geom), x, geom.axes, geom.kernel, geom.padding,
+        geom.out_size, geom.stride, geom.dilation,
+    )  # fmt: skip
 
 
 def _input_tangent(tx: Array, wk: Array, geom: ConvGeometry) -> Array:
