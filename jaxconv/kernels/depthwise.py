@@ -7,7 +7,9 @@ conv has no channel contraction at all: output channel ``c*m + j`` (m = out/in, 
 multiplier) is the sum over the kernel's taps of one strided slice of the padded input channel
 ``c`` times one weight. Each tap is one strided slice
 (:func:`~jaxconv.kernels.windows.strided_taps`: N-D, any stride and dilation), so the forward
-pass is one fused elementwise loop.
+pass is one fused elementwise loop. The values never pad the input as a whole: the taps are
+slices of the input itself over the output's interior and border boxes
+(:func:`~jaxconv.kernels.windows.map_boxes`; :func:`_values` says where and why).
 
 Derivatives: a ``custom_jvp``, written so that its transposes (what reverse mode runs) are
 fast on XLA:CPU. The tangent with respect to the input is the tap sum with the taps cut from
