@@ -18,6 +18,7 @@ from conftest import with_variants
 
 import jaxconv
 from jaxconv import reference
+from jaxconv.geometry import WindowGeometry
 from jaxconv.kernels import depthwise
 from jaxconv.kernels.windows import map_boxes, phase_taps, strided_taps
 
@@ -100,7 +101,12 @@ def test_map_boxes_equals_the_function_of_the_padded_taps(i):
     with jax.enable_x64(True):
         x = jnp.asarray(c["x"])
         want_fn = lambda x: f(strided_taps(x, *args, fill=0.5))  # noqa: E731
-        got_fn = lambda x: map_boxes(f, x, *args, fill=0.5)  # noqa: E731
+        geom = WindowGeometry(
+            layout="", axes=c["axes"], in_size=tuple(c["x"].shape[a] for a in c["axes"]),
+            kernel=tuple(c["kernel"]), stride=tuple(c["stride"]), padding=tuple(c["pads"]),
+            dilation=tuple(c["dilation"]), out_size=tuple(c["out"]),
+        )  # fmt: skip
+        got_fn = lambda x: map_boxes(f, x, geom, fill=0.5)  # noqa: E731
         want, want_vjp = jax.vjp(want_fn, x)
         got, got_vjp = jax.jit(lambda x: jax.vjp(got_fn, x))(x)
         assert got.shape == want.shape

@@ -127,10 +127,7 @@ def _values(x: Array, wk: Array, geom: ConvGeometry) -> Array:
     The tangents keep the padded input, whose transposes were measured as fast."""
     if geom.layout[1] == "C" and max(geom.stride) > 1:
         return _tap_sum(x, wk, geom, pad_input=False)
-    return map_boxes(
-        lambda taps: _weighted_taps(taps, wk, geom), x, geom.axes, geom.kernel, geom.padding,
-        geom.out_size, geom.stride, geom.dilation,
-    )  # fmt: skip
+    return map_boxes(lambda taps: _weighted_taps(taps, wk, geom), x, geom)
 
 
 def _input_tangent(tx: Array, wk: Array, geom: ConvGeometry) -> Array:

@@ -130,18 +130,12 @@ def _axis_boxes(n: int, k: int, pad_lo: int, o: int, s: int, d: int) -> list[tup
 
 
 def map_boxes(
-    f: Callable[[list[Array]], Array],
-    x: Array,
-    axes: Ints,
-    kernel: Ints,
-    pads: Pads,
-    out_size: Ints,
-    stride: Ints,
-    dilation: Ints,
-    fill: Any = 0,
+    f: Callable[[list[Array]], Array], x: Array, geom: WindowGeometry, fill: Any = 0
 ) -> Array:
     """``f(taps)`` over the whole output, computed box by box: ``taps`` as from
-    :func:`strided_taps` (padding ``fill``), ``f`` elementwise over the output positions
+    :func:`strided_taps` for the windows of ``geom`` over ``x`` (its axes, kernel, stride,
+    dilation, output size, and ``geom.padding`` filled with ``fill``; a conv's padding),
+    ``f`` elementwise over the output positions
     (e.g. a weighted sum of the taps). On each axis but the array's last the output splits
     into the range whose windows lie inside the input and the ranges before and after it
     (channels first, the taps stay padded along the last axis); each box's taps are
@@ -153,6 +147,8 @@ def map_boxes(
     3x3 depthwise tap sum took twice as long with it than from a padded input. Here the
     interior box, nearly all of the output, has no padding at all; the padded input itself
     is never written out (a large temporary is fresh memory at every call)."""
+    axes, kernel, pads, out_size = geom.axes, geom.kernel, geom.padding, geom.out_size
+    stride, dilation = geom.stride, geom.dilation
     per_axis = []
     for axis, k, (lo, _), o, s, d in zip(
         axes, kernel, pads, out_size, stride, dilation, strict=True
