@@ -144,7 +144,7 @@ def map_boxes(
 
     Why: a tap padded inside the fused loop (:func:`strided_taps` with ``pad_input=False``)
     costs a bounds test per element that XLA:CPU did not vectorise across; channels last the
-    3x3 depthwise tap sum took twice as long with it than from a padded input. Here the
+    3x3 depthwise tap sum took twice as long with it as from a padded input. Here the
     interior box, nearly all of the output, has no padding at all; the padded input itself
     is never written out (a large temporary is fresh memory at every call)."""
     axes, kernel, pads, out_size = geom.axes, geom.kernel, geom.padding, geom.out_size
