@@ -79,6 +79,12 @@ def strided_taps(
     return taps
 
 
+def _inside_outputs(offset: int, s: int, n: int, o: int) -> tuple[int, int]:
+    """The outputs ``first <= i < last`` (of ``o``) for which input ``i*s + offset`` lies
+    inside an axis of size ``n``; ``last <= first`` when none does."""
+    return max(0, -(offset // s)), min(o, (n - 1 - offset) // s + 1)
+
+
 def _inside_taps(
     x: Array, axes: Ints, kernel: Ints, pads: Pads, out_size: Ints, stride: Ints,
     dilation: Ints, fill: Any,
@@ -99,10 +105,8 @@ def _inside_taps(
         config = [(0, 0, 0)] * x.ndim
         geometry = zip(axes, tap, pads, out_size, stride, dilation, strict=True)
         for axis, t, (lo, _), o, s, d in geometry:
-            # output i reads input i*s + offset: inside for outputs first <= i < last
             offset = t * d - lo
-            first = max(0, -(offset // s))
-            last = min(o, (x.shape[axis] - 1 - offset) // s + 1)
+            first, last = _inside_outputs(offset, s, x.shape[axis], o)
             if last <= first:  # the tap lies in the padding for every output
                 taps.append(jnp.full(out_shape, fill, x.dtype))
                 break
@@ -119,11 +123,8 @@ def _axis_boxes(n: int, k: int, pad_lo: int, o: int, s: int, d: int) -> list[tup
     """One spatial axis's output ranges ``[b0, b1)``: the outputs whose every tap lies inside
     the input (size ``n``), and the ranges before and after it (outputs with a tap in the
     padding); the whole axis where no output has every tap inside."""
-    first, last = 0, o
-    for t in range(k):
-        offset = t * d - pad_lo  # output i reads input i*s + offset
-        first = max(first, -(offset // s))
-        last = min(last, (n - 1 - offset) // s + 1)
+    ranges = [_inside_outputs(t * d - pad_lo, s, n, o) for t in range(k)]
+    first, last = max(r[0] for r in ranges), min(r[1] for r in ranges)
     if first >= last:
         return [(0, o)]
     return [(b0, b1) for b0, b1 in ((0, first), (first, last), (last, o)) if b1 > b0]
@@ -135,12 +136,11 @@ def map_boxes(
     """``f(taps)`` over the whole output, computed box by box: ``taps`` as from
     :func:`strided_taps` for the windows of ``geom`` over ``x`` (its axes, kernel, stride,
     dilation, output size, and ``geom.padding`` filled with ``fill``; a conv's padding),
-    ``f`` elementwise over the output positions
-    (e.g. a weighted sum of the taps). On each axis but the array's last the output splits
-    into the range whose windows lie inside the input and the ranges before and after it
-    (channels first, the taps stay padded along the last axis); each box's taps are
-    slices of a slice of ``x`` (padded only in the boxes that reach the padding), and the
-    boxes are put together by concatenation.
+    ``f`` elementwise over the output positions (e.g. a weighted sum of the taps). On each
+    axis but the array's last the output splits into the range whose windows lie inside the
+    input and the ranges before and after it (channels first, the taps stay padded along the
+    last axis); each box's taps are slices of a slice of ``x`` (padded only in the boxes
+    that reach the padding), and the boxes are put together by concatenation.
 
     Why: a tap padded inside the fused loop (:func:`strided_taps` with ``pad_input=False``)
     costs a bounds test per element that XLA:CPU did not vectorise across; channels last the
