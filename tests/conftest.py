@@ -7,6 +7,11 @@ import os
 # Tests compare against float64 references; keep XLA on full-precision matmuls and convs.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
+from _xla_flags import suite_xla_flags
+
+# Inherited by the xdist workers and by the scripts the tests start; read once, when JAX starts.
+os.environ["XLA_FLAGS"] = suite_xla_flags(os.environ)
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -29,8 +34,9 @@ def variant(request):
 
 #: ``JAXCONV_TEST_FULL=1``: every case of the seeded sweeps that use :func:`with_variants`
 #: runs both eager and jitted, and sweeps that size themselves by :data:`FULL` run all their
-#: cases. By default (the README's test command) a sweep runs every case jitted and a quarter
-#: of them eager too: un-jitted JAX compiles every primitive of every new shape on its own,
+#: cases, and XLA compiles as users' programs do (:func:`_xla_flags.suite_xla_flags`). By
+#: default (the README's test command) a sweep runs every case jitted and a quarter of them
+#: eager too: un-jitted JAX compiles every primitive of every new shape on its own,
 #: which made the eager half most of a sweep's time, and a quarter of the cases already
 #: covers each padding form, layout and path un-jitted.
 FULL = os.environ.get("JAXCONV_TEST_FULL", "") == "1"

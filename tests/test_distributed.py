@@ -185,7 +185,9 @@ def _env(devices: int) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(_CLUSTER_VARS)},
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        # the parent's flags (the tests' code generation, conftest.fast_cpu_codegen) kept
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+        f"--xla_force_host_platform_device_count={devices}",
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -255,7 +255,7 @@ def lenet_bn_runs(ds, tmp_path_factory):
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
     }
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp_path_factory.mktemp("lenet_bn"))],
