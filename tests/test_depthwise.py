@@ -194,6 +194,16 @@ def test_chunked_weight_gradient_matches_lax(monkeypatch):
                 np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
+def _values_and_jvp_values(f, x, w, tx, tw) -> tuple:
+    """``f(x, w)``, and the values of its jvp in both arguments, in x alone and in w alone."""
+    return (
+        f(x, w),
+        jax.jvp(f, (x, w), (tx, tw))[0],
+        jax.jvp(lambda x: f(x, w), (x,), (tx,))[0],
+        jax.jvp(lambda w: f(x, w), (w,), (tw,))[0],
+    )
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
 @pytest.mark.parametrize("layout", ["first", "last"])
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -201,7 +211,8 @@ def test_nan_and_inf_reach_the_outputs_they_reach_in_torch(n, layout, chunked, m
     """NaN and inf in the input, and an inf weight (whose products with the zero padding are
     NaN), give PyTorch's pattern in the plain values (taps of the unpadded input) and in the
     values of ``jax.jvp`` in x, in w and in both (the padded input's taps, or the unpadded
-    ones where the tangents run in one chunk loop: ``chunked``), at stride 1 and 2."""
+    ones where the tangents run in one chunk loop: ``chunked``), at stride 1 and 2; all four
+    in one jitted program."""
     if chunked:
         monkeypatch.setattr(depthwise, "CHUNK_BYTES", 1)
     r = np.random.default_rng(30 + n)
@@ -219,10 +230,8 @@ def test_nan_and_inf_reach_the_outputs_they_reach_in_torch(n, layout, chunked, m
                 c, tconv(torch.tensor(x), torch.tensor(w), None, stride, 1, 1, 3).numpy()
             )
             f = lambda x, w, s=stride: conv(x, w, None, s, 1, 1, 3, layout=name, impl="depthwise")  # noqa: E731
-            assert_nonfinite_like(jax.jit(f)(xl, wl), want)
-            assert_nonfinite_like(jax.jvp(f, (xl, wl), (tx, tw))[0], want)
-            assert_nonfinite_like(jax.jvp(lambda x, f=f: f(x, wl), (xl,), (tx,))[0], want)
-            assert_nonfinite_like(jax.jvp(lambda w, f=f: f(xl, w), (wl,), (tw,))[0], want)
+            for got in jax.jit(functools.partial(_values_and_jvp_values, f))(xl, wl, tx, tw):
+                assert_nonfinite_like(got, want)
 
 
 def test_batch_chunk_is_the_largest_divisor_that_fits(monkeypatch):
