@@ -11,6 +11,11 @@ from collections.abc import Mapping
 CPU_CODEGEN_FLAG = "--xla_backend_optimization_level=0"
 
 
+def full_run(environ: Mapping[str, str]) -> bool:
+    """``JAXCONV_TEST_FULL=1``: every case and example, compiled as users' programs are."""
+    return environ.get("JAXCONV_TEST_FULL", "") == "1"
+
+
 def cpu_only_jax(environ: Mapping[str, str]) -> bool:
     """Whether JAX can only run on the CPU here: ``JAX_PLATFORMS=cpu``, or neither an
     accelerator plugin (``jax_plugins``) nor ``libtpu`` installed."""
@@ -33,7 +38,13 @@ def suite_xla_flags(environ: Mapping[str, str]) -> str:
     only the machine code of XLA's own loops is less optimised. ``JAXCONV_TEST_FULL=1``
     runs the code generation users get."""
     flags = environ.get("XLA_FLAGS", "")
-    full = environ.get("JAXCONV_TEST_FULL", "") == "1"
-    if full or "xla_backend_optimization_level" in flags or not cpu_only_jax(environ):
+    if full_run(environ) or "xla_backend_optimization_level" in flags or not cpu_only_jax(environ):
         return flags
     return f"{flags} {CPU_CODEGEN_FLAG}".strip()
+
+
+def with_host_devices(environ: Mapping[str, str], devices: int) -> str:
+    """``environ``'s ``XLA_FLAGS`` (this run's code generation kept) with ``devices`` CPU
+    devices, for a child process that shards over them."""
+    flags = environ.get("XLA_FLAGS", "")
+    return f"{flags} --xla_force_host_platform_device_count={devices}".strip()

@@ -7,7 +7,7 @@ import os
 # Tests compare against float64 references; keep XLA on full-precision matmuls and convs.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
-from _xla_flags import suite_xla_flags
+from _xla_flags import full_run, suite_xla_flags
 
 # Inherited by the xdist workers and by the scripts the tests start; read once, when JAX starts.
 os.environ["XLA_FLAGS"] = suite_xla_flags(os.environ)
@@ -39,7 +39,7 @@ def variant(request):
 #: eager too: un-jitted JAX compiles every primitive of every new shape on its own,
 #: which made the eager half most of a sweep's time, and a quarter of the cases already
 #: covers each padding form, layout and path un-jitted.
-FULL = os.environ.get("JAXCONV_TEST_FULL", "") == "1"
+FULL = full_run(os.environ)
 EAGER_EVERY = 1 if FULL else 4
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _xla_flags import with_host_devices
 
 # Under ``pytest -n N --dist loadgroup`` every test here runs on one worker: the child jobs
 # of the module-scoped fixtures run once, not once per worker that gets one of its tests.
@@ -185,9 +186,7 @@ def _env(devices: int) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(_CLUSTER_VARS)},
         "JAX_PLATFORMS": "cpu",
-        # the parent's flags (the tests' code generation, conftest.fast_cpu_codegen) kept
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
-        f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": with_host_devices(os.environ, devices),
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _xla_flags import with_host_devices
 from conftest import EAGER_EVERY
 
 from jaxconv import nn as jnn
@@ -611,9 +612,7 @@ def test_batchnorm_statistics_over_sharded_batch():
     """Four CPU devices, the batch sharded over them: the same outputs and running statistics
     as one device (the mean over the batch axis is the global one under jit)."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
+    env["XLA_FLAGS"] = with_host_devices(env, 4)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(

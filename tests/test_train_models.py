@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _runs import check_one_epoch_checkpoint, dataset_fixture, fit_quietly
+from _xla_flags import with_host_devices
 
 from jaxconv import data, networks
 from jaxconv.cli import main
@@ -255,7 +256,7 @@ def lenet_bn_runs(ds, tmp_path_factory):
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": with_host_devices(os.environ, 2),
     }
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp_path_factory.mktemp("lenet_bn"))],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _xla_flags import CPU_CODEGEN_FLAG, cpu_only_jax, suite_xla_flags
+from _xla_flags import CPU_CODEGEN_FLAG, cpu_only_jax, suite_xla_flags, with_host_devices
 
 
 def test_the_cpu_codegen_flag_is_added_to_the_given_flags_on_a_cpu_only_jax():
@@ -33,3 +33,12 @@ def test_an_installed_accelerator_plugin_keeps_the_flags_as_given(monkeypatch):
     assert not cpu_only_jax(env)
     assert suite_xla_flags(env) == "--a=1"
     assert suite_xla_flags({"JAX_PLATFORMS": "cpu"}) == CPU_CODEGEN_FLAG  # cpu named: added
+
+
+def test_host_devices_keep_the_given_flags():
+    env = {"XLA_FLAGS": CPU_CODEGEN_FLAG}
+    assert with_host_devices(env, 4).split() == [
+        CPU_CODEGEN_FLAG,
+        "--xla_force_host_platform_device_count=4",
+    ]
+    assert with_host_devices({}, 2) == "--xla_force_host_platform_device_count=2"
