@@ -165,7 +165,8 @@ def _geom(c: int, size: int, o: int, k: Any, layout: str = "NCDHW", **kw):
 
 def test_auto_runs_plane_patches_where_it_beat_the_planes_on_cpu():
     """float32 on CPU: unpadded stride-1 layers, and strided layers with output planes of 16x16
-    or more; padded stride-1 layers and small strided planes stay on the depth planes."""
+    or more; padded stride-1 layers (narrower than test_plane_winograd.py's) and small strided
+    planes stay on the depth planes."""
     chosen = [
         _geom(4, 8, 16, 3),
         _geom(64, 8, 32, 3, "NDHWC"),
@@ -179,8 +180,8 @@ def test_auto_runs_plane_patches_where_it_beat_the_planes_on_cpu():
         assert select_impl(geom, jnp.bfloat16, "cpu") == "lax"
         assert select_impl(geom, jnp.float32, "gpu") == "lax"
     planes = [
-        _geom(16, 8, 32, 3, padding=1),
-        _geom(16, 8, 32, 3, "NDHWC", padding=(0, 1, 0)),
+        _geom(16, 8, 16, 3, padding=1),
+        _geom(8, 8, 32, 3, "NDHWC", padding=(0, 1, 0)),
         _geom(16, 9, 32, 3, dilation=(1, 2, 1)),
         _geom(16, 16, 32, 3, stride=2, padding=1),  # 8x8 output planes
         _geom(16, 8, 32, (3, 1, 3)),  # a 1-wide window: no pad-and-crop to save

@@ -52,6 +52,18 @@ The choice, in words (the measurements behind it are in docs/BENCHMARKS.md):
   step, this path 0.21 s). Elsewhere the forward measurements went both ways (padded
   stride-1 layers 0.62-1.31x, strided 8x8 output planes 1.09-1.17x), so those stay on the
   planes; float64 is not measured and stays there too.
+- Among float32 3-D convs, those with a 3x3 (H, W) window at stride 1 and dilation 1 there,
+  at least 32 stacked input (kd*C) and output channels and output planes of at least 6x6
+  (:func:`~jaxconv.kernels.plane_winograd.plane_winograd_wins`) take ``"plane_patches"``
+  too, padded or not, and its values come from Winograd's F(3x3, 3x3) over the stacked
+  depth planes (:mod:`~jaxconv.kernels.plane_winograd`): 25 products per 3x3 tile of a
+  plane's outputs instead of 81. On the family's conv3d 4x16x32^3 -> 32 k3 layer (one
+  core, docs/BENCHMARKS.md) NDHWC took 0.53-0.55x the chunked patch matrices' forward time
+  and 0.79-0.94x forward+backward; NCDHW, which moves to channels last and back, about the
+  same forward and 0.78-0.96x forward+backward; padded by one, 0.61x (NCDHW) and 0.74-0.77x
+  (NDHWC) the depth planes' forward+backward time, 0.83-0.94x forward.
+  Its float32 error is a few times a direct convolution's, and a non-finite input reaches
+  the outputs of its tiles, as for the 2-D Winograd path below.
 - On CPU, float32 NCL ``conv1d`` at stride 1 with groups 1 and a kernel of 2 taps or more
   runs ``"tap_outputs"`` (:mod:`~jaxconv.kernels.tap_outputs`: per batch item one matrix
   product with the taps stacked on the output rows, then k shifted row slices added; XLA's
@@ -132,6 +144,7 @@ from jaxconv.kernels.nhwc import conv_nhwc, from_nhwc, to_nhwc
 from jaxconv.kernels.patches import conv_patches
 from jaxconv.kernels.phases import conv_transpose_phases
 from jaxconv.kernels.plane_patches import beats_planes, conv_plane_patches
+from jaxconv.kernels.plane_winograd import plane_winograd_wins
 from jaxconv.kernels.planes import conv_planes, planes_apply
 from jaxconv.kernels.strided import conv_phases, phases_apply
 from jaxconv.kernels.tap_outputs import conv_tap_outputs, tap_outputs_wins
@@ -176,7 +189,8 @@ def select_impl(geom: ConvGeometry, dtype: Any, backend: str | None = None) -> s
     if cpu and geom.groups > 1 and is_depthwise(geom):
         return "depthwise"
     if cpu and full and planes_apply(geom) and geom.groups == 1 and max(geom.kernel) > 1:
-        return "plane_patches" if f32 and beats_planes(geom) else "planes"
+        patches = beats_planes(geom) or plane_winograd_wins(geom)
+        return "plane_patches" if f32 and patches else "planes"
     if cpu and f32 and tap_outputs_wins(geom):
         return "tap_outputs"
     if cpu and f32 and winograd_wins(geom):

@@ -48,6 +48,7 @@ from jax import lax
 
 from jaxconv.geometry import ConvGeometry
 from jaxconv.kernels.borrowed import ConvImpl
+from jaxconv.kernels.plane_winograd import plane_winograd_values, plane_winograd_wins
 from jaxconv.kernels.windows import largest_divisor, strided_taps
 from jaxconv.kernels.xla import conv_lax
 
@@ -211,12 +212,21 @@ def kernel_tangent(
     return y.transpose(0, 3, 1, 4, 2, 5, 6).reshape(n, o, od, oh, ow)
 
 
+def values(x: Array, w: Array, geom: ConvGeometry, precision: Any) -> Array:
+    """The path's values: by Winograd over depth planes where
+    :func:`~jaxconv.kernels.plane_winograd.plane_winograd_wins` (float32), else the chunked
+    patch matrices (:func:`chunked_forward`)."""
+    if x.dtype == jnp.float32 and plane_winograd_wins(geom):
+        return plane_winograd_values(x, w, geom, precision)
+    return chunked_forward(x, w, geom, precision)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _plane_patches(
     x: Array, w: Array, geom: ConvGeometry, precision: Any, tangent_conv: ConvImpl
 ) -> Array:
-    """Batched x, w in ``geom``'s layouts: the chunked values (derivatives: the rule below)."""
-    return chunked_forward(x, w, geom, precision)
+    """Batched x, w in ``geom``'s layouts: the path's values (derivatives: the rule below)."""
+    return values(x, w, geom, precision)
 
 
 @functools.partial(_plane_patches.defjvp, symbolic_zeros=True)
@@ -231,7 +241,7 @@ def _plane_patches_jvp(
     path's), the kernel's is :func:`kernel_tangent` (so the weight gradient is the chunk loop).
     A symbolic-zero tangent (e.g. the input data's) costs nothing."""
     (x, w), (tx, tw) = primals, tangents
-    y = chunked_forward(x, w, geom, precision)
+    y = values(x, w, geom, precision)
     terms = []
     if not isinstance(tx, jax.custom_derivatives.SymbolicZero):
         # Only x is differentiated: XLA drops the values tangent_conv computes alongside.

@@ -202,7 +202,7 @@ def kernel_gradient_transform(du: Array, m: int) -> Array:
     return dw.reshape(3, 3, ci, co)
 
 
-def _tile_products(x: Array, u: Array, pads: Padding, precision: Any, m: int) -> Array:
+def tile_products(x: Array, u: Array, pads: Padding, precision: Any, m: int) -> Array:
     """x (N, H, W, Cin) and the transformed kernel ``u`` (t*t, Cin, Cout) -> (N, oh, ow,
     Cout): the input tiles' transform, the t*t channel products, the output transform."""
     out, tiles = tile_grid(x.shape, pads, m)
@@ -217,7 +217,7 @@ def conv_winograd_nhwc(x: Array, w: Array, pads: Padding, precision: Any, m: int
     whole batch at once."""
     if w.shape[:2] != (3, 3):
         raise ValueError(f"the Winograd path takes 3x3 kernels, got {w.shape[:2]}")
-    return _tile_products(x, kernel_transform(w, m), pads, precision, m)
+    return tile_products(x, kernel_transform(w, m), pads, precision, m)
 
 
 def batch_chunk(x_shape: tuple[int, ...], pads: Padding, m: int) -> int:
@@ -268,7 +268,7 @@ def winograd_nhwc(x: Array, w: Array, pads: Padding, precision: Any) -> Array:
     u = kernel_transform(w, TILE)  # once, outside the chunk loop
 
     def chunk(xc: Array) -> Array:
-        return _tile_products(xc, u, pads, precision, TILE)
+        return tile_products(xc, u, pads, precision, TILE)
 
     y = lax.map(chunk, x.reshape(n // b, b, *x.shape[1:]))
     return y.reshape(n, *y.shape[2:])
